@@ -1,0 +1,259 @@
+"""transformers backend: local checkpoints, bundled aliases, hub ids, peft adapters."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ModelError
+from ..registry import register
+from ..types import Chat, GenParams
+from . import _bundled
+from ._base import apply_stop
+
+log = logging.getLogger(__name__)
+
+
+class HFSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(_bundled.DEFAULT_MODEL, description="bundled alias, local path or hub id")
+    adapter: str | None = Field(None, description="peft adapter directory applied on top")
+    device: str = Field("auto", description="'auto' (GPU when present), 'cpu', 'cuda', ...")
+    dtype: str = Field("auto", description="'auto' (float32 on CPU, bfloat16 on GPU) or a name")
+    batch_size: int = Field(32, ge=1, description="chats per forward batch")
+    max_context: int | None = Field(None, ge=16, description="override the model's context")
+    fast: bool = Field(True, description="use the fast generation path where available")
+
+
+def resolve_path(model: str) -> str:
+    """A bundled alias becomes its cached checkpoint; anything else is returned as is."""
+    if model in _bundled.BUNDLED:
+        return str(_bundled.resolve(model))
+    return model
+
+
+def _adapter_base(adapter_dir: Path) -> str | None:
+    """The base model a checkpoint's adapter was trained on, from its metadata."""
+    meta = adapter_dir / "superalign_checkpoint.json"
+    if meta.is_file():
+        base = json.loads(meta.read_text()).get("base_model")
+        if base:
+            return base
+    cfg = adapter_dir / "adapter_config.json"
+    if cfg.is_file():
+        return json.loads(cfg.read_text()).get("base_model_name_or_path")
+    return None
+
+
+class HFChatModel:
+    """A transformers causal LM behind the ChatModel protocol.
+
+    Prompts are rendered with the tokenizer's chat template and left-padded for
+    batched generation; prompts longer than the context minus the generation budget
+    are cut from the left (the latest turns are kept) with a warning.
+    """
+
+    def __init__(self, settings: HFSettings | None = None, **kwargs: Any) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.settings = settings or HFSettings(**kwargs)
+        s = self.settings
+        model_path = s.model
+        adapter = s.adapter
+        if adapter is None and (Path(model_path) / "adapter_config.json").is_file():
+            adapter = model_path
+            model_path = _adapter_base(Path(model_path)) or _bundled.DEFAULT_MODEL
+        self.name = s.model
+        path = resolve_path(model_path)
+        self.device = _pick_device(s.device)
+        dtype = _pick_dtype(s.dtype, self.device)
+        local_only = os.environ.get("HF_HUB_OFFLINE", "1") == "1"
+        try:
+            tok_source = adapter if adapter and _has_tokenizer(adapter) else path
+            self.tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=local_only)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype, local_files_only=local_only
+            )
+        except OSError as e:
+            raise ModelError(
+                f"could not load model {model_path!r}: {e}. Give a bundled alias "
+                f"({', '.join(_bundled.BUNDLED)}), a local checkpoint directory, or a hub id "
+                "with HF_HUB_OFFLINE=0 where the network allows."
+            ) from e
+        if adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter)
+        self.model = model.to(self.device).eval()
+        self.adapter = adapter
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "left"
+        cfg = self.model.config
+        self.max_context = s.max_context or getattr(cfg, "max_position_embeddings", 2048)
+        self._torch = torch
+        self.fast = None  # set by the fast-rollout engine when available
+
+    # -- prompts ---------------------------------------------------------------
+
+    def render(self, chat: Chat) -> str:
+        """The chat as the model sees it, ending with the assistant's turn opener."""
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(
+                chat, tokenize=False, add_generation_prompt=True
+            )
+        turns = "".join(f"{m['role']}: {m['content']}\n" for m in chat)
+        return turns + "assistant: "
+
+    def encode_prompts(self, chats: Sequence[Chat], room: int) -> list[list[int]]:
+        """Token ids per chat, cut from the left to leave ``room`` tokens of context."""
+        budget = max(1, self.max_context - room)
+        out = []
+        for chat in chats:
+            ids = self.tokenizer(self.render(chat), add_special_tokens=False).input_ids
+            if len(ids) > budget:
+                log.warning(
+                    "prompt of %d tokens exceeds the context budget of %d; "
+                    "keeping its last %d tokens",
+                    len(ids), budget, budget,
+                )  # fmt: skip
+                ids = ids[-budget:]
+            out.append(ids)
+        return out
+
+    def _pad_left(self, batch: list[list[int]]) -> tuple[Any, Any]:
+        torch = self._torch
+        width = max(len(x) for x in batch)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, row in enumerate(batch):
+            ids[i, width - len(row) :] = torch.tensor(row)
+            mask[i, width - len(row) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # -- ChatModel -------------------------------------------------------------
+
+    def generate(self, chats: Sequence[Chat], params: GenParams) -> list[str]:
+        if not chats:
+            return []
+        prompts = self.encode_prompts(chats, params.max_new_tokens)
+        if params.seed is not None:
+            self._torch.manual_seed(params.seed)
+        if self.fast is not None:
+            token_lists = self.fast.generate_ids(prompts, params)
+        else:
+            token_lists = []
+            # Sort by length so each batch pads little; restore order afterwards.
+            order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+            results: dict[int, list[int]] = {}
+            bs = self.settings.batch_size
+            for start in range(0, len(order), bs):
+                idx = order[start : start + bs]
+                for i, toks in zip(idx, self.generate_ids([prompts[i] for i in idx], params)):
+                    results[i] = toks
+            token_lists = [results[i] for i in range(len(prompts))]
+        texts = self.tokenizer.batch_decode(token_lists, skip_special_tokens=True)
+        return [apply_stop(t, params.stop).strip() for t in texts]
+
+    def generate_ids(self, prompts: list[list[int]], params: GenParams) -> list[list[int]]:
+        """Plain ``model.generate`` on one batch of prompt ids; returns new token ids."""
+        ids, mask = self._pad_left(prompts)
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens}
+        if params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        with self._torch.no_grad():
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **kwargs,
+            )
+        new = out[:, ids.shape[1] :].tolist()
+        eos = _eos_ids(self)
+        return [_cut_at_eos(row, eos) for row in new]
+
+    def logprobs(self, chats: Sequence[Chat], continuations: Sequence[str]) -> list[float]:
+        """Summed log p(continuation | chat) under the model, one float per pair."""
+        torch = self._torch
+        if len(chats) != len(continuations):
+            raise ValueError("logprobs needs one continuation per chat")
+        out: list[float] = []
+        bs = self.settings.batch_size
+        for start in range(0, len(chats), bs):
+            batch_chats = chats[start : start + bs]
+            conts = [
+                self.tokenizer(c, add_special_tokens=False).input_ids
+                for c in continuations[start : start + bs]
+            ]
+            longest = max((len(c) for c in conts), default=0)
+            prompts = self.encode_prompts(batch_chats, longest)
+            rows = [p + c for p, c in zip(prompts, conts)]
+            ids, mask = self._pad_left(rows)
+            with torch.no_grad():
+                logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V)
+            targets = ids[:, 1:]
+            token_lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+            width = ids.shape[1]
+            for i, c in enumerate(conts):
+                if not c:
+                    out.append(0.0)
+                    continue
+                # continuation tokens sit at the last len(c) positions of the row
+                out.append(float(token_lp[i, width - 1 - len(c) :].sum()))
+        return out
+
+
+def _has_tokenizer(path: str) -> bool:
+    return (Path(path) / "tokenizer_config.json").is_file()
+
+
+def _eos_ids(m: HFChatModel) -> set[int]:
+    eos = m.model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if m.tokenizer.eos_token_id is not None:
+        ids.add(m.tokenizer.eos_token_id)
+    return ids
+
+
+def _cut_at_eos(row: list[int], eos: set[int]) -> list[int]:
+    for i, t in enumerate(row):
+        if t in eos:
+            return row[:i]
+    return row
+
+
+def _pick_device(device: str) -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _pick_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return getattr(torch, dtype)
+    except AttributeError as e:
+        raise ModelError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16") from e
+
+
+@register("backend", "hf", settings=HFSettings)
+def hf_backend(settings: HFSettings) -> HFChatModel:
+    """transformers model: bundled alias, local path or hub id, optional peft adapter."""
+    return HFChatModel(settings)

@@ -1,0 +1,102 @@
+"""Name -> factory registry for every pluggable component.
+
+Built-ins register themselves with ``@register(kind, name)``; third-party packages
+add components through the entry-point group ``superalign.<kind>`` (for example
+``superalign.critic``), each entry point naming a factory. A component may declare a
+pydantic ``settings`` model: its arguments in a config are validated against it when
+the config is loaded, so a typo fails at start-up rather than mid-run.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from pydantic import BaseModel
+
+from .errors import UnknownComponentError
+
+KINDS = ("backend", "critic", "mutator", "attacker", "algorithm", "label_source")
+
+# Modules whose import registers the built-in components. A module that does not
+# exist yet (a role not installed) is skipped.
+_BUILTIN_MODULES = (
+    "superalign.models",
+    "superalign.critic",
+    "superalign.attack",
+    "superalign.learn",
+    "superalign.loop",
+)
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    settings: type[BaseModel] | None = None
+    summary: str = ""
+
+
+_REGISTRY: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+_loaded = False
+
+
+def register(
+    kind: str, name: str, settings: type[BaseModel] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register ``factory`` as component ``name`` of ``kind``."""
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown component kind {kind!r}; kinds are {', '.join(KINDS)}")
+
+    def wrap(factory: Callable[..., Any]) -> Callable[..., Any]:
+        doc = (factory.__doc__ or "").strip().splitlines()
+        _REGISTRY[kind][name] = Component(kind, name, factory, settings, doc[0] if doc else "")
+        return factory
+
+    return wrap
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in _BUILTIN_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+    for kind in KINDS:
+        for ep in entry_points(group=f"superalign.{kind}"):
+            if ep.name not in _REGISTRY[kind]:
+                _REGISTRY[kind][ep.name] = Component(kind, ep.name, ep.load())
+
+
+def names(kind: str) -> list[str]:
+    _load()
+    return sorted(_REGISTRY[kind])
+
+
+def get(kind: str, name: str, where: str = "") -> Component:
+    """Look a component up; an unknown name raises and lists the valid ones."""
+    _load()
+    found = _REGISTRY[kind].get(name)
+    if found is None:
+        at = f" at {where}" if where else ""
+        valid = ", ".join(sorted(_REGISTRY[kind])) or "(none registered)"
+        raise UnknownComponentError(f"unknown {kind} {name!r}{at}; valid names: {valid}")
+    return found
+
+
+def create(kind: str, name: str, args: dict[str, Any] | None = None, **deps: Any) -> Any:
+    """Build component ``name`` with validated ``args`` plus run-time dependencies."""
+    component = get(kind, name)
+    args = dict(args or {})
+    if component.settings is not None:
+        return component.factory(component.settings(**args), **deps)
+    return component.factory(**args, **deps)
