@@ -174,3 +174,47 @@ class Preference(BaseModel):
 class RoundSummary(BaseModel):
     round: int
     metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class Judgement(BaseModel):
+    """Everything the critic side says about one exchange: each critic's critique and
+    the aggregated label."""
+
+    critiques: list[Critique] = Field(default_factory=list)
+    label: Label
+
+
+class Judged(BaseModel):
+    """One exchange with its judgement: the unit of feedback for attacker and learner."""
+
+    query: Query
+    response: Response
+    judgement: Judgement
+
+
+class Feedback(BaseModel):
+    """What the attacker learns from the last round, and what it must never propose."""
+
+    round: int = 0
+    judged: list[Judged] = Field(default_factory=list)
+    exclude_hashes: set[str] = Field(default_factory=set)  # evaluation-tier content hashes
+
+
+class RoundData(BaseModel):
+    """What one round of training consumes."""
+
+    round: int
+    judged: list[Judged] = Field(default_factory=list)
+    preferences: list[Preference] = Field(default_factory=list)
+    constitution: str = ""  # principles as text, for revision and context distillation
+
+
+class Checkpoint(BaseModel):
+    """A learner checkpoint directory, loadable with transformers + peft."""
+
+    path: str
+    round: int
+    algorithm: str
+    base_model: str
+    parent: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)

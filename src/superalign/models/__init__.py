@@ -1,0 +1,24 @@
+"""Chat models: the protocol, the backends and the bundled default."""
+
+from ._base import ChatModel, apply_stop
+from ._bundled import BUNDLED, DEFAULT_MODEL
+from ._hf import HFChatModel, HFSettings
+from ._load import ModelSpec, load_model, parse_model_ref, validate_spec
+from ._mock import MockModel
+from ._openai import OpenAIChatModel, OpenAISettings
+
+__all__ = [
+    "BUNDLED",
+    "DEFAULT_MODEL",
+    "ChatModel",
+    "HFChatModel",
+    "HFSettings",
+    "MockModel",
+    "ModelSpec",
+    "OpenAIChatModel",
+    "OpenAISettings",
+    "apply_stop",
+    "load_model",
+    "parse_model_ref",
+    "validate_spec",
+]

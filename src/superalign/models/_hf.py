@@ -102,6 +102,12 @@ class HFChatModel:
         self._torch = torch
         self.fast = None  # set by the fast-rollout engine when available
 
+    def weights_changed(self) -> None:
+        """Tell the model its weights were updated in place (after a training round),
+        so a fast generation engine rebuilds from the new weights."""
+        if self.fast is not None:
+            self.fast.refresh()
+
     # -- prompts ---------------------------------------------------------------
 
     def render(self, chat: Chat) -> str:

@@ -1,0 +1,110 @@
+"""Command-line interface. Thin: parses arguments and calls library functions.
+
+Each role adds its own commands from ``superalign.<role>._cli`` (a module with a
+``register(app)`` function), so the commands live beside the code they drive.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from .errors import SuperalignError  # noqa: E402
+
+app = typer.Typer(
+    help="superalign: attacker, learner and critic in a closed alignment loop.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Inspect run configurations.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+console = Console()
+err_console = Console(stderr=True)
+
+_ROLE_CLIS = ("critic", "attack", "learn", "loop", "eval", "models")
+
+
+@app.command()
+def chat(
+    model: str = typer.Argument(
+        ..., help="bundled alias, checkpoint dir, hub id, openai:MODEL@URL or mock"
+    ),
+    prompt: str = typer.Argument(..., help="the user message"),
+    system: str | None = typer.Option(None, "--system", help="system message"),
+    max_new_tokens: int = typer.Option(128, help="reply length in tokens"),
+    temperature: float = typer.Option(0.0, help="0 means greedy"),
+    top_p: float = typer.Option(1.0),
+    seed: int | None = typer.Option(None),
+) -> None:
+    """One-shot generation from any backend."""
+    from .models import load_model
+    from .types import GenParams
+
+    m = load_model(model)
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}
+    ]
+    params = GenParams(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
+    )
+    console.print(m.generate([messages], params)[0], markup=False, highlight=False)
+
+
+@app.command()
+def models(
+    fetch: bool = typer.Option(False, "--fetch", help="fetch and convert missing bundled models"),
+) -> None:
+    """Bundled model aliases and their cache state."""
+    from .models import _bundled
+
+    if fetch:
+        for alias in _bundled.BUNDLED:
+            _bundled.resolve(alias)
+    table = Table("alias", "cached", "path", "description")
+    for row in _bundled.status():
+        table.add_row(row["alias"], row["cached"], row["path"], row["description"])
+    console.print(table)
+    console.print(f"cache: {_bundled.home()} (set SUPERALIGN_HOME to move it)")
+
+
+@config_app.command("show")
+def config_show(
+    file: Path | None = typer.Argument(None, help="YAML config (default: built-in defaults)"),
+    set_: list[str] = typer.Option([], "--set", help="dotted override, e.g. learner.lr=1e-5"),
+) -> None:
+    """Print the resolved, validated configuration."""
+    from .config import load_config
+
+    console.print(load_config(file, set_).to_yaml(), markup=False, highlight=False)
+
+
+for _role in _ROLE_CLIS:
+    try:
+        _module = importlib.import_module(f"superalign.{_role}._cli")
+    except ModuleNotFoundError as _e:
+        if _e.name != f"superalign.{_role}._cli":
+            raise
+        continue
+    _module.register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except SuperalignError as e:
+        err_console.print(f"[bold red]error[/]: {e}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Run configuration: YAML plus dotted overrides, validated once at start-up.
+
+Each section's model lives beside the role it configures (``critic/settings.py``,
+``learn/settings.py`` ...). Component names are checked against the registry and
+component arguments against each component's settings model, so a typo fails before
+any model loads, with the key path and the valid values in the message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import registry
+from .attack.settings import AttackerSection
+from .critic.settings import CriticSection
+from .errors import ConfigError
+from .eval.settings import EvalSection
+from .learn.settings import LearnerSection
+from .loop.settings import LoopSection
+from .models import DEFAULT_MODEL, ModelSpec, validate_spec
+from .settings import ComponentSpec
+
+
+def _default_models() -> dict[str, ModelSpec]:
+    return {
+        role: ModelSpec(backend="hf", model=DEFAULT_MODEL)
+        for role in ("learner", "attacker", "judge")
+    }
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("run", description="run name; the run directory is runs/<name>")
+    models: dict[str, ModelSpec] = Field(default_factory=_default_models)
+    attacker: AttackerSection = Field(default_factory=AttackerSection)
+    critic: CriticSection = Field(default_factory=CriticSection)
+    learner: LearnerSection = Field(default_factory=LearnerSection)
+    loop: LoopSection = Field(default_factory=LoopSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], value parsed as YAML)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({e})") from e
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        path, value = parse_override(item)
+        node: Any = data
+        for i, part in enumerate(path[:-1]):
+            where = ".".join(path[: i + 1])
+            if isinstance(node, list):
+                node = node[_index(part, node, where)]
+                continue
+            if not isinstance(node.get(part, {}), dict | list):
+                raise ConfigError(f"override {item!r}: {where} is a value, not a section")
+            node = node.setdefault(part, {})
+        last = path[-1]
+        if isinstance(node, list):
+            node[_index(last, node, ".".join(path))] = value
+        else:
+            node[last] = value
+    return data
+
+
+def _index(part: str, node: list, where: str) -> int:
+    try:
+        i = int(part)
+        node[i]
+    except (ValueError, IndexError) as e:
+        raise ConfigError(f"{where}: {part!r} is not an index of a list of {len(node)}") from e
+    return i
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (or the defaults), apply ``key=value`` overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections")
+    if overrides:
+        # Start from the defaults so `--set critic.critics.0.name=x` has a list to index.
+        merged = RunConfig().model_dump(mode="json")
+        _deep_update(merged, data)
+        data = apply_overrides(merged, overrides)
+    try:
+        config = RunConfig(**data)
+    except ValidationError as e:
+        raise ConfigError(format_validation(e)) from e
+    validate_components(config)
+    return config
+
+
+def _deep_update(base: dict, new: dict) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "models":
+            _deep_update(base[k], v)
+        else:
+            base[k] = v
+
+
+def format_validation(e: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in e.errors():
+        path = ".".join([p for p in [prefix] if p] + [str(x) for x in err["loc"]])
+        lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _check_component(kind: str, spec: ComponentSpec, where: str) -> None:
+    component = registry.get(kind, spec.name, where=f"{where}.name")
+    if component.settings is not None:
+        try:
+            component.settings(**spec.args)
+        except ValidationError as e:
+            raise ConfigError(format_validation(e, f"{where}.args")) from e
+
+
+def validate_components(config: RunConfig) -> None:
+    """Check every component name and its arguments against the registry."""
+    for role, spec in config.models.items():
+        validate_spec(spec, where=f"models.{role}")
+    for section, ref in (
+        ("attacker", config.attacker.model),
+        ("critic", config.critic.model),
+        ("learner", config.learner.model),
+    ):
+        if ref not in config.models:
+            raise ConfigError(
+                f"{section}.model: {ref!r} is not a model under `models`; "
+                f"defined: {', '.join(config.models) or '(none)'}"
+            )
+    for i, spec in enumerate(config.critic.critics):
+        _check_component("critic", spec, f"critic.critics.{i}")
+    for i, name in enumerate(config.attacker.mutators or []):
+        registry.get("mutator", name, where=f"attacker.mutators.{i}")
+    _check_component(
+        "algorithm",
+        ComponentSpec(name=config.learner.algorithm, args=config.learner.args),
+        "learner",
+    )
+    _check_component("label_source", config.loop.labels, "loop.labels")
