@@ -1,0 +1,341 @@
+"""The run store: one SQLite database (WAL) per run directory.
+
+Each phase of a round writes all its rows and its completion marker in one
+transaction, so a process killed at any moment leaves either the whole phase or none
+of it: resuming redoes the unfinished phase and never duplicates a row. One process
+at a time may write a run; a second gets a clear error instead of a corrupt database.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreError
+from ..types import (
+    Critique,
+    HumanLabel,
+    Judged,
+    Judgement,
+    Label,
+    Preference,
+    Query,
+    Response,
+    Verdict,
+)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS phases (
+    round INTEGER NOT NULL, phase TEXT NOT NULL, finished REAL NOT NULL, seconds REAL,
+    PRIMARY KEY (round, phase));
+CREATE TABLE IF NOT EXISTS queries (
+    id TEXT PRIMARY KEY, round INTEGER NOT NULL, tier TEXT NOT NULL, hash TEXT NOT NULL,
+    intent TEXT NOT NULL, category TEXT NOT NULL, style TEXT NOT NULL, producer TEXT NOT NULL,
+    json TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS queries_round ON queries (round, tier);
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY, query_id TEXT NOT NULL, round INTEGER NOT NULL, tier TEXT NOT NULL,
+    model TEXT NOT NULL, text TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS responses_round ON responses (round, tier);
+CREATE TABLE IF NOT EXISTS critiques (
+    response_id TEXT NOT NULL, critic TEXT NOT NULL, version TEXT NOT NULL, json TEXT NOT NULL,
+    PRIMARY KEY (response_id, critic));
+CREATE TABLE IF NOT EXISTS labels (
+    response_id TEXT PRIMARY KEY, producer TEXT NOT NULL, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS human_labels (
+    response_id TEXT PRIMARY KEY, verdict TEXT NOT NULL, source TEXT NOT NULL, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pending_labels (
+    response_id TEXT PRIMARY KEY, round INTEGER NOT NULL, priority REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS preferences (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, round INTEGER NOT NULL, producer TEXT NOT NULL,
+    json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS training (
+    round INTEGER PRIMARY KEY, algorithm TEXT NOT NULL, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS metrics (
+    round INTEGER NOT NULL, tier TEXT NOT NULL, name TEXT NOT NULL, value REAL,
+    lo REAL, hi REAL, n INTEGER, PRIMARY KEY (round, tier, name));
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT NOT NULL, round INTEGER NOT NULL, json TEXT NOT NULL, PRIMARY KEY (key, round));
+"""
+
+
+class Store:
+    """Rows of one run. Use ``with store.phase(round, name):`` to write a phase atomically."""
+
+    def __init__(self, path: str | Path, *, write: bool = True) -> None:
+        self.path = Path(path)
+        self._lock_file: Any = None
+        if write:
+            self._lock()
+        elif not self.path.exists():
+            raise StoreError(f"no run store at {self.path}; is this a run directory?")
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        if write:
+            self.db.executescript(_SCHEMA)
+            self._set_meta_default("schema_version", str(SCHEMA_VERSION))
+        self._in_tx = False
+
+    # -- locking -----------------------------------------------------------------
+
+    def _lock(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_suffix(".lock")
+        f = open(lock_path, "a+")  # noqa: SIM115 -- held for the store's lifetime
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise StoreError(
+                f"run {self.path.parent} is being written by another process (pid {holder}); "
+                "wait for it to finish or stop it before resuming"
+            ) from e
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._lock_file = f
+
+    def close(self) -> None:
+        self.db.close()
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions and phases -------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._in_tx:
+            yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        self._in_tx = True
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+        finally:
+            self._in_tx = False
+
+    @contextmanager
+    def phase(self, round: int, name: str, started: float | None = None) -> Iterator[None]:
+        """Write a phase's rows and its completion marker in one transaction."""
+        with self.transaction():
+            yield
+            seconds = time.time() - started if started else None
+            self.db.execute(
+                "INSERT INTO phases VALUES (?, ?, ?, ?)", (round, name, time.time(), seconds)
+            )
+
+    def done(self, round: int, name: str) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM phases WHERE round = ? AND phase = ?", (round, name)
+        ).fetchone()
+        return row is not None
+
+    def finished_phases(self) -> list[tuple[int, str, float | None]]:
+        return self.db.execute(
+            "SELECT round, phase, seconds FROM phases ORDER BY finished"
+        ).fetchall()
+
+    # -- meta and state ----------------------------------------------------------------
+
+    def _set_meta_default(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put_state(self, key: str, round: int, value: Any) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO state VALUES (?, ?, ?)", (key, round, json.dumps(value))
+        )
+
+    def latest_state(self, key: str, before: int | None = None) -> Any:
+        sql = "SELECT json FROM state WHERE key = ?"
+        args: list[Any] = [key]
+        if before is not None:
+            sql += " AND round < ?"
+            args.append(before)
+        row = self.db.execute(sql + " ORDER BY round DESC LIMIT 1", args).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # -- queries and responses ---------------------------------------------------------------
+
+    def add_queries(self, queries: Iterable[Query], producer: str) -> None:
+        self.db.executemany(
+            "INSERT INTO queries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (q.id, q.round, q.tier.value, q.hash, q.intent.value, q.category, q.style,
+                 producer, q.model_dump_json())
+                for q in queries
+            ],  # fmt: skip
+        )
+
+    def queries(self, round: int | None = None, tier: str | None = None) -> list[Query]:
+        sql, args = _where("SELECT json FROM queries", round=round, tier=tier)
+        return [Query.model_validate_json(r[0]) for r in self.db.execute(sql + " ORDER BY rowid", args)]
+
+    def query_hashes(self, tiers: Sequence[str]) -> set[str]:
+        marks = ",".join("?" * len(tiers))
+        rows = self.db.execute(f"SELECT hash FROM queries WHERE tier IN ({marks})", list(tiers))
+        return {r[0] for r in rows}
+
+    def add_responses(self, responses: Iterable[Response], tier: str) -> None:
+        self.db.executemany(
+            "INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?)",
+            [(r.id, r.query_id, r.round, tier, r.model, r.text) for r in responses],
+        )
+
+    def responses(self, round: int | None = None, tier: str | None = None) -> list[Response]:
+        sql, args = _where(
+            "SELECT id, query_id, round, model, text FROM responses", round=round, tier=tier
+        )
+        return [
+            Response(id=i, query_id=q, round=rd, model=m, text=t)
+            for i, q, rd, m, t in self.db.execute(sql + " ORDER BY rowid", args)
+        ]
+
+    # -- critiques, labels, human labels ------------------------------------------------------
+
+    def add_critiques(self, response_id: str, critiques: Sequence[Critique]) -> None:
+        self.db.executemany(
+            "INSERT INTO critiques VALUES (?, ?, ?, ?)",
+            [(response_id, c.critic, c.version, c.model_dump_json()) for c in critiques],
+        )
+
+    def critiques(self, response_id: str) -> list[Critique]:
+        rows = self.db.execute(
+            "SELECT json FROM critiques WHERE response_id = ? ORDER BY rowid", (response_id,)
+        )
+        return [Critique.model_validate_json(r[0]) for r in rows]
+
+    def add_labels(self, labels: Sequence[Label], producer: str) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO labels VALUES (?, ?, ?)",
+            [(lab.response_id, producer, lab.model_dump_json()) for lab in labels],
+        )
+
+    def label(self, response_id: str) -> Label | None:
+        row = self.db.execute(
+            "SELECT json FROM labels WHERE response_id = ?", (response_id,)
+        ).fetchone()
+        return Label.model_validate_json(row[0]) if row else None
+
+    def add_human_label(self, label: HumanLabel) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO human_labels VALUES (?, ?, ?, ?)",
+            (label.response_id, label.verdict.value, label.source, label.model_dump_json()),
+        )
+        self.db.execute("DELETE FROM pending_labels WHERE response_id = ?", (label.response_id,))
+
+    def human_labels(self) -> dict[str, Verdict]:
+        rows = self.db.execute("SELECT response_id, verdict FROM human_labels")
+        return {rid: Verdict(v) for rid, v in rows}
+
+    def add_pending(self, round: int, items: Sequence[tuple[str, float]]) -> None:
+        self.db.executemany(
+            "INSERT OR IGNORE INTO pending_labels VALUES (?, ?, ?)",
+            [(rid, round, prio) for rid, prio in items],
+        )
+
+    def pending(self) -> list[tuple[str, int]]:
+        return self.db.execute(
+            "SELECT response_id, round FROM pending_labels ORDER BY round, priority DESC"
+        ).fetchall()
+
+    # -- judged views ---------------------------------------------------------------------
+
+    def judged(self, round: int | None = None, tier: str | None = None) -> list[Judged]:
+        """Responses of a round and tier with their query, critiques and label."""
+        queries = {q.id: q for q in self.queries()}
+        out = []
+        for r in self.responses(round=round, tier=tier):
+            label = self.label(r.id)
+            if label is None:
+                continue
+            judgement = Judgement(critiques=self.critiques(r.id), label=label)
+            out.append(Judged(query=queries[r.query_id], response=r, judgement=judgement))
+        return out
+
+    # -- preferences, training, metrics -------------------------------------------------------
+
+    def add_preferences(self, round: int, prefs: Sequence[Preference], producer: str) -> None:
+        self.db.executemany(
+            "INSERT INTO preferences (round, producer, json) VALUES (?, ?, ?)",
+            [(round, producer, p.model_dump_json()) for p in prefs],
+        )
+
+    def preferences(self, round: int | None = None) -> list[Preference]:
+        sql, args = _where("SELECT json FROM preferences", round=round)
+        return [Preference.model_validate_json(r[0]) for r in self.db.execute(sql + " ORDER BY id", args)]
+
+    def add_training(self, round: int, algorithm: str, record: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT INTO training VALUES (?, ?, ?)", (round, algorithm, json.dumps(record))
+        )
+
+    def training(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT json FROM training ORDER BY round")
+        return [json.loads(r[0]) for r in rows]
+
+    def add_metrics(self, round: int, tier: str, metrics: dict[str, Any]) -> None:
+        """``metrics``: name -> object with value, lo, hi, n (or a plain number)."""
+        rows = []
+        for name, m in metrics.items():
+            if isinstance(m, int | float):
+                rows.append((round, tier, name, float(m), None, None, None))
+            else:
+                rows.append((round, tier, name, m.value, m.lo, m.hi, m.n))
+        self.db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        cols = ("round", "tier", "name", "value", "lo", "hi", "n")
+        rows = self.db.execute("SELECT * FROM metrics ORDER BY round, tier, name")
+        return [dict(zip(cols, r)) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Row count per table, for tests and `superalign run` summaries."""
+        tables = ("queries", "responses", "critiques", "labels", "human_labels",
+                  "preferences", "training", "metrics", "phases")  # fmt: skip
+        return {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+
+
+def _where(sql: str, **filters: Any) -> tuple[str, list[Any]]:
+    clauses, args = [], []
+    for col, val in filters.items():
+        if val is not None:
+            clauses.append(f"{col} = ?")
+            args.append(val)
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    return sql, args
