@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..settings import ComponentSpec
@@ -24,4 +26,7 @@ class CriticSection(BaseModel):
     locale: str | None = Field(None, description="locale norms to add to the constitution")
     accuracy_floor: float | None = Field(
         None, ge=0, le=1, description="refuse critics measured below this accuracy (off: warn)"
+    )
+    label_model: Literal["auto", "em", "vote"] = Field(
+        "auto", description="Dawid-Skene EM, accuracy-weighted vote, or auto (EM with enough items)"
     )

@@ -1,0 +1,64 @@
+"""critic-eval: measure critics and their ensemble against labelled data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+COLUMNS = ("accuracy", "precision", "recall", "f1", "kappa", "ece", "abstain_rate")
+
+
+def critic_eval(
+    critics: str = typer.Option(
+        "refusal,query_risk,judge,verifier", "--critics", help="comma-separated critic names"
+    ),
+    data: str | None = typer.Option(
+        None, "--data", help="JSONL of query, response, label[, intent, answer, split]"
+    ),
+    output: str | None = typer.Option(None, "--output", help="write the rows as JSON here"),
+    split: str = typer.Option("test", "--split", help="split evaluated; the rest calibrates"),
+    model: str = typer.Option(
+        "smollm2-135m", "--model", help="judge model: alias, path, openai:M@URL or mock"
+    ),
+    constitution: str = typer.Option("default", "--constitution", help="name or YAML path"),
+    locale: str | None = typer.Option(None, "--locale", help="locale norms to add"),
+) -> None:
+    """Accuracy, F1, kappa, ECE and abstain rate of each critic and of the ensemble."""
+    from .. import registry
+    from ..errors import ConfigError
+    from ..models import load_model
+    from ._calibration import load_labelled
+    from ._constitution import load_constitution
+    from ._evaluate import evaluate
+
+    rows = load_labelled(data)
+    test = [r for r in rows if r.split == split]
+    calibration = [r for r in rows if r.split != split]
+    if not test:
+        raise ConfigError(f"no rows with split {split!r} in the data; pick another --split")
+    names = [n.strip() for n in critics.split(",") if n.strip()]
+    for n in names:
+        registry.get("critic", n, where="--critics")
+    const = load_constitution(constitution, locale)
+    needs_model = {"judge", "self_critique", "pairwise", "query_risk"} & set(names)
+    lm = load_model(model) if needs_model else None
+    built = [registry.create("critic", n, model=lm, constitution=const) for n in names]
+    results = evaluate(built, calibration, test)
+    _print(results, len(calibration), len(test))
+    if output:
+        Path(output).write_text(json.dumps(results, indent=2))
+
+
+def _print(results: list[dict], n_cal: int, n_test: int) -> None:
+    table = Table("critic", *COLUMNS, title=f"critics on {n_test} test rows ({n_cal} calibrate)")
+    for r in results:
+        table.add_row(r["name"], *(f"{r[c]:.3f}" for c in COLUMNS))
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("critic-eval")(critic_eval)

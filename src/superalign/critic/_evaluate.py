@@ -1,0 +1,50 @@
+"""Evaluate critics and their ensemble on labelled data (critic-eval)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from ._base import Critic
+from ._calibration import LabelledRow, critic_probability, metrics
+from ._ensemble import CriticEnsemble
+from ._label_model import DawidSkene
+
+
+def evaluate(
+    critics: Sequence[Critic],
+    calibration: Sequence[LabelledRow],
+    test: Sequence[LabelledRow],
+    label_model: DawidSkene | None = None,
+) -> list[dict]:
+    """One metrics row per critic, then the ensemble's (name ``ensemble``).
+
+    The label model is fitted on the calibration rows with their labels as human
+    labels, then predicts the test rows without seeing their labels.
+    """
+    ensemble = CriticEnsemble(list(critics), label_model)
+    rows = list(calibration) + list(test)
+    exchanges = [r.exchange() for r in rows]
+    started = time.perf_counter()
+    critiques = ensemble.critique(exchanges)
+    seconds = time.perf_counter() - started
+    cal, tst = critiques[: len(calibration)], critiques[len(calibration) :]
+    ensemble.fit(cal, {i: r.label for i, r in enumerate(calibration)})
+    truth = [r.label.acceptable for r in test]
+    out = []
+    for j, name in enumerate(ensemble.names):
+        probs = [critic_probability(row[j]) for row in tst]
+        out.append({"name": name, **metrics(truth, probs)})
+    judgements = ensemble.aggregate(exchanges[len(calibration) :], tst)
+    probs = [j.label.p_acceptable if j.label.verdict is not None else None for j in judgements]
+    fitted = ensemble.accuracies()
+    out.append(
+        {
+            "name": "ensemble",
+            **metrics(truth, probs),
+            "label_model": ensemble.label_model.used,
+            "fitted_accuracies": fitted,
+            "critique_seconds": seconds,
+        }
+    )
+    return out

@@ -1,0 +1,105 @@
+"""Scoring with a language model: binary questions by label-token log-probabilities.
+
+A judge's verdict comes from comparing log p("Yes") with log p("No") as the start of
+its reply, not from parsing free text; free text is only the fallback for backends
+that cannot score, and anything unparseable becomes an abstention.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Sequence
+
+from ..models import ChatModel
+from ..types import Chat, GenParams
+
+log = logging.getLogger(__name__)
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def logit(p: float, eps: float = 1e-6) -> float:
+    p = min(max(p, eps), 1 - eps)
+    return math.log(p / (1 - p))
+
+
+class ScoreFailure(Exception):
+    """The model's answer to a binary question could not be read."""
+
+
+def binary_logodds(
+    model: ChatModel, chats: Sequence[Chat], positive: str, negative: str
+) -> list[float | None]:
+    """log p(positive) - log p(negative) per chat; None where it cannot be read.
+
+    Falls back to generating a short answer and reading its first word when the
+    backend cannot score continuations.
+    """
+    if not chats:
+        return []
+    try:
+        lp = model.logprobs(list(chats) * 2, [positive] * len(chats) + [negative] * len(chats))
+    except NotImplementedError:
+        return _parse_generated(model, chats, positive, negative)
+    n = len(chats)
+    out: list[float | None] = []
+    for pos, neg in zip(lp[:n], lp[n:], strict=True):
+        diff = pos - neg
+        out.append(diff if math.isfinite(diff) else None)
+    return out
+
+
+def _parse_generated(
+    model: ChatModel, chats: Sequence[Chat], positive: str, negative: str
+) -> list[float | None]:
+    replies = model.generate(chats, GenParams(max_new_tokens=4))
+    first = re.compile(r"^\W*(\w+)")
+    out: list[float | None] = []
+    for reply in replies:
+        m = first.match(reply or "")
+        word = m.group(1).lower() if m else ""
+        if word == positive.strip().lower():
+            out.append(3.0)  # a read label carries no graded confidence: p ~ 0.95
+        elif word == negative.strip().lower():
+            out.append(-3.0)
+        else:
+            out.append(None)
+    return out
+
+
+_EXPLANATION = re.compile(r"explanation\s*:\s*(.+?)(?:\n|suggestion\s*:|$)", re.I | re.S)
+_SUGGESTION = re.compile(r"suggestion\s*:\s*(.+?)(?:\n|$)", re.I | re.S)
+
+
+def parse_explanation(text: str, limit: int = 400) -> tuple[str, str]:
+    """(explanation, suggestion) from a 'Explanation: ... Suggestion: ...' reply.
+
+    A reply without the labels is kept whole as the explanation.
+    """
+    text = (text or "").strip()
+    e = _EXPLANATION.search(text)
+    s = _SUGGESTION.search(text)
+    explanation = e.group(1).strip() if e else text
+    suggestion = s.group(1).strip() if s else ""
+    if suggestion.lower().rstrip(".") == "none":
+        suggestion = ""
+    return explanation[:limit], suggestion[:limit]
+
+
+def generate_explanations(
+    model: ChatModel, chats: Sequence[Chat], max_new_tokens: int
+) -> list[tuple[str, str]]:
+    """Explanation and suggestion per chat; empty strings when generation fails."""
+    try:
+        replies = model.generate(chats, GenParams(max_new_tokens=max_new_tokens))
+    except Exception as e:  # the verdict stands without prose; say why in the log
+        log.warning("judge explanation failed (%s); keeping verdicts without text", e)
+        return [("", "")] * len(chats)
+    return [parse_explanation(r) for r in replies]
