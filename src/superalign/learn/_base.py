@@ -1,0 +1,273 @@
+"""What every algorithm shares: the Learner protocol, LoRA wrapping, the reference
+model, the helpfulness guard and the per-round checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from functools import cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+from pydantic import BaseModel
+
+from ..errors import ConfigError
+from ..models import DEFAULT_MODEL, HFChatModel
+from ..types import Checkpoint, Intent, Query, RoundData, Tier
+from ._reward import Reward
+from .settings import LearnerSection, LoraSettings
+
+CHECKPOINT_META = "superalign_checkpoint.json"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "learn"
+
+
+class Learner(Protocol):
+    def train_round(self, data: RoundData) -> Checkpoint: ...
+
+
+class BaseLearner:
+    """Shared round plumbing; an algorithm implements ``_train(data) -> metrics``.
+
+    The learner trains ``model.model`` in place: the first round wraps it in a LoRA
+    adapter (or trains all weights when LoRA is off), later rounds continue that
+    adapter, and the same HFChatModel then generates with the new weights.
+    """
+
+    algorithm = "base"
+    needs_reward = False
+
+    def __init__(
+        self,
+        settings: BaseModel,
+        *,
+        model: HFChatModel,
+        section: LearnerSection,
+        reward: Reward | None,
+        run_dir: Path,
+    ) -> None:
+        if self.needs_reward and reward is None:
+            raise ConfigError(
+                f"learner.algorithm {self.algorithm!r} learns from a reward; pass a CriticReward "
+                "(built from the critic ensemble's judge) or choose 'dpo' or 'sft'"
+            )
+        self.settings = settings
+        self.chat_model = model
+        self.section = section
+        self.reward = reward
+        self.run_dir = Path(run_dir)
+        self.parent: str | None = model.adapter
+        self.base_model = base_model_of(model)
+        # Full fine-tuning needs a frozen copy of the round-0 weights as the reference;
+        # with LoRA the reference is the same network with the adapter switched off.
+        self._frozen_ref = None if self._uses_lora() else _frozen_copy(model.model)
+
+    # -- the round ---------------------------------------------------------------
+
+    def train_round(self, data: RoundData) -> Checkpoint:
+        ensure_trainable(self.chat_model, self.section.lora)
+        start = time.perf_counter()
+        try:
+            metrics = self._train(data)
+        finally:
+            self.chat_model.model.eval()
+            self.chat_model.weights_changed()
+        metrics["train_seconds"] = round(time.perf_counter() - start, 3)
+        ckpt = write_checkpoint(
+            self.chat_model,
+            self.run_dir / "checkpoints" / f"round-{data.round}",
+            round=data.round,
+            algorithm=self.algorithm,
+            config={"algorithm": self.settings.model_dump(), "learner": self.section.model_dump()},
+            parent=self.parent,
+            base_model=self.base_model,
+            metrics=metrics,
+        )
+        self._save_extra(Path(ckpt.path))
+        self.parent = ckpt.path
+        return ckpt
+
+    def _train(self, data: RoundData) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _save_extra(self, path: Path) -> None:
+        """Algorithm state beyond the adapter (PPO's value head); nothing by default."""
+
+    # -- helpers for algorithms ----------------------------------------------------
+
+    def _uses_lora(self) -> bool:
+        return self.section.lora.enabled or _is_peft(self.chat_model.model)
+
+    def reference(self) -> Any:
+        """A context manager under which ``self.reference_model()`` is the round-0 model."""
+        if self._frozen_ref is not None:
+            return nullcontext()
+        return self.chat_model.model.disable_adapter()
+
+    def reference_model(self) -> Any:
+        return self._frozen_ref if self._frozen_ref is not None else self.chat_model.model
+
+    def rng(self, round_: int) -> random.Random:
+        return random.Random(self.section.seed * 1009 + round_)
+
+
+# -- LoRA and checkpoints ---------------------------------------------------------------
+
+
+def _is_peft(module: Any) -> bool:
+    from peft import PeftModel
+
+    return isinstance(module, PeftModel)
+
+
+def _frozen_copy(module: Any) -> Any:
+    ref = copy.deepcopy(module).eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def ensure_trainable(chat_model: HFChatModel, lora: LoraSettings) -> Any:
+    """Wrap the model in a LoRA adapter once; on later rounds make the adapter trainable.
+
+    An adapter loaded from an earlier checkpoint is loaded frozen by peft, so its
+    LoRA weights are switched back on here: round N+1 continues the same adapter.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    module = chat_model.model
+    if _is_peft(module):
+        for name, p in module.named_parameters():
+            p.requires_grad_("lora_" in name)
+    elif lora.enabled:
+        config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+            task_type="CAUSAL_LM",
+        )
+        module = get_peft_model(module, config)
+        chat_model.model = module
+    else:
+        module.requires_grad_(True)
+    module.train()
+    return module
+
+
+def base_model_of(chat_model: HFChatModel) -> str:
+    """What HFChatModel can load as the base: the alias or path the model came from."""
+    if chat_model.adapter:
+        meta = Path(chat_model.adapter) / CHECKPOINT_META
+        if meta.is_file():
+            return json.loads(meta.read_text())["base_model"]
+        return DEFAULT_MODEL
+    return chat_model.settings.model
+
+
+def write_checkpoint(
+    chat_model: HFChatModel,
+    path: Path,
+    *,
+    round: int,
+    algorithm: str,
+    config: dict[str, Any],
+    parent: str | None,
+    base_model: str,
+    metrics: dict[str, Any],
+) -> Checkpoint:
+    """Adapter (or full weights), tokenizer and metadata, loadable with transformers+peft."""
+    path.mkdir(parents=True, exist_ok=True)
+    chat_model.model.save_pretrained(path)
+    chat_model.tokenizer.save_pretrained(path)
+    meta = {
+        "algorithm": algorithm,
+        "config": config,
+        "round": round,
+        "parent": parent,
+        "base_model": base_model,
+        "metrics": metrics,
+    }
+    (path / CHECKPOINT_META).write_text(json.dumps(meta, indent=2, default=str))
+    return Checkpoint(
+        path=str(path),
+        round=round,
+        algorithm=algorithm,
+        base_model=base_model,
+        parent=parent,
+        metrics=metrics,
+    )
+
+
+# -- what to train on ---------------------------------------------------------------------
+
+
+def training_queries(data: RoundData) -> list[Query]:
+    """The round's train-tier queries, once each. Evaluation tiers are never trained on."""
+    seen: set[str] = set()
+    out = []
+    for judged in data.judged:
+        q = judged.query
+        if q.tier == Tier.train and q.hash not in seen:
+            seen.add(q.hash)
+            out.append(q)
+    return out
+
+
+@cache
+def helpful_pool() -> tuple[Query, ...]:
+    """Bundled benign and capability queries that top up batches short of them."""
+    text = (DATA_DIR / "helpful_queries.yaml").read_text()
+    return tuple(Query(source="learner-guard", **row) for row in yaml.safe_load(text)["queries"])
+
+
+def mix_batches(
+    queries: Sequence[Query], benign_ratio: float, batch_size: int, rng: random.Random
+) -> list[Query]:
+    """Order queries so every batch of ``batch_size`` holds at least ``benign_ratio``
+    benign or capability queries (topped up from the bundled pool), so that refusing
+    everything never maximises the reward."""
+    adversarial = [q for q in queries if q.intent == Intent.harmful]
+    helpful = [q for q in queries if q.intent != Intent.harmful]
+    rng.shuffle(adversarial)
+    rng.shuffle(helpful)
+    n_help = min(batch_size, math.ceil(benign_ratio * batch_size))
+    n_adv = batch_size - n_help
+    if n_adv == 0 or not adversarial:
+        n_help, n_adv = batch_size, 0
+        n_batches = max(1, math.ceil(len(helpful) / batch_size))
+    else:
+        n_batches = max(1, math.ceil(len(adversarial) / n_adv))
+    helpful_iter = _cycle(helpful, list(helpful_pool()), rng)
+    adversarial_iter = _cycle(adversarial, [], rng)
+    out: list[Query] = []
+    for _ in range(n_batches):
+        batch = [next(adversarial_iter) for _ in range(n_adv)]
+        batch += [next(helpful_iter) for _ in range(n_help)]
+        rng.shuffle(batch)
+        out += batch
+    return out
+
+
+def _cycle(first: list[Query], then: list[Query], rng: random.Random) -> Iterator[Query]:
+    """The given queries, then the pool, then everything again (reshuffled)."""
+    items = first + [q for q in then if q.hash not in {f.hash for f in first}]
+    if not items:
+        raise ConfigError("no queries to train on: the round has no train-tier queries")
+    while True:
+        yield from items
+        items = items[:]
+        rng.shuffle(items)
+
+
+@contextmanager
+def train_mode(module: Any) -> Iterator[Any]:
+    module.train()
+    try:
+        yield module
+    finally:
+        module.eval()

@@ -1,0 +1,91 @@
+"""Plumbing shared by the learners that run on TRL trainers (GRPO, RLOO, DPO)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..types import Query
+from ._reward import Reward
+
+# TRL pings the hub for usage statistics unless told it is offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def training_args(
+    *,
+    run_dir: Path,
+    name: str,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    device: str,
+) -> dict[str, Any]:
+    """Keyword arguments every TRL config here takes: quiet, no saving, no reporting."""
+    on_cpu = not str(device).startswith("cuda")
+    return {
+        "output_dir": str(run_dir / "trainer" / name),
+        "max_steps": steps,
+        "per_device_train_batch_size": batch_size,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": learning_rate,
+        "lr_scheduler_type": "constant",
+        "warmup_steps": 0,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "seed": seed,
+        "use_cpu": on_cpu,
+        # bf16 autocast on CPU is slow and lossy; the model's own dtype rules on GPU.
+        "bf16": False if on_cpu else None,
+        "dataloader_num_workers": 0,
+    }
+
+
+def prompt_rows(queries: Sequence[Query]) -> dict[str, list[Any]]:
+    """Conversational prompts for TRL plus each query serialised, so the reward sees it."""
+    return {
+        "prompt": [q.chat() for q in queries],
+        "query": [q.model_dump_json() for q in queries],
+    }
+
+
+def trl_reward_func(reward: Reward) -> Any:
+    """Adapt ``reward(queries, completions)`` to TRL's reward-function signature."""
+
+    def critic_reward(prompts: list, completions: list, query: list[str], **_: Any) -> list[float]:
+        queries = [Query.model_validate_json(q) for q in query]
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return [float(r) for r in reward(queries, texts)]
+
+    return critic_reward
+
+
+def quiet(trainer: Any) -> Any:
+    """Drop the callback that prints every log line to stdout; metrics stay in log_history."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def log_summary(log_history: list[dict[str, Any]]) -> dict[str, Any]:
+    """First and last reward, final loss and tokens seen, from a trainer's log history."""
+    steps = [e for e in log_history if "loss" in e]
+    out: dict[str, Any] = {"steps": len(steps)}
+    if not steps:
+        return out
+    out["loss"] = steps[-1]["loss"]
+    out["losses"] = [e["loss"] for e in steps]
+    rewards = [e["reward"] for e in steps if "reward" in e]
+    if rewards:
+        out["reward_first"], out["reward_last"] = rewards[0], rewards[-1]
+        out["rewards"] = rewards
+    tokens = [e["num_tokens"] for e in steps if "num_tokens" in e]
+    if tokens:
+        out["tokens"] = int(tokens[-1])
+    return out
