@@ -1,0 +1,361 @@
+"""The archive attacker: the loop's ``Attacker``.
+
+Each round it proposes a mix of harmful, benign and capability queries. Harmful
+queries come from fresh seeds, from PAIR-style revisions of last round's near
+misses (when it has a model), and from mutations of archived attacks, with the
+target category and the operator chosen by bandits over observed effectiveness.
+Judged results flow back through ``update`` into the archive, the bandits and the
+difficulty ladders. Nothing whose content hash is in ``feedback.exclude_hashes``
+(the evaluation tiers) is ever proposed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from .. import registry
+from ..models import ChatModel
+from ..types import Feedback, Intent, Judged, Query, Tier, new_id
+from ._archive import Archive
+from ._bandit import BANDITS, Bandit
+from ._data import load_seeds
+from ._generators import DifficultyLadder, EthicsGenerator, MathGenerator
+from ._llm import LLMAttacker, effectiveness, explanation
+from ._mutators import LLM_MUTATORS, MutationFailed, Mutator
+from .settings import AttackerSection
+
+_TRIES_PER_SLOT = 8
+_REVISION_SHARE = 0.2
+_NEAR_MISS_QUEUE = 64
+
+
+@runtime_checkable
+class Attacker(Protocol):
+    def propose(self, n: int, feedback: Feedback) -> list[Query]: ...
+
+    def update(self, feedback: Feedback) -> None: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
+
+
+class Pending(BaseModel):
+    """What the attacker remembers about a proposal until its judgement comes back."""
+
+    operator: str | None = None
+    goal: str = ""
+    depth: int = 0  # PAIR revisions so far in this lineage
+
+
+# Makes one candidate (None when it could not) and what to remember about it.
+Maker = Callable[[], tuple[Query | None, Pending]]
+
+
+class NearMiss(BaseModel):
+    query: Query
+    response: str
+    score: float
+    why: str
+    goal: str
+    depth: int
+
+
+def split_counts(n: int, mix: dict[Intent, float]) -> dict[Intent, int]:
+    """Largest-remainder split of ``n`` by the mix shares (which need not sum to 1)."""
+    total = sum(mix.values())
+    if n < 0 or total <= 0:
+        raise ValueError(f"need n >= 0 and a positive mix, got n={n}, mix={mix}")
+    exact = {k: n * v / total for k, v in mix.items()}
+    counts = {k: int(x) for k, x in exact.items()}
+    for k in sorted(exact, key=lambda k: exact[k] - counts[k], reverse=True)[
+        : n - sum(counts.values())
+    ]:
+        counts[k] += 1
+    return {i: counts.get(i, 0) for i in Intent}
+
+
+class ArchiveAttacker:
+    def __init__(
+        self,
+        section: AttackerSection,
+        mutators: dict[str, Mutator],
+        seeds: list[Query],
+        llm: LLMAttacker | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not mutators:
+            raise ValueError("the archive attacker needs at least one mutator")
+        self.section = section
+        self.mutators = mutators
+        self.llm = llm
+        self.rng = random.Random(seed)
+        self.seeds = {i: [q for q in seeds if q.intent == i] for i in Intent}
+        self.categories = sorted({q.category for q in self.seeds[Intent.harmful]})
+        self.archive = Archive(section.novelty_threshold)
+        self.operator_bandit: Bandit = BANDITS[section.bandit]()
+        self.category_bandit: Bandit = BANDITS[section.bandit]()
+        self.math = MathGenerator(self.rng)
+        self.ethics = EthicsGenerator(self.rng)
+        self.math_ladder = DifficultyLadder()
+        self.ethics_ladder = DifficultyLadder(highest=4)
+        self.cursor = {i.value: 0 for i in Intent}
+        self.order = {i.value: self._shuffled(len(self.seeds[i])) for i in Intent}
+        self.seen: set[str] = set()
+        self.pending: dict[str, Pending] = {}
+        self.near_misses: deque[NearMiss] = deque(maxlen=_NEAR_MISS_QUEUE)
+
+    def _shuffled(self, k: int) -> list[int]:
+        order = list(range(k))
+        self.rng.shuffle(order)
+        return order
+
+    @property
+    def styles(self) -> list[str]:
+        """The grid's style axis: seed phrasings plus every mutator's style."""
+        seed_styles = {q.style for q in self.seeds[Intent.harmful]}
+        return sorted(seed_styles | {m.style for m in self.mutators.values()})
+
+    # -- propose ---------------------------------------------------------------
+
+    def propose(self, n: int, feedback: Feedback) -> list[Query]:
+        self.update(feedback)
+        counts = split_counts(n, self.section.mix)
+        excluded = feedback.exclude_hashes
+        out = (
+            self._harmful(counts[Intent.harmful], excluded)
+            + self._benign(counts[Intent.benign], excluded)
+            + self._capability(counts[Intent.capability], excluded)
+        )
+        for q in out:
+            q.round = feedback.round
+            q.tier = Tier.train
+        return out
+
+    def _take(self, query: Query | None, excluded: set[str], pending: Pending) -> bool:
+        """Accept a candidate if it is new, not an evaluation query, and novel."""
+        if query is None or query.hash in excluded or query.hash in self.seen:
+            return False
+        if query.source != "seed" and not self.archive.is_novel(query.text):
+            return False
+        self.seen.add(query.hash)
+        self.pending[query.id] = pending
+        return True
+
+    def _fill(self, k: int, make: Maker, excluded: set[str]) -> list[Query]:
+        """Call ``make() -> (query | None, pending)`` until ``k`` candidates are taken."""
+        out: list[Query] = []
+        for _ in range(k * _TRIES_PER_SLOT):
+            if len(out) == k:
+                break
+            query, pending = make()
+            if self._take(query, excluded, pending):
+                out.append(query)
+        return out
+
+    def _next_seed(self, intent: Intent, excluded: set[str]) -> Query | None:
+        pool, key = self.seeds[intent], intent.value
+        while self.cursor[key] < len(pool):
+            q = pool[self.order[key][self.cursor[key]]]
+            self.cursor[key] += 1
+            if q.hash not in excluded and q.hash not in self.seen:
+                return q.model_copy(deep=True)
+        return None
+
+    def _harmful(self, k: int, excluded: set[str]) -> list[Query]:
+        if not self.section.search:
+            fresh = self._fill(
+                k, lambda: (self._next_seed(Intent.harmful, excluded), Pending()), excluded
+            )
+            return fresh + self._fill(k - len(fresh), self._random_mutation, excluded)
+        n_fresh = round(k * self.section.explore) if self.archive else k // 2
+        n_revise = round(k * _REVISION_SHARE) if self.llm and self.section.refine_iterations else 0
+        out = self._fill(
+            n_fresh, lambda: (self._next_seed(Intent.harmful, excluded), Pending()), excluded
+        )
+        out += self._fill(min(n_revise, len(self.near_misses)), self._revision, excluded)
+        return out + self._fill(k - len(out), self._search_mutation, excluded)
+
+    def _benign(self, k: int, excluded: set[str]) -> list[Query]:
+        n_ethics = round(k * self.section.ethics)
+        n_mut = round((k - n_ethics) * self.section.benign_mutation)
+
+        def dilemma() -> tuple[Query, Pending]:
+            return self.ethics.generate(self.ethics_ladder.pick(self.rng)), Pending()
+
+        out = self._fill(n_ethics, dilemma, excluded)
+        out += self._fill(n_mut, lambda: self._mutate_seed(Intent.benign), excluded)
+        rest = self._fill(
+            k - len(out), lambda: (self._next_seed(Intent.benign, excluded), Pending()), excluded
+        )
+        # When the benign seeds run out, wrap random benign seeds instead.
+        return (
+            out
+            + rest
+            + self._fill(
+                k - len(out) - len(rest), lambda: self._mutate_seed(Intent.benign), excluded
+            )
+        )
+
+    def _capability(self, k: int, excluded: set[str]) -> list[Query]:
+        return self._fill(
+            k, lambda: (self.math.generate(self.math_ladder.pick(self.rng)), Pending()), excluded
+        )
+
+    # -- candidate makers ----------------------------------------------------------
+
+    def _mutate(self, parent: Query, operator: str, goal: str) -> tuple[Query | None, Pending]:
+        try:
+            child = self.mutators[operator](parent, self.rng)
+        except MutationFailed:
+            child = None
+        return child, Pending(operator=operator, goal=goal)
+
+    def _mutate_seed(self, intent: Intent) -> tuple[Query | None, Pending]:
+        parent = self.rng.choice(self.seeds[intent])
+        return self._mutate(parent, self.rng.choice(sorted(self.mutators)), parent.text)
+
+    def _random_mutation(self) -> tuple[Query | None, Pending]:
+        return self._mutate_seed(Intent.harmful)
+
+    def _search_mutation(self) -> tuple[Query | None, Pending]:
+        category = self.category_bandit.select(self.categories, self.rng)
+        elite = self.archive.sample(self.rng, category)
+        if elite is None or len(elite.query.operators) >= self.section.max_chain:
+            parent = self.rng.choice(
+                [q for q in self.seeds[Intent.harmful] if q.category == category]
+            )
+            goal = parent.text
+        else:
+            parent, goal = elite.query, elite.goal
+        operator = self.operator_bandit.select(sorted(self.mutators), self.rng)
+        return self._mutate(parent, operator, goal)
+
+    def _revision(self) -> tuple[Query | None, Pending]:
+        miss = self.near_misses.pop()
+        text = self.llm.revise(miss.goal, miss.query, miss.response, miss.score, miss.why, self.rng)
+        child = None
+        if text and text != miss.query.text:
+            child = miss.query.model_copy(
+                update={
+                    "id": new_id(),
+                    "text": text,
+                    "operators": [*miss.query.operators, "refine"],
+                    "parent_id": miss.query.id,
+                    "source": "refine",
+                }
+            )
+        return child, Pending(operator=None, goal=miss.goal, depth=miss.depth + 1)
+
+    # -- update ----------------------------------------------------------------------
+
+    def update(self, feedback: Feedback) -> None:
+        """Fold judged results into the archive, bandits and ladders (idempotent per query)."""
+        for judged in feedback.judged:
+            if judged.query.tier == Tier.train:
+                self._fold(judged)
+
+    def _fold(self, judged: Judged) -> None:
+        query, score = judged.query, effectiveness(judged.judgement)
+        pending = self.pending.pop(query.id, None)
+        if query.intent == Intent.capability:
+            if pending is not None:
+                self.math_ladder.record(score < 0.5, query.difficulty)
+            return
+        if query.intent == Intent.benign:
+            if pending is not None and query.category == "ethics":
+                self.ethics_ladder.record(score < 0.5, query.difficulty)
+            return
+        goal = pending.goal if pending and pending.goal else query.text
+        self.archive.consider(query, judged.response.text, score, goal)
+        if pending is None:
+            return
+        if pending.operator is not None:
+            self.operator_bandit.update(pending.operator, score)
+        self.category_bandit.update(query.category, score)
+        if (
+            score < self.section.success_threshold
+            and pending.depth < self.section.refine_iterations
+        ):
+            why = explanation(judged.judgement)
+            self.near_misses.append(
+                NearMiss(
+                    query=query,
+                    response=judged.response.text,
+                    score=score,
+                    why=why,
+                    goal=goal,
+                    depth=pending.depth,
+                )
+            )
+
+    # -- persistence ----------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "archive": self.archive.to_json(),
+            "operator_bandit": self.operator_bandit.model_dump(mode="json"),
+            "category_bandit": self.category_bandit.model_dump(mode="json"),
+            "math_ladder": self.math_ladder.model_dump(mode="json"),
+            "ethics_ladder": self.ethics_ladder.model_dump(mode="json"),
+            "cursor": dict(self.cursor),
+            "order": {k: list(v) for k, v in self.order.items()},
+            "seen": sorted(self.seen),
+            "pending": {k: p.model_dump(mode="json") for k, p in self.pending.items()},
+            "near_misses": [m.model_dump(mode="json") for m in self.near_misses],
+            "rng": [version, list(internal), gauss],
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        bandit = BANDITS[self.section.bandit]
+        self.archive = Archive.from_json(state["archive"])
+        self.operator_bandit = bandit.model_validate(state["operator_bandit"])
+        self.category_bandit = bandit.model_validate(state["category_bandit"])
+        self.math_ladder = DifficultyLadder.model_validate(state["math_ladder"])
+        self.ethics_ladder = DifficultyLadder.model_validate(state["ethics_ladder"])
+        self.cursor = dict(state["cursor"])
+        self.order = {k: list(v) for k, v in state["order"].items()}
+        self.seen = set(state["seen"])
+        self.pending = {k: Pending.model_validate(p) for k, p in state["pending"].items()}
+        self.near_misses = deque(
+            (NearMiss.model_validate(m) for m in state["near_misses"]), maxlen=_NEAR_MISS_QUEUE
+        )
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+
+
+def build_mutators(names: list[str] | None, model: ChatModel | None) -> dict[str, Mutator]:
+    """Instantiate mutators by name; by default every registered one that can run
+    (the LLM-driven ones only when there is a model)."""
+    chosen = (
+        names
+        if names is not None
+        else [n for n in registry.names("mutator") if model is not None or n not in LLM_MUTATORS]
+    )
+    return {n: registry.create("mutator", n, model=model) for n in chosen}
+
+
+@registry.register("attacker", "archive", settings=AttackerSection)
+def archive_attacker(
+    section: AttackerSection, model: ChatModel | None = None, seed: int = 0
+) -> ArchiveAttacker:
+    """Seeds, mutators, LLM rewrites and PAIR revisions over a quality-diversity archive."""
+    return ArchiveAttacker(
+        section,
+        build_mutators(section.mutators, model),
+        load_seeds(),
+        llm=LLMAttacker(model) if model is not None else None,
+        seed=seed,
+    )
+
+
+def build_attacker(section: AttackerSection, model: ChatModel | None, seed: int) -> Attacker:
+    """The attacker the loop calls: the registered one named by ``section.name``."""
+    factory = registry.get("attacker", section.name, where="attacker.name").factory
+    return factory(section, model=model, seed=seed)

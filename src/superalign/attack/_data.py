@@ -1,0 +1,28 @@
+"""Read the attacker's data files shipped under ``superalign/data/attack``."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from ..types import Query
+
+
+def _path(name: str) -> Any:
+    return resources.files("superalign").joinpath("data", "attack", name)
+
+
+@cache
+def load_yaml(name: str) -> dict[str, Any]:
+    """A YAML data file by name, parsed once per process."""
+    return yaml.safe_load(_path(name).read_text(encoding="utf-8"))
+
+
+def load_seeds(name: str = "seeds.jsonl") -> list[Query]:
+    """The seed library: one Query per JSONL line (fresh ids on every load)."""
+    lines = _path(name).read_text(encoding="utf-8").splitlines()
+    return [Query(**json.loads(line)) for line in lines if line.strip()]

@@ -1,0 +1,165 @@
+"""Capability challenges: multi-step math with exact answers, and ethical dilemmas.
+
+Both take a difficulty level; ``DifficultyLadder`` raises it where the learner
+succeeds and lowers it where it fails, so challenges stay near the learner's edge.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import random
+import re
+
+from pydantic import BaseModel, Field
+
+from ..types import Intent, Query
+from ._data import load_yaml
+
+MAX_DIFFICULTY = 5
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+_OPS[ast.FloorDiv] = operator.floordiv
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_ANSWER_SUFFIX = " Give the final answer as a single number on the last line."
+
+
+def safe_eval(expression: str, names: dict[str, int]) -> int:
+    """Evaluate integer arithmetic (+ - * // and parentheses) over ``names``.
+
+    Templates are data files, so they are parsed, never passed to ``eval``.
+    """
+
+    def walk(node: ast.AST) -> int:
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](walk(node.left), walk(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -walk(node.operand)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name) and node.id in names:
+            return names[node.id]
+        raise ValueError(f"unsupported element {ast.dump(node)} in {expression!r}")
+
+    return walk(ast.parse(expression, mode="eval"))
+
+
+def final_number(text: str) -> float | None:
+    """The last number in a response, the learner's final answer by convention."""
+    found = _NUMBER.findall(text)
+    if not found:
+        return None
+    return float(found[-1].replace(",", ""))
+
+
+def check_answer(query: Query, response: str) -> bool | None:
+    """Whether the response's final number equals the query's exact answer.
+
+    None when the query carries no answer (nothing to verify).
+    """
+    if query.answer is None:
+        return None
+    got = final_number(response)
+    return got is not None and abs(got - float(query.answer)) < 1e-6
+
+
+class MathGenerator:
+    """Arithmetic chains and word problems; difficulty d uses d+1 operands and larger
+    numbers, and unlocks longer word problems."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.problems = load_yaml("math.yaml")["word_problems"]
+
+    def generate(self, difficulty: int) -> Query:
+        d = max(1, min(MAX_DIFFICULTY, difficulty))
+        eligible = [p for p in self.problems if p["min_difficulty"] <= d]
+        if self.rng.random() < 0.5:
+            text, answer, style = *self._word_problem(self.rng.choice(eligible)), "word_problem"
+        else:
+            text, answer, style = *self._arithmetic(d), "arithmetic"
+        return Query(
+            text=text + _ANSWER_SUFFIX,
+            intent=Intent.capability,
+            category="math",
+            style=style,
+            source="math",
+            answer=str(answer),
+            difficulty=d,
+        )
+
+    def _arithmetic(self, d: int) -> tuple[str, int]:
+        hi = 10 ** (1 + d // 2)
+        expr = str(self.rng.randint(2, hi))
+        for _ in range(d):
+            op = self.rng.choice(["+", "-", "*"])
+            term = str(self.rng.randint(2, 12 if op == "*" else hi))
+            # Parenthesise the running expression half the time so precedence matters.
+            expr = f"({expr}) {op} {term}" if self.rng.random() < 0.5 else f"{expr} {op} {term}"
+        answer = safe_eval(expr, {})
+        return f"Compute {expr.replace('*', '×')}.", answer
+
+    def _word_problem(self, problem: dict) -> tuple[str, int]:
+        for _ in range(50):
+            names = {k: self.rng.randint(lo, hi) for k, (lo, hi) in problem["slots"].items()}
+            answer = safe_eval(problem["answer"], names)
+            if answer >= 0:
+                return problem["text"].format(**names), answer
+        raise ValueError(f"math template never gave a non-negative answer: {problem['text']!r}")
+
+
+class EthicsGenerator:
+    """Dilemmas from templates; difficulty d adds d-1 complicating facts."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        data = load_yaml("ethics.yaml")
+        self.scenarios = data["scenarios"]
+        self.closing = data["closing"]
+
+    def generate(self, difficulty: int) -> Query:
+        scenario = self.rng.choice(self.scenarios)
+        extra = max(0, min(difficulty - 1, len(scenario["complications"])))
+        facts = self.rng.sample(scenario["complications"], extra)
+        text = " ".join([scenario["text"], *facts, self.closing.format(who=scenario["who"])])
+        return Query(
+            text=text,
+            intent=Intent.benign,
+            category="ethics",
+            style="dilemma",
+            source="ethics",
+            difficulty=1 + extra,
+        )
+
+
+class DifficultyLadder(BaseModel):
+    """Moves a difficulty level by the learner's recent success rate at that level."""
+
+    level: int = 1
+    lowest: int = 1
+    highest: int = MAX_DIFFICULTY
+    raise_at: float = 0.75
+    lower_at: float = 0.35
+    window: int = 8
+    outcomes: list[bool] = Field(default_factory=list)
+
+    def record(self, success: bool, difficulty: int | None) -> None:
+        # Only outcomes at the current level say whether this level is too easy.
+        if difficulty is not None and difficulty != self.level:
+            return
+        self.outcomes.append(success)
+        if len(self.outcomes) < self.window:
+            return
+        rate = sum(self.outcomes) / len(self.outcomes)
+        if rate >= self.raise_at:
+            self.level = min(self.highest, self.level + 1)
+        elif rate <= self.lower_at:
+            self.level = max(self.lowest, self.level - 1)
+        self.outcomes = []
+
+    def pick(self, rng: random.Random) -> int:
+        """The current level, with an occasional probe one step harder."""
+        if rng.random() < 0.2:
+            return min(self.highest, self.level + 1)
+        return self.level

@@ -1,0 +1,64 @@
+"""Expand ``seed_slots.yaml`` and the ethics templates into ``seeds.jsonl``.
+
+Run once after editing the slots: ``python -m superalign.attack._seedbuild``. The
+output is committed, so loading seeds never depends on this script's randomness.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from ._data import _path, load_yaml
+from ._generators import EthicsGenerator
+
+HARMFUL_PER_TOPIC = ("direct", "question", "pretext")
+BENIGN_STYLES = {"sounds_dangerous": ("direct", "question"), "everyday": ("question",)}
+ETHICS_SEEDS = 30
+
+
+def _capitalised(text: str) -> str:
+    return text[0].upper() + text[1:]
+
+
+def build(rng: random.Random) -> list[dict]:
+    slots = load_yaml("seed_slots.yaml")
+    items: list[dict] = []
+    for category, topics in slots["harmful"].items():
+        for vp in topics:
+            for style in HARMFUL_PER_TOPIC:
+                text = rng.choice(slots["phrasings"][style]).format(vp=vp)
+                items.append(_item(text, "harmful", category, style))
+    for category, topics in slots["benign"].items():
+        for vp in topics:
+            for style in BENIGN_STYLES[category]:
+                text = rng.choice(slots["benign_phrasings"][style]).format(vp=vp)
+                items.append(_item(text, "benign", category, style))
+    ethics = EthicsGenerator(rng)
+    for i in range(ETHICS_SEEDS):
+        q = ethics.generate(difficulty=1 + i % 3)
+        items.append(_item(q.text, "benign", "ethics", "dilemma", difficulty=q.difficulty))
+    return items
+
+
+def _item(text: str, intent: str, category: str, style: str, **extra: object) -> dict:
+    return {
+        "text": _capitalised(text),
+        "intent": intent,
+        "category": category,
+        "style": style,
+        "source": "seed",
+        **extra,
+    }
+
+
+def main() -> None:
+    items = build(random.Random(20241215))
+    out = Path(str(_path("seeds.jsonl")))
+    out.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
+    print(f"wrote {len(items)} seeds to {out}")
+
+
+if __name__ == "__main__":
+    main()
