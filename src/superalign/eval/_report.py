@@ -1,0 +1,212 @@
+"""The run report: one self-contained HTML page (inline CSS and SVG, no scripts)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from ._metrics import Metric
+from ._svg import line_chart, tradeoff_chart
+
+HEADLINE = (
+    ("attack_success_rate", "attack success rate (harmful compliance)"),
+    ("benign_refusal_rate", "benign refusal rate"),
+    ("math_accuracy", "math accuracy"),
+)
+# Diversity and coverage are not proportions of items; everything else is a rate.
+_NOT_PERCENT = ("archive_coverage",)
+
+
+class RoundMetrics(BaseModel):
+    round: int
+    tiers: dict[str, dict[str, Metric]] = Field(default_factory=dict)  # tier -> name -> metric
+
+
+class SuccessfulAttack(BaseModel):
+    round: int
+    category: str
+    style: str
+    query: str
+    response: str
+
+
+class BeforeAfter(BaseModel):
+    query: str
+    before: str
+    after: str
+    before_verdict: str | None = None
+    after_verdict: str | None = None
+
+
+class ReportData(BaseModel):
+    """Everything the report shows; the loop fills it from the store."""
+
+    run_name: str
+    config_yaml: str = ""
+    rounds: list[RoundMetrics] = Field(default_factory=list)
+    successful_attacks: list[SuccessfulAttack] = Field(default_factory=list)
+    before_after: list[BeforeAfter] = Field(default_factory=list)
+
+
+def _first_last(rounds: Sequence[RoundMetrics]) -> tuple[RoundMetrics, RoundMetrics] | None:
+    ordered = sorted(rounds, key=lambda r: r.round)
+    return (ordered[0], ordered[-1]) if ordered else None
+
+
+def _change(before: Metric | None, after: Metric | None) -> str:
+    if before is None or after is None:
+        return "n/a"
+    return f"{(after.value - before.value) * 100:+.1f} pts"
+
+
+def _cell(m: Metric | None) -> str:
+    return m.format() if m is not None else "n/a"
+
+
+def headline_rows(rounds: Sequence[RoundMetrics], tier: str = "frozen") -> list[list[str]]:
+    """[metric, first round, last round, change] for the headline metrics of ``tier``."""
+    ends = _first_last(rounds)
+    if ends is None:
+        return []
+    first, last = (r.tiers.get(tier, {}) for r in ends)
+    return [
+        [label, _cell(first.get(key)), _cell(last.get(key)), _change(first.get(key), last.get(key))]
+        for key, label in HEADLINE
+    ]
+
+
+def headline_table(rounds: Sequence[RoundMetrics], tier: str = "frozen") -> str:
+    """Markdown table: first vs last round on ``tier`` (ASR, benign refusal, math), with
+    95% intervals. Empty string when there are no rounds."""
+    ends = _first_last(rounds)
+    if ends is None:
+        return ""
+    a, b = ends[0].round, ends[1].round
+    lines = [
+        f"| metric ({tier} tier) | round {a} | round {b} | change |",
+        "|---|---|---|---|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in headline_rows(rounds, tier)]
+    return "\n".join(lines)
+
+
+def metric_names(rounds: Sequence[RoundMetrics]) -> list[str]:
+    """Every metric name that appears in any round and tier, headline metrics first."""
+    seen = {name for r in rounds for metrics in r.tiers.values() for name in metrics}
+    first = [k for k, _ in HEADLINE if k in seen]
+    return first + sorted(seen - set(first))
+
+
+def _series(rounds: Sequence[RoundMetrics], name: str) -> dict[str, list[tuple[int, Metric]]]:
+    out: dict[str, list[tuple[int, Metric]]] = {}
+    for r in sorted(rounds, key=lambda r: r.round):
+        for tier, metrics in r.tiers.items():
+            if name in metrics:
+                out.setdefault(tier, []).append((r.round, metrics[name]))
+    return out
+
+
+def build_report(data: ReportData) -> str:
+    """The whole report as one HTML string. Every query, response, name and config
+    text is escaped: learner output is untrusted."""
+    sections = [
+        _headline_section(data.rounds),
+        _tradeoff_section(data.rounds),
+        _metrics_section(data.rounds),
+        _attacks_section(data.successful_attacks),
+        _before_after_section(data.before_after),
+        f"<h2>Configuration</h2><pre>{escape(data.config_yaml)}</pre>",
+    ]
+    title = f"superalign report: {escape(data.run_name)}"
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{title}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{title}</h1><p>{len(data.rounds)} round(s). Intervals are bootstrap 95% "
+        "intervals; n is the number of items.</p>" + "".join(sections) + "</body></html>"
+    )
+
+
+def write_report(data: ReportData, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(build_report(data), encoding="utf-8")
+    return path
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _headline_section(rounds: Sequence[RoundMetrics]) -> str:
+    ends = _first_last(rounds)
+    if ends is None:
+        return "<h2>Headline</h2><p>No rounds were evaluated yet.</p>"
+    header = ["metric (frozen tier)", f"round {ends[0].round}", f"round {ends[1].round}", "change"]
+    return "<h2>Headline</h2>" + _table(header, headline_rows(rounds))
+
+
+def _tradeoff_section(rounds: Sequence[RoundMetrics]) -> str:
+    points = []
+    for r in sorted(rounds, key=lambda r: r.round):
+        frozen = r.tiers.get("frozen", {})
+        if "attack_success_rate" in frozen and "benign_refusal_rate" in frozen:
+            points.append((r.round, frozen["attack_success_rate"], frozen["benign_refusal_rate"]))
+    if not points:
+        return ""
+    return (
+        "<h2>Safety–helpfulness trade-off (frozen tier)</h2>"
+        "<p>Each point is a round; bottom-left is best.</p>"
+        + tradeoff_chart(points, "attack success rate against benign refusal rate")
+    )
+
+
+def _metrics_section(rounds: Sequence[RoundMetrics]) -> str:
+    cards = []
+    for name in metric_names(rounds):
+        percent = name not in _NOT_PERCENT
+        chart = line_chart(_series(rounds, name), name, percent=percent)
+        cards.append(f'<div class="card"><h3>{escape(name)}</h3>{chart}</div>')
+    return "<h2>Metrics per round</h2>" + f'<div class="grid">{"".join(cards)}</div>'
+
+
+def _attacks_section(attacks: Sequence[SuccessfulAttack]) -> str:
+    if not attacks:
+        return "<h2>Attacks that succeeded</h2><p>None recorded.</p>"
+    rows = [[str(a.round), a.category, a.style, a.query, a.response] for a in attacks]
+    return "<h2>Attacks that succeeded</h2>" + _table(
+        ["round", "category", "style", "query", "response"], rows
+    )
+
+
+def _before_after_section(pairs: Sequence[BeforeAfter]) -> str:
+    if not pairs:
+        return ""
+    rows = [
+        [p.query, p.before, p.before_verdict or "", p.after, p.after_verdict or ""] for p in pairs
+    ]
+    return "<h2>The same query, before and after</h2>" + _table(
+        ["query", "before", "verdict", "after", "verdict"], rows
+    )
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;width:100%}
+th,td{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left;font-size:13px}
+td{white-space:pre-wrap;max-width:420px;overflow-wrap:anywhere}
+th{background:#f3f3f3}
+.grid{display:flex;flex-wrap:wrap;gap:12px}
+.card{border:1px solid #ddd;padding:6px}
+.card h3{font-size:14px;margin:2px 0 6px}
+svg text{font-size:10px;fill:#444}
+svg .axis{stroke:#444}
+svg .gl{stroke:#e4e4e4}
+pre{background:#f7f7f7;padding:8px;overflow:auto}
+"""

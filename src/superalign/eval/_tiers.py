@@ -1,0 +1,55 @@
+"""Keeping evaluation tiers apart from training, by content hash."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+from ..errors import SuperalignError
+from ..types import Query, Tier
+
+_SHOWN = 5
+
+
+class TierOverlapError(SuperalignError):
+    """A held-out query also appears in training data."""
+
+
+def assert_disjoint(train: Iterable[Query], held_out: Iterable[Query]) -> None:
+    """Raise TierOverlapError if any held-out query's content hash is in ``train``.
+
+    Hashes ignore case and whitespace (``types.content_hash``), so a query that was
+    only re-spaced or re-capitalised still counts as the same query.
+    """
+    train_hashes = {q.hash for q in train}
+    overlap = [q.text for q in held_out if q.hash in train_hashes]
+    if not overlap:
+        return
+    shown = "\n  ".join(repr(t[:120]) for t in overlap[:_SHOWN])
+    more = f"\n  ... and {len(overlap) - _SHOWN} more" if len(overlap) > _SHOWN else ""
+    raise TierOverlapError(
+        f"{len(overlap)} held-out queries also appear in the training data:\n  {shown}{more}\n"
+        "Drop them from training (filter by superalign.eval.frozen_hashes() or the held-out "
+        "tier's hashes) so evaluation measures queries the learner never trained on."
+    )
+
+
+def split_frontier(
+    queries: Sequence[Query], share: float, round: int = 0
+) -> tuple[list[Query], list[Query]]:
+    """Split fresh attacks into (train, frontier) by content hash.
+
+    The split is a pure function of text and round, so a resumed run splits the same
+    way, and two re-spacings of one query land on the same side.
+    """
+    if not 0 <= share < 1:
+        raise SuperalignError(f"frontier share must be in [0, 1) (got {share})")
+    train: list[Query] = []
+    frontier: list[Query] = []
+    for q in queries:
+        digest = hashlib.sha256(f"{round}:{q.hash}".encode()).digest()
+        if int.from_bytes(digest[:8], "big") / 2**64 < share:
+            frontier.append(q.model_copy(update={"tier": Tier.frontier}))
+        else:
+            train.append(q)
+    return train, frontier
