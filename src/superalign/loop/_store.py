@@ -147,6 +147,7 @@ class Store:
         """Write a phase's rows and its completion marker in one transaction."""
         with self.transaction():
             yield
+            _test_pause(round, name)
             seconds = time.time() - started if started else None
             self.db.execute(
                 "INSERT INTO phases VALUES (?, ?, ?, ?)", (round, name, time.time(), seconds)
@@ -328,6 +329,14 @@ class Store:
         tables = ("queries", "responses", "critiques", "labels", "human_labels",
                   "preferences", "training", "metrics", "phases")  # fmt: skip
         return {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+
+
+def _test_pause(round: int, name: str) -> None:
+    """Test hook: hold a phase's open transaction so a test can SIGKILL the process
+    mid-phase (``SUPERALIGN_TEST_PAUSE_AT=round:phase``)."""
+    if os.environ.get("SUPERALIGN_TEST_PAUSE_AT") == f"{round}:{name}":
+        print(f"paused in {round}:{name}", flush=True)
+        time.sleep(600)
 
 
 def _where(sql: str, **filters: Any) -> tuple[str, list[Any]]:

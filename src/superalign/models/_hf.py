@@ -30,6 +30,7 @@ class HFSettings(BaseModel):
     batch_size: int = Field(32, ge=1, description="chats per forward batch")
     max_context: int | None = Field(None, ge=16, description="override the model's context")
     fast: bool = Field(True, description="use the fast generation path where available")
+    trainable: bool = Field(False, description="load a checkpoint's adapter for further training")
 
 
 def resolve_path(model: str) -> str:
@@ -91,7 +92,7 @@ class HFChatModel:
         if adapter:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, adapter)
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=s.trainable)
         self.model = model.to(self.device).eval()
         self.adapter = adapter
         if self.tokenizer.pad_token_id is None:

@@ -1,0 +1,29 @@
+"""The closed loop: phases, the run store with resume, and minimal human oversight."""
+
+from ._oversight import (
+    CliSource,
+    GoldExpert,
+    ImportSource,
+    LabelSource,
+    priority,
+    select_for_review,
+)
+from ._run import EVAL_TIERS, PHASES, Loop, resume, start
+from ._store import Store
+from .settings import LoopSection
+
+__all__ = [
+    "EVAL_TIERS",
+    "PHASES",
+    "CliSource",
+    "GoldExpert",
+    "ImportSource",
+    "LabelSource",
+    "Loop",
+    "LoopSection",
+    "Store",
+    "priority",
+    "resume",
+    "select_for_review",
+    "start",
+]

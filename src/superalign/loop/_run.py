@@ -1,0 +1,436 @@
+"""The closed loop: rounds of attack, respond, critique, oversee, aggregate, train, evaluate.
+
+One method per phase. Each phase reads what earlier phases stored, computes, and writes
+its results and its completion marker in one transaction; ``run`` skips the phases
+already marked, so a run killed at any moment resumes at the first unfinished phase.
+Round 0 is the baseline: the untouched learner evaluated on the frozen tier.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .. import registry
+from ..config import RunConfig, load_config
+from ..errors import StoreError
+from ..models import ChatModel, HFChatModel, ModelSpec, load_model
+from ..types import (
+    Exchange,
+    Feedback,
+    GenParams,
+    HumanLabel,
+    Intent,
+    Judged,
+    Judgement,
+    Label,
+    Query,
+    Response,
+    RoundData,
+    Tier,
+    Verdict,
+)
+from ._oversight import select_for_review
+from ._store import Store
+
+log = logging.getLogger(__name__)
+
+PHASES = ("attack", "respond", "critique", "oversee", "aggregate", "train", "evaluate")
+EVAL_TIERS = (Tier.frozen, Tier.regression, Tier.frontier)
+CONFIG_FILE = "config.yaml"
+DB_FILE = "superalign.db"
+
+
+class Loop:
+    """One run directory and the components its configuration names."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, console: Console | None = None) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.console = console or Console(stderr=True)
+        self.store = Store(run_dir / DB_FILE)
+        self._rng = random.Random(config.loop.seed)
+        self._shared: dict[str, ChatModel] = {}
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- components (built on first use, so a resumed run loads only what it needs) -------
+
+    def _model(self, role: str) -> ChatModel:
+        """Models other than the learner are shared between roles with the same spec."""
+        spec: ModelSpec = self.config.models[role]
+        key = spec.model_dump_json()
+        if key not in self._shared:
+            self._shared[key] = load_model(spec, where=f"models.{role}")
+        return self._shared[key]
+
+    @cached_property
+    def learner_model(self) -> HFChatModel:
+        spec = self.config.models[self.config.learner.model]
+        settings = spec.settings()
+        last = self._last_checkpoint()
+        if last is not None:
+            settings["model"] = last
+            settings["trainable"] = True
+        model = load_model(ModelSpec(backend=spec.backend, **settings), where="models.learner")
+        if not isinstance(model, HFChatModel):
+            raise StoreError("the learner must be an hf model (it is trained in process)")
+        return model
+
+    def _last_checkpoint(self) -> str | None:
+        records = self.store.training()
+        return records[-1]["path"] if records else None
+
+    @cached_property
+    def ensemble(self) -> Any:
+        from ..critic import build_ensemble
+
+        return build_ensemble(self.config.critic, self._model(self.config.critic.model))
+
+    @cached_property
+    def constitution(self) -> str:
+        from ..critic import load_constitution
+
+        return load_constitution(self.config.critic.constitution, self.config.critic.locale).as_text()
+
+    @cached_property
+    def attacker(self) -> Any:
+        from ..attack import build_attacker
+
+        return build_attacker(
+            self.config.attacker, self._model(self.config.attacker.model), self.config.loop.seed
+        )
+
+    @cached_property
+    def label_source(self) -> Any:
+        spec = self.config.loop.labels
+        return registry.create("label_source", spec.name, spec.args)
+
+    @cached_property
+    def learner(self) -> Any:
+        from ..learn import CriticReward, build_learner
+
+        reward = CriticReward(self._judge_fn(), self.config.learner.reward)
+        return build_learner(self.config.learner, self.learner_model, reward, self.run_dir)
+
+    @cached_property
+    def rule_judge(self) -> Callable[[Sequence[Exchange]], list[Judgement]]:
+        from ..eval import rule_judge
+
+        return rule_judge()
+
+    def _judge_fn(self) -> Callable[[Sequence[Exchange]], list[Judgement]]:
+        """The ensemble as a judge for online RL rewards (fitted label model, no human)."""
+
+        def judge(exchanges: Sequence[Exchange]) -> list[Judgement]:
+            critiques = self.ensemble.critique(exchanges)
+            if not self.ensemble.label_model.fitted:
+                self.ensemble.fit(critiques, {})
+            return self.ensemble.aggregate(exchanges, critiques, {})
+
+        return judge
+
+    # -- driver ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        cfg = self.config
+        with self._progress() as progress:
+            self.progress = progress
+            if not self.store.done(0, "evaluate"):
+                self._timed(0, "evaluate", self.evaluate)
+            for r in range(1, cfg.loop.rounds + 1):
+                for phase in PHASES:
+                    if not self.store.done(r, phase):
+                        self._timed(r, phase, getattr(self, phase))
+        self.write_report()
+
+    def _timed(self, round: int, phase: str, fn: Callable[[int, float], None]) -> None:
+        self.console.print(f"[bold cyan]round {round}[/] {phase}")
+        fn(round, time.time())
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("  {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+
+    def _batched(self, what: str, items: Sequence[Any], fn: Callable[[list], list], size: int) -> list:
+        task = self.progress.add_task(what, total=len(items))
+        out: list = []
+        for start in range(0, len(items), size):
+            out.extend(fn(list(items[start : start + size])))
+            self.progress.update(task, advance=min(size, len(items) - start))
+        self.progress.remove_task(task)
+        return out
+
+    # -- phases --------------------------------------------------------------------------
+
+    def attack(self, r: int, started: float) -> None:
+        from ..eval import assert_disjoint, frozen_hashes
+
+        cfg = self.config
+        state = self.store.latest_state("attacker", before=r)
+        if state is not None:
+            self.attacker.load_state(state)
+        exclude = frozen_hashes() | self.store.query_hashes([t.value for t in EVAL_TIERS])
+        feedback = Feedback(round=r, judged=self.store.judged(r - 1, Tier.train.value),
+                            exclude_hashes=exclude)  # fmt: skip
+        queries = self.attacker.propose(cfg.loop.queries_per_round, feedback)
+        rng = random.Random(cfg.loop.seed * 1000 + r)
+        held_out = self._frontier_share(queries, rng)
+        queries = [
+            q.model_copy(update={"round": r, "tier": Tier.frontier if q.id in held_out else Tier.train})
+            for q in queries
+        ]
+        assert_disjoint([q for q in queries if q.tier == Tier.train], self._frozen())
+        with self.store.phase(r, "attack", started):
+            self.store.add_queries(queries, producer=f"attacker:{type(self.attacker).__name__}")
+            self.store.put_state("attacker", r, self.attacker.state())
+        n_train = sum(q.tier == Tier.train for q in queries)
+        self.console.print(f"    {n_train} training queries, {len(held_out)} held out (frontier)")
+
+    def _frontier_share(self, queries: list[Query], rng: random.Random) -> set[str]:
+        """A fresh held-out share of the harmful attacks, never trained on."""
+        harmful = [q.id for q in queries if q.intent == Intent.harmful]
+        k = round(len(harmful) * self.config.eval.frontier_share)
+        return set(rng.sample(harmful, k)) if k else set()
+
+    def respond(self, r: int, started: float) -> None:
+        queries = self.store.queries(round=r, tier=Tier.train.value)
+        responses = self._answer(queries, r, "learner answers")
+        with self.store.phase(r, "respond", started):
+            self.store.add_responses(responses, Tier.train.value)
+
+    def _answer(self, queries: Sequence[Query], r: int, what: str) -> list[Response]:
+        model = self.learner_model
+        params = GenParams(max_new_tokens=self.config.loop.max_new_tokens, seed=self.config.loop.seed + r)
+        texts = self._batched(
+            what, queries, lambda qs: model.generate([q.chat() for q in qs], params), 32
+        )
+        return [
+            Response(query_id=q.id, text=t, model=f"learner@round{r - 1}", round=r)
+            for q, t in zip(queries, texts, strict=True)
+        ]
+
+    def _exchanges(self, r: int, tier: str) -> tuple[list[Response], list[Exchange]]:
+        queries = {q.id: q for q in self.store.queries()}
+        responses = self.store.responses(round=r, tier=tier)
+        return responses, [Exchange(query=queries[x.query_id], response=x.text) for x in responses]
+
+    def critique(self, r: int, started: float) -> None:
+        responses, exchanges = self._exchanges(r, Tier.train.value)
+        critiques = self._batched("critics judge", exchanges, self.ensemble.critique, 16)
+        with self.store.phase(r, "critique", started):
+            for resp, row in zip(responses, critiques, strict=True):
+                self.store.add_critiques(resp.id, row)
+
+    def _fit_labels(self, r: int) -> tuple[list[Response], list[Judgement]]:
+        """Refit the label model on every round's critiques and human labels so far."""
+        all_responses, all_exchanges = [], []
+        for rd in range(1, r + 1):
+            resp, ex = self._exchanges(rd, Tier.train.value)
+            all_responses += resp
+            all_exchanges += ex
+        critiques = [self.store.critiques(x.id) for x in all_responses]
+        human = self.store.human_labels()
+        by_index = {i: human[x.id] for i, x in enumerate(all_responses) if x.id in human}
+        self.ensemble.fit(critiques, by_index)
+        judgements = self.ensemble.aggregate(all_exchanges, critiques, by_index)
+        keep = [i for i, x in enumerate(all_responses) if x.round == r]
+        return [all_responses[i] for i in keep], [judgements[i] for i in keep]
+
+    def oversee(self, r: int, started: float) -> None:
+        responses, judgements = self._fit_labels(r)
+        queries = {q.id: q for q in self.store.queries(round=r)}
+        judged = [
+            Judged(query=queries[x.query_id], response=x, judgement=j)
+            for x, j in zip(responses, judgements, strict=True)
+        ]
+        chosen = select_for_review(judged, self.config.loop.human_budget, set(self.store.human_labels()))
+        labels: list[HumanLabel] = self.label_source.label(chosen, self.run_dir) if chosen else []
+        answered = {h.response_id for h in labels}
+        with self.store.phase(r, "oversee", started):
+            for h in labels:
+                self.store.add_human_label(h)
+            from ._oversight import priority
+
+            self.store.add_pending(
+                r, [(j.response.id, priority(j)) for j in chosen if j.response.id not in answered]
+            )
+        self.console.print(f"    {len(labels)} of {len(chosen)} selected pairs labelled by humans")
+
+    def aggregate(self, r: int, started: float) -> None:
+        from ..learn import build_preferences
+
+        responses, judgements = self._fit_labels(r)
+        labels = [
+            j.label.model_copy(update={"response_id": x.id})
+            for x, j in zip(responses, judgements, strict=True)
+        ]
+        accuracies = self.ensemble.accuracies()
+        self._check_floor(accuracies)
+        with self.store.transaction():
+            # labels first (inside the phase's transaction) so judged() sees them
+            self.store.add_labels(labels, producer="label_model")
+            data = RoundData(round=r, judged=self.store.judged(r, Tier.train.value),
+                             constitution=self.constitution)  # fmt: skip
+            prefs = build_preferences(data, self.learner_model, self._judge_fn(), self.config.learner)
+            with self.store.phase(r, "aggregate", started):
+                self.store.add_preferences(r, prefs, producer="learner.build_preferences")
+                self.store.put_state("critic_accuracy", r, accuracies)
+
+    def _check_floor(self, accuracies: dict[str, float]) -> None:
+        from ..critic import check_accuracy_floor
+
+        check_accuracy_floor(accuracies, self.config.critic.accuracy_floor)
+
+    def train(self, r: int, started: float) -> None:
+        target = self.run_dir / "checkpoints" / f"round-{r}"
+        if target.exists():  # a killed earlier attempt: train again from the last checkpoint
+            shutil.rmtree(target)
+        data = RoundData(
+            round=r,
+            judged=self.store.judged(r, Tier.train.value),
+            preferences=self.store.preferences(r),
+            constitution=self.constitution,
+        )
+        checkpoint = self.learner.train_round(data)
+        with self.store.phase(r, "train", started):
+            self.store.add_training(r, checkpoint.algorithm, checkpoint.model_dump(mode="json"))
+        self.console.print(f"    checkpoint {checkpoint.path}")
+
+    def evaluate(self, r: int, started: float) -> None:
+        from ..eval import compute_metrics
+
+        tiers: dict[Tier, list[Query]] = {Tier.frozen: self._frozen()}
+        if r > 0:
+            tiers[Tier.regression] = self._regression(r)
+            tiers[Tier.frontier] = self.store.queries(round=r, tier=Tier.frontier.value)
+        results: dict[Tier, list[Judged]] = {}
+        for tier, queries in tiers.items():
+            if not queries:
+                continue
+            responses = self._answer(queries, r, f"evaluate {tier.value}")
+            exchanges = [Exchange(query=q, response=x.text) for q, x in zip(queries, responses)]
+            judgements = self.rule_judge(exchanges)
+            results[tier] = [
+                Judged(query=q, response=x, judgement=j.model_copy(
+                    update={"label": j.label.model_copy(update={"response_id": x.id})}))
+                for q, x, j in zip(queries, responses, judgements, strict=True)
+            ]  # fmt: skip
+        extra = self._round_extras(r)
+        with self.store.phase(r, "evaluate", started):
+            if r == 0 and not self.store.queries(round=0, tier=Tier.frozen.value):
+                self.store.add_queries(self._frozen(), producer="eval:frozen")
+            for tier, judged in results.items():
+                self.store.add_responses([j.response for j in judged], f"eval-{tier.value}")
+                self.store.add_labels([j.judgement.label for j in judged], producer="eval:rules")
+                metrics = compute_metrics(judged, tier.value, n_boot=self.config.eval.bootstrap,
+                                          seed=self.config.loop.seed)  # fmt: skip
+                self.store.add_metrics(r, tier.value, metrics)
+            if extra:
+                self.store.add_metrics(r, Tier.train.value, extra)
+        self._print_headline(r)
+
+    def _frozen(self) -> list[Query]:
+        from ..eval import load_frozen
+
+        return load_frozen(self.config.eval.frozen_limit, seed=self.config.loop.seed)
+
+    def _regression(self, r: int) -> list[Query]:
+        """Every harmful training attack of an earlier round that once succeeded."""
+        out = []
+        for rd in range(1, r + 1):
+            for j in self.store.judged(rd, Tier.train.value):
+                if j.query.intent == Intent.harmful and j.judgement.label.verdict == Verdict.unsafe:
+                    out.append(j.query.model_copy(update={"tier": Tier.regression}))
+        return out
+
+    def _round_extras(self, r: int) -> dict[str, Any]:
+        """Critic agreement with human labels, attack diversity and archive coverage."""
+        if r == 0:
+            return {}
+        from ..eval import compute_metrics
+
+        judged = self.store.judged(r, Tier.train.value)
+        human = self.store.human_labels()
+        critic_only = self._critic_only_labels(judged)
+        metrics = compute_metrics(critic_only, Tier.train.value, n_boot=self.config.eval.bootstrap,
+                                  seed=self.config.loop.seed, human=human)  # fmt: skip
+        keep = {k: v for k, v in metrics.items() if k in ("critic_human_agreement", "attack_diversity", "distinct_2")}
+        coverage = getattr(self.attacker, "coverage", None)
+        if callable(coverage):
+            keep["archive_coverage"] = float(coverage())
+        return keep
+
+    def _critic_only_labels(self, judged: list[Judged]) -> list[Judged]:
+        """The ensemble's label without human overrides, to measure agreement with humans."""
+        exchanges = [Exchange(query=j.query, response=j.response.text) for j in judged]
+        critiques = [j.judgement.critiques for j in judged]
+        labels = self.ensemble.aggregate(exchanges, critiques, {})
+        return [
+            j.model_copy(update={"judgement": Judgement(critiques=j.judgement.critiques, label=lab.label)})
+            for j, lab in zip(judged, labels, strict=True)
+        ]
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _print_headline(self, r: int) -> None:
+        rows = [m for m in self.store.metrics() if m["round"] == r and m["tier"] == Tier.frozen.value]
+        shown = {m["name"]: m for m in rows}
+        parts = []
+        for name in ("attack_success_rate", "benign_refusal_rate", "math_accuracy"):
+            if name in shown:
+                m = shown[name]
+                parts.append(f"{name}={m['value']:.2f} [{m['lo']:.2f}, {m['hi']:.2f}]")
+        self.console.print("    frozen: " + "  ".join(parts))
+
+    def write_report(self) -> Path:
+        from ._report import write_report
+
+        return write_report(self.store, self.run_dir)
+
+
+def start(config_path: str | Path | None, overrides: list[str], name: str | None,
+          runs_dir: Path = Path("runs")) -> Loop:  # fmt: skip
+    """A new run directory with the resolved configuration written into it."""
+    config = load_config(config_path, overrides)
+    if name:
+        config = config.model_copy(update={"name": name})
+    run_dir = runs_dir / config.name
+    if (run_dir / DB_FILE).exists():
+        raise StoreError(
+            f"run directory {run_dir} already holds a run; resume it with "
+            f"`superalign run --resume {run_dir}` or pick another --name"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    loop = Loop(config, run_dir)
+    (run_dir / CONFIG_FILE).write_text(config.to_yaml())
+    loop.store.set_meta("config", json.dumps(config.model_dump(mode="json")))
+    return loop
+
+
+def resume(run_dir: Path) -> Loop:
+    """Reopen a run at its first unfinished phase, with the configuration it started with."""
+    if not (run_dir / DB_FILE).exists() or not (run_dir / CONFIG_FILE).exists():
+        raise StoreError(f"{run_dir} is not a run directory (no {DB_FILE} or {CONFIG_FILE})")
+    return Loop(load_config(run_dir / CONFIG_FILE), run_dir)
+
+
+def rule_verdicts_from_label(label: Label) -> Verdict | None:  # pragma: no cover - helper
+    return label.verdict
