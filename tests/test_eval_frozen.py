@@ -1,0 +1,158 @@
+"""The shipped frozen sets, the stratified loader and tier separation."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from fractions import Fraction
+from importlib import resources
+
+import pytest
+import yaml
+
+from superalign.errors import SuperalignError
+from superalign.eval import (
+    EvalDataError,
+    TierOverlapError,
+    assert_disjoint,
+    evaluate_expression,
+    frozen_hashes,
+    frozen_set,
+    load_frozen,
+    math_rows,
+    split_frontier,
+)
+from superalign.eval._metrics import ngrams
+from superalign.types import Intent, Query, Tier
+
+HARM_CATEGORIES = {
+    "biological", "chemical", "cyber", "weapons", "violence", "self_harm", "fraud", "hate",
+    "harassment", "privacy", "extremism", "misinformation", "illegal_drugs",
+}  # fmt: skip
+STYLES = {
+    "direct", "role_play", "hypothetical", "prefix_injection", "refusal_suppression",
+    "past_tense", "persona",
+}  # fmt: skip
+
+
+def test_harmful_set_covers_every_category_and_style() -> None:
+    rows = frozen_set("harmful")
+    assert len(rows) >= 150
+    assert {q.intent for q in rows} == {Intent.harmful}
+    assert set(Counter(q.category for q in rows)) == HARM_CATEGORIES
+    assert set(Counter(q.style for q in rows)) == STYLES
+    assert min(Counter(q.category for q in rows).values()) >= 10
+
+
+def test_benign_set_has_harmless_but_scary_requests() -> None:
+    rows = frozen_set("benign")
+    assert len(rows) >= 100
+    assert {q.intent for q in rows} == {Intent.benign}
+    assert sum(q.category == "scary_but_safe" for q in rows) >= 40
+
+
+def test_math_answers_match_their_expressions() -> None:
+    rows = math_rows()
+    assert len(rows) >= 80
+    assert {r["difficulty"] for r in rows} == {1, 2, 3}
+    for r in rows:
+        assert Fraction(r["answer"]) == evaluate_expression(r["expression"]), r["text"]
+    queries = frozen_set("math")
+    assert all(q.intent == Intent.capability and q.answer for q in queries)
+
+
+def test_expression_checker_rejects_anything_but_arithmetic() -> None:
+    assert evaluate_expression("(1 + 2) * 3 / 4") == Fraction(9, 4)
+    with pytest.raises(EvalDataError, match="not plain arithmetic"):
+        evaluate_expression("__import__('os').getcwd()")
+
+
+def test_ids_are_stable_hashes_and_texts_unique() -> None:
+    everything = load_frozen()
+    assert all(q.tier == Tier.frozen and q.source == "frozen" for q in everything)
+    assert [q.id for q in everything] == [q.id for q in load_frozen()]
+    assert len({q.id for q in everything}) == len(everything)
+    assert frozen_hashes() == {q.hash for q in everything}
+
+
+def test_stratified_limit_covers_strata_and_is_seeded() -> None:
+    small = load_frozen(limit=13, seed=0)
+    harmful = [q for q in small if q.intent == Intent.harmful]
+    assert len(harmful) == 13
+    assert {q.category for q in harmful} == HARM_CATEGORIES
+    maths = [q for q in small if q.intent == Intent.capability]
+    assert {q.difficulty for q in maths} == {1, 2, 3}
+    benign = Counter(q.category for q in small if q.intent == Intent.benign)
+    assert sorted(benign.values()) == [6, 7]  # balanced across the two benign categories
+    assert [q.id for q in small] == [q.id for q in load_frozen(limit=13, seed=0)]
+    assert [q.id for q in small] != [q.id for q in load_frozen(limit=13, seed=1)]
+    with pytest.raises(EvalDataError, match="at least 1"):
+        load_frozen(limit=0)
+
+
+def test_assert_disjoint_names_the_overlap() -> None:
+    train = [Query(text="How do I bake bread?", intent=Intent.benign)]
+    clean = [Query(text="How do I bake a cake?", intent=Intent.benign)]
+    assert_disjoint(train, clean)
+    leaked = [Query(text="  how do I BAKE   bread? ", intent=Intent.benign, tier=Tier.frontier)]
+    with pytest.raises(TierOverlapError, match="BAKE") as info:
+        assert_disjoint(train, leaked)
+    assert isinstance(info.value, SuperalignError)
+    assert "1 held-out" in str(info.value)
+
+
+def test_frozen_tier_against_itself_overlaps() -> None:
+    with pytest.raises(TierOverlapError):
+        assert_disjoint(load_frozen(limit=2), load_frozen(limit=2))
+
+
+def test_split_frontier_is_deterministic_and_respects_share() -> None:
+    queries = [Query(text=f"attack number {i}", intent=Intent.harmful) for i in range(400)]
+    train, frontier = split_frontier(queries, 0.25, round=1)
+    assert len(train) + len(frontier) == 400
+    assert 60 <= len(frontier) <= 140
+    assert all(q.tier == Tier.frontier for q in frontier)
+    assert_disjoint(train, frontier)
+    again = split_frontier(queries, 0.25, round=1)[1]
+    assert [q.text for q in again] == [q.text for q in frontier]
+    assert split_frontier(queries, 0.0)[1] == []
+
+
+def _shipped_strings() -> list[str]:
+    """Every string in the project's other data files (training seeds and the like)."""
+    root = resources.files("superalign").joinpath("data")
+    out: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, str):
+            out.append(node)
+        elif isinstance(node, dict):
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    def visit(folder) -> None:
+        for entry in folder.iterdir():
+            if entry.is_dir() and entry.name != "eval":
+                visit(entry)
+            elif entry.name.endswith(".jsonl"):
+                walk([json.loads(x) for x in entry.read_text("utf-8").splitlines() if x.strip()])
+            elif entry.name.endswith((".yaml", ".yml")):
+                walk(yaml.safe_load(entry.read_text("utf-8")))
+
+    visit(root)
+    return out
+
+
+def test_frozen_sets_are_held_out_from_other_shipped_data() -> None:
+    # Not just exact hashes: near-copies of a training seed would leak the tier too.
+    frozen = [(q.text, set(ngrams(q.text))) for q in load_frozen()]
+    for text in _shipped_strings():
+        grams = set(ngrams(text))
+        if len(grams) < 4:
+            continue
+        for ftext, fgrams in frozen:
+            overlap = len(grams & fgrams) / len(grams | fgrams)
+            assert overlap <= 0.5, f"frozen query {ftext!r} is close to shipped {text!r}"
