@@ -96,7 +96,8 @@ class MathGenerator:
             op = self.rng.choice(["+", "-", "*"])
             term = str(self.rng.randint(2, 12 if op == "*" else hi))
             # Parenthesise the running expression half the time so precedence matters.
-            expr = f"({expr}) {op} {term}" if self.rng.random() < 0.5 else f"{expr} {op} {term}"
+            wrap = " " in expr and self.rng.random() < 0.5
+            expr = f"({expr}) {op} {term}" if wrap else f"{expr} {op} {term}"
         answer = safe_eval(expr, {})
         return f"Compute {expr.replace('*', '×')}.", answer
 

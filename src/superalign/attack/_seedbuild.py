@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
+from ..types import content_hash
 from ._data import _path, load_yaml
 from ._generators import EthicsGenerator
 
@@ -25,26 +27,51 @@ def _capitalised(text: str) -> str:
 def build(rng: random.Random) -> list[dict]:
     slots = load_yaml("seed_slots.yaml")
     items: list[dict] = []
+    seen: set[str] = set()
+
+    def add(
+        make: Callable[[], str], intent: str, category: str, style: str, **extra: object
+    ) -> None:
+        # Redraw a phrasing that repeats an earlier item, so every seed is distinct.
+        for _ in range(20):
+            text = _capitalised(make())
+            if content_hash(text) not in seen:
+                seen.add(content_hash(text))
+                items.append(_item(text, intent, category, style, **extra))
+                return
+
     for category, topics in slots["harmful"].items():
         for vp in topics:
             for style in HARMFUL_PER_TOPIC:
-                text = rng.choice(slots["phrasings"][style]).format(vp=vp)
-                items.append(_item(text, "harmful", category, style))
+                phrasings = slots["phrasings"][style]
+                add(
+                    lambda p=phrasings, vp=vp: rng.choice(p).format(vp=vp),
+                    "harmful",
+                    category,
+                    style,
+                )
     for category, topics in slots["benign"].items():
         for vp in topics:
             for style in BENIGN_STYLES[category]:
-                text = rng.choice(slots["benign_phrasings"][style]).format(vp=vp)
-                items.append(_item(text, "benign", category, style))
+                phrasings = slots["benign_phrasings"][style]
+                add(
+                    lambda p=phrasings, vp=vp: rng.choice(p).format(vp=vp),
+                    "benign",
+                    category,
+                    style,
+                )
     ethics = EthicsGenerator(rng)
     for i in range(ETHICS_SEEDS):
-        q = ethics.generate(difficulty=1 + i % 3)
-        items.append(_item(q.text, "benign", "ethics", "dilemma", difficulty=q.difficulty))
+        level = 1 + i % 3
+        add(
+            lambda d=level: ethics.generate(d).text, "benign", "ethics", "dilemma", difficulty=level
+        )
     return items
 
 
 def _item(text: str, intent: str, category: str, style: str, **extra: object) -> dict:
     return {
-        "text": _capitalised(text),
+        "text": text,
         "intent": intent,
         "category": category,
         "style": style,
