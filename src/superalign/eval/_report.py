@@ -205,8 +205,5 @@ th{background:#f3f3f3}
 .grid{display:flex;flex-wrap:wrap;gap:12px}
 .card{border:1px solid #ddd;padding:6px}
 .card h3{font-size:14px;margin:2px 0 6px}
-svg text{font-size:10px;fill:#444}
-svg .axis{stroke:#444}
-svg .gl{stroke:#e4e4e4}
 pre{background:#f7f7f7;padding:8px;overflow:auto}
 """

@@ -8,7 +8,7 @@ from html import escape
 from ._metrics import Metric
 
 W, H = 360, 220
-LEFT, RIGHT, TOP, BOTTOM = 48, 12, 16, 36
+LEFT, RIGHT, TOP, BOTTOM = 48, 24, 16, 36
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 Series = Mapping[str, Sequence[tuple[int, Metric]]]  # label -> [(round, metric)]
@@ -29,15 +29,19 @@ def _axes(
 ) -> tuple[list[str], object, object]:
     sx = _scale(x0, x1, LEFT, W - RIGHT)
     sy = _scale(0.0, y1, H - BOTTOM, TOP)
-    parts = [
-        f'<line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - RIGHT}" y2="{H - BOTTOM}" class="axis"/>',
-        f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{H - BOTTOM}" class="axis"/>',
-    ]
+    parts: list[str] = []
     for i in range(5):
         v = y1 * i / 4
         y = sy(v)
-        parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{W - RIGHT}" y2="{y:.1f}" class="gl"/>')
+        parts.append(
+            f'<line x1="{LEFT}" y1="{y:.1f}" x2="{W - RIGHT}" y2="{y:.1f}" stroke="#e4e4e4"/>'
+        )
         parts.append(f'<text x="{LEFT - 4}" y="{y + 3:.1f}" text-anchor="end">{yfmt(v)}</text>')
+    # Axes after the grid so the grid never paints over them.
+    parts += [
+        f'<line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - RIGHT}" y2="{H - BOTTOM}" stroke="#444"/>',
+        f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{H - BOTTOM}" stroke="#444"/>',
+    ]
     for t in xticks:
         parts.append(
             f'<text x="{sx(t):.1f}" y="{H - BOTTOM + 14}" text-anchor="middle">{xfmt(t)}</text>'
@@ -61,6 +65,7 @@ def _pct(v: float) -> str:
 def _svg(parts: list[str], title: str) -> str:
     return (
         f'<svg viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
+        'font-family="sans-serif" font-size="10" fill="#333" '
         f'aria-label="{escape(title)}">' + "".join(parts) + "</svg>"
     )
 
@@ -71,7 +76,7 @@ def line_chart(series: Series, title: str, ylabel: str = "", percent: bool = Tru
     tops = [m.hi if m.hi is not None else m.value for pts in series.values() for _, m in pts]
     y1 = 1.0 if percent else _y_max(tops)
     x0, x1 = rounds[0] - 0.5, rounds[-1] + 0.5
-    yfmt = _pct if percent and y1 <= 1.0 else (lambda v: f"{v:.2g}")
+    yfmt = _pct if percent and y1 <= 1.0 else (lambda v: f"{v:.3g}")
     parts, sx, sy = _axes(x0, x1, y1, "round", ylabel, rounds, lambda t: f"{t:g}", yfmt)
     for k, (label, pts) in enumerate(series.items()):
         colour = PALETTE[k % len(PALETTE)]
