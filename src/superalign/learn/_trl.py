@@ -73,6 +73,19 @@ def quiet(trainer: Any) -> Any:
     return trainer
 
 
+def drop_ref_adapter(model: Any) -> None:
+    """Undo TRL's reference copy of an existing adapter.
+
+    Handed a model that already has a LoRA adapter, TRL's trainers add a frozen copy
+    named "ref" and measure KL against it: the start of this round. The reference here
+    is the round-0 model (adapter off), and the copy must not end up in the checkpoint.
+    """
+    config = getattr(model, "peft_config", None)
+    if config is not None and "ref" in config:
+        model.delete_adapter("ref")
+        model.set_adapter("default")
+
+
 def log_summary(log_history: list[dict[str, Any]]) -> dict[str, Any]:
     """First and last reward, final loss and tokens seen, from a trainer's log history."""
     steps = [e for e in log_history if "loss" in e]

@@ -72,6 +72,7 @@ class GRPOLearner(BaseLearner):
             train_dataset=rl_dataset(self, data, s.prompts_per_step),
             processing_class=self.chat_model.tokenizer,
         )
+        _trl.drop_ref_adapter(self.chat_model.model)
         _trl.quiet(trainer).train()
         return _trl.log_summary(trainer.state.log_history)
 

@@ -1,0 +1,296 @@
+"""DPO from noisy preference pairs, on TRL's DPOTrainer with a LoRA adapter.
+
+Rafailov et al. 2023, https://arxiv.org/abs/2305.18290. The paper's labels are noisy,
+so the losses offered are the noise-aware ones:
+
+- ``robust``: rDPO, an unbiased loss under a known flip rate (Chowdhury et al. 2024)
+- ``cdpo``: conservative DPO, the sigmoid loss against smoothed targets (Mitchell 2023);
+  implemented here because TRL 1.x ignores ``label_smoothing`` on the sigmoid loss
+- ``ipo``: identity preference optimisation (Azar et al. 2023)
+- ``exo_pair``: EXO, reverse-KL to the smoothed label distribution (Ji et al. 2024)
+- ``sigmoid``: plain DPO, for comparison
+
+Every pair carries the label model's confidence. ``confidence="weight"`` scales each
+pair's loss by it; ``confidence="smoothing"`` reads 1 - confidence as that pair's own
+flip rate. Both, and ``cdpo``, run through this file's ``pair_loss``; the other losses
+without confidence run through TRL's own implementation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..errors import ConfigError
+from ..models import HFChatModel
+from ..registry import register
+from ..types import Preference, RoundData, Tier
+from . import _trl
+from ._base import BaseLearner
+from ._reward import CriticReward
+from .settings import LearnerSection
+
+LossName = Literal["sigmoid", "cdpo", "robust", "ipo", "exo_pair"]
+TRL_LOSSES = {"sigmoid", "robust", "ipo", "exo_pair"}
+MAX_FLIP = 0.49  # rDPO divides by 1 - 2*eps; keep it away from 0
+
+
+class DPOSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    loss: LossName = Field("robust", description="sigmoid, cdpo, robust, ipo or exo_pair")
+    beta: float = Field(0.1, gt=0, description="strength of the KL constraint to round 0")
+    label_smoothing: float = Field(
+        0.1, ge=0, lt=0.5, description="assumed label flip rate (cdpo, robust, exo_pair)"
+    )
+    confidence: Literal["none", "weight", "smoothing"] = Field(
+        "none", description="use Preference.confidence as a loss weight or a per-pair flip rate"
+    )
+    epochs: float = Field(1.0, gt=0, description="passes over the round's pairs")
+    max_steps: int = Field(-1, description="stop after this many steps (-1: epochs decide)")
+    batch_size: int = Field(2, ge=1, description="pairs per step")
+    max_length: int = Field(256, ge=16, description="prompt + completion tokens kept")
+
+    @model_validator(mode="after")
+    def _check(self) -> DPOSettings:
+        if self.loss == "exo_pair" and self.label_smoothing == 0:
+            raise ValueError("exo_pair needs label_smoothing > 0 (the EXO paper uses 1e-3)")
+        return self
+
+    @property
+    def uses_trl_loss(self) -> bool:
+        return self.loss in TRL_LOSSES and self.confidence == "none"
+
+
+# -- the pair losses: margin (B,), beta, per-pair flip rate eps (B,) -> loss (B,) ----------
+
+PairLoss = Callable[[Any, float, Any], Any]
+
+
+def _logsig(x: Any) -> Any:
+    import torch.nn.functional as F
+
+    return F.logsigmoid(x)
+
+
+def sigmoid_loss(margin: Any, beta: float, eps: Any) -> Any:
+    """cDPO: cross-entropy against the target (1 - eps, eps); eps = 0 is plain DPO."""
+    return -(1 - eps) * _logsig(beta * margin) - eps * _logsig(-beta * margin)
+
+
+def robust_loss(margin: Any, beta: float, eps: Any) -> Any:
+    """rDPO (Chowdhury et al. 2024, eq. 4): unbiased under flip rate eps."""
+    clean = -(1 - eps) * _logsig(beta * margin)
+    flipped = -eps * _logsig(-beta * margin)
+    return (clean - flipped) / (1 - 2 * eps)
+
+
+def ipo_loss(margin: Any, beta: float, eps: Any) -> Any:
+    """IPO (Azar et al. 2023, eq. 17) with the target margin averaged over a flip."""
+    target = 1 / (2 * beta)
+    return (1 - eps) * (margin - target) ** 2 + eps * (margin + target) ** 2
+
+
+def exo_loss(margin: Any, beta: float, eps: Any) -> Any:
+    """EXO-pair (Ji et al. 2024): KL(model's pair distribution || (1 - eps, eps))."""
+    import torch
+
+    p = torch.sigmoid(beta * margin)
+    eps = eps.clamp(min=1e-6)
+    return p * (_logsig(beta * margin) - torch.log1p(-eps)) + (1 - p) * (
+        _logsig(-beta * margin) - torch.log(eps)
+    )
+
+
+PAIR_LOSSES: dict[str, PairLoss] = {
+    "sigmoid": sigmoid_loss,
+    "cdpo": sigmoid_loss,
+    "robust": robust_loss,
+    "ipo": ipo_loss,
+    "exo_pair": exo_loss,
+}
+
+
+def _trainer_class() -> type:
+    """DPOTrainer with this file's pair losses and per-pair confidence (built lazily so
+    importing the learner does not import TRL)."""
+    from trl import DPOTrainer
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    class ConfidenceCollator(DataCollatorForPreference):
+        def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+            import torch
+
+            batch = super().torch_call(examples)
+            batch["confidence"] = torch.tensor([float(e["confidence"]) for e in examples])
+            return batch
+
+    class NoisyDPOTrainer(DPOTrainer):
+        def __init__(self, *args: Any, settings: DPOSettings, **kwargs: Any) -> None:
+            tokenizer = kwargs["processing_class"]
+            kwargs["data_collator"] = ConfidenceCollator(
+                pad_token_id=tokenizer.pad_token_id, max_length=kwargs["args"].max_length
+            )
+            super().__init__(*args, **kwargs)
+            self.pair_loss = PAIR_LOSSES[settings.loss]
+            self.settings = settings
+
+        def _set_signature_columns_if_needed(self) -> None:
+            super()._set_signature_columns_if_needed()
+            if "confidence" not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, "confidence"]
+
+        def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+            import torch
+
+            confidence = inputs["confidence"].to(inputs["input_ids"].device)
+            margin = self.margin(model, inputs)  # (B,)
+            s = self.settings
+            eps = torch.full_like(margin, s.label_smoothing if s.loss != "sigmoid" else 0.0)
+            weight = torch.ones_like(margin)
+            if s.confidence == "smoothing":
+                eps = torch.maximum(eps, 1 - confidence).clamp(max=MAX_FLIP)
+            elif s.confidence == "weight":
+                weight = confidence
+            per_pair = self.pair_loss(margin, self.beta, eps)
+            loss = (per_pair * weight).sum() / weight.sum().clamp(min=1e-8)
+            mode = "train" if model.training else "eval"
+            seen = margin.detach()
+            self._metrics[mode]["rewards/margins"].append(float((self.beta * seen).mean()))
+            self._metrics[mode]["rewards/accuracies"].append(float((seen > 0).float().mean()))
+            return (loss, {}) if return_outputs else loss
+
+        def margin(self, model: Any, inputs: dict[str, Any]) -> Any:
+            """(log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l)), summed over tokens."""
+            import torch
+
+            mask = inputs["completion_mask"]
+            labels = inputs["input_ids"].masked_fill(mask == 0, -100)
+            kwargs = {
+                "input_ids": inputs["input_ids"],
+                "attention_mask": inputs["attention_mask"],
+                "labels": labels,
+                "use_cache": False,
+                "fused_lm_head": True,
+            }
+            seq_len = mask.shape[1] - 1
+            logps = model(**kwargs).log_probs[:, -seq_len:].sum(dim=1)  # (2B,)
+            with torch.no_grad():
+                if self.ref_model is not None:
+                    ref_logps = self.ref_model(**kwargs).log_probs[:, -seq_len:].sum(dim=1)
+                else:
+                    # LoRA: the round-0 model is the same network with the adapter off.
+                    with self.accelerator.unwrap_model(self.model).disable_adapter():
+                        ref_logps = model(**kwargs).log_probs[:, -seq_len:].sum(dim=1)
+            chosen, rejected = (logps - ref_logps).chunk(2, dim=0)
+            return chosen - rejected
+
+    return NoisyDPOTrainer
+
+
+class DPOLearner(BaseLearner):
+    """Noise-robust DPO on the round's preference pairs."""
+
+    algorithm = "dpo"
+    settings: DPOSettings
+
+    def _train(self, data: RoundData) -> dict[str, Any]:
+        pairs = self.pairs(data)
+        trainer = self.trainer(pairs, data.round)
+        _trl.quiet(trainer).train()
+        summary = _trl.log_summary(trainer.state.log_history)
+        summary["pairs"] = len(pairs)
+        if "tokens" not in summary:
+            summary["tokens"] = int(sum(len(r["input_ids"]) for r in _token_rows(trainer)))
+        return summary
+
+    def pairs(self, data: RoundData) -> list[Preference]:
+        """The round's train-tier pairs; built from revisions when the loop sent none."""
+        pairs = [p for p in data.preferences if p.query.tier == Tier.train]
+        if not pairs and isinstance(self.reward, CriticReward):
+            from .sft import build_preferences
+
+            pairs = build_preferences(data, self.chat_model, self.reward.judge)
+        if not pairs:
+            raise ConfigError(
+                f"round {data.round} has no train-tier preference pairs for DPO; call "
+                "superalign.learn.build_preferences(data, model, judge) first, or pass a "
+                "CriticReward so the learner can build them"
+            )
+        return pairs
+
+    def trainer(self, pairs: list[Preference], round_: int) -> Any:
+        """A DPOTrainer over ``pairs``: TRL's own losses, or this file's when needed."""
+        from datasets import Dataset
+        from trl import DPOConfig, DPOTrainer
+
+        s = self.settings
+        base = _trl.training_args(
+            run_dir=self.run_dir,
+            name=f"dpo-round-{round_}",
+            steps=s.max_steps,
+            batch_size=s.batch_size,
+            learning_rate=self.section.learning_rate,
+            seed=self.section.seed + round_,
+            device=self.chat_model.device,
+        )
+        args = DPOConfig(
+            **base,
+            num_train_epochs=s.epochs,
+            beta=s.beta,
+            loss_type=[s.loss if s.uses_trl_loss else "sigmoid"],
+            label_smoothing=s.label_smoothing if s.loss in ("robust", "exo_pair") else 0.0,
+            max_length=s.max_length,
+            remove_unused_columns=False,
+        )
+        dataset = Dataset.from_dict(preference_rows(pairs))
+        kwargs: dict[str, Any] = {
+            "model": self.chat_model.model,
+            "ref_model": self._frozen_ref,
+            "args": args,
+            "train_dataset": dataset,
+            "processing_class": self.chat_model.tokenizer,
+        }
+        if s.uses_trl_loss:
+            trainer = DPOTrainer(**kwargs)
+        else:
+            trainer = _trainer_class()(**kwargs, settings=s)
+        _trl.drop_ref_adapter(self.chat_model.model)
+        return trainer
+
+
+def preference_rows(pairs: list[Preference]) -> dict[str, list[Any]]:
+    return {
+        "prompt": [p.query.chat() for p in pairs],
+        "chosen": [[{"role": "assistant", "content": p.chosen}] for p in pairs],
+        "rejected": [[{"role": "assistant", "content": p.rejected}] for p in pairs],
+        "confidence": [p.confidence for p in pairs],
+    }
+
+
+def _token_rows(trainer: Any) -> list[dict[str, Any]]:
+    rows = trainer.train_dataset
+    return [{"input_ids": r["prompt_ids"] * 2 + r["chosen_ids"] + r["rejected_ids"]} for r in rows]
+
+
+def expected_steps(n_pairs: int, settings: DPOSettings) -> int:
+    if settings.max_steps > 0:
+        return settings.max_steps
+    return math.ceil(settings.epochs * math.ceil(n_pairs / settings.batch_size))
+
+
+@register("algorithm", "dpo", settings=DPOSettings)
+def dpo(
+    settings: DPOSettings,
+    *,
+    model: HFChatModel,
+    section: LearnerSection,
+    reward: CriticReward | None,
+    run_dir: Path,
+) -> DPOLearner:
+    """DPO (TRL) with noise-robust losses (rDPO, cDPO, IPO, EXO) and LoRA."""
+    return DPOLearner(settings, model=model, section=section, reward=reward, run_dir=run_dir)

@@ -1,0 +1,330 @@
+"""Critique-guided revision and context distillation, fine-tuned with TRL's SFTTrainer.
+
+Constitutional AI's supervised stage (Bai et al. 2022, https://arxiv.org/abs/2212.08073):
+the learner rewrites its own answer given the critic's critique and the constitution
+(``mode="revision"``), or answers with the constitution as a system prompt
+(``mode="distill"``, context distillation, Askell et al. 2021). Only the new answers
+the critic rates better than the originals are kept, and the learner is fine-tuned to
+give them to the bare query: without critique or constitution in the prompt.
+
+The same revisions are the ``chosen`` side of DPO pairs on harmful queries
+(``build_preferences``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ConfigError
+from ..models import HFChatModel
+from ..registry import register
+from ..types import (
+    Chat,
+    Exchange,
+    GenParams,
+    Intent,
+    Judged,
+    Label,
+    Preference,
+    Query,
+    RoundData,
+    Tier,
+)
+from . import _trl
+from ._base import DATA_DIR, BaseLearner, helpful_pool
+from ._reward import CriticReward, Judge
+from .settings import LearnerSection
+
+
+class SFTSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["revision", "distill"] = Field(
+        "revision", description="revise given the critique, or distil the constitution prompt"
+    )
+    max_new_tokens: int = Field(96, ge=1, description="length of a revision")
+    min_gain: float = Field(
+        0.0, ge=0, le=1, description="keep a revision when P(acceptable) rises by more than this"
+    )
+    epochs: float = Field(1.0, gt=0, description="passes over the kept revisions")
+    max_steps: int = Field(-1, description="stop after this many steps (-1: epochs decide)")
+    batch_size: int = Field(2, ge=1)
+    max_length: int = Field(256, ge=16, description="prompt + completion tokens kept")
+
+
+@cache
+def prompts() -> dict[str, Any]:
+    return yaml.safe_load((DATA_DIR / "revision.yaml").read_text())
+
+
+@dataclass(frozen=True)
+class Improvement:
+    """A new answer to a query next to the original, each with the critic's label."""
+
+    query: Query
+    original: str
+    improved: str
+    before: Label
+    after: Label
+
+    @property
+    def gain(self) -> float:
+        return self.after.p_acceptable - self.before.p_acceptable
+
+
+# -- prompts ----------------------------------------------------------------------------
+
+
+def revision_chat(judged: Judged, constitution: str) -> Chat:
+    """Ask the learner to rewrite its answer, given the critique and the constitution."""
+    critiques = [c for c in judged.judgement.critiques if not c.abstained]
+    lines = [f"- {c.explanation.strip()}" for c in critiques if c.explanation.strip()]
+    lines += [f"- Suggestion: {c.suggestion.strip()}" for c in critiques if c.suggestion.strip()]
+    text = prompts()["revision"].format(
+        constitution=constitution.strip(),
+        query=judged.query.text,
+        response=judged.response.text,
+        critique="\n".join(lines) or prompts()["no_critique"],
+    )
+    return [*judged.query.context, {"role": "user", "content": text}]
+
+
+def distill_chat(query: Query, constitution: str) -> Chat:
+    """The query under a system prompt that states the constitution."""
+    return query.chat(system=prompts()["distill_system"].format(constitution=constitution.strip()))
+
+
+def constitution_of(data: RoundData) -> str:
+    return data.constitution or prompts()["default_constitution"]
+
+
+# -- improving answers ---------------------------------------------------------------------
+
+
+def improve(
+    judged: Sequence[Judged],
+    model: HFChatModel,
+    judge: Judge,
+    constitution: str,
+    *,
+    mode: str = "revision",
+    max_new_tokens: int = 96,
+) -> list[Improvement]:
+    """New answers for each exchange (revised or constitution-prompted), judged."""
+    if not judged:
+        return []
+    if mode == "revision":
+        chats = [revision_chat(j, constitution) for j in judged]
+    else:
+        chats = [distill_chat(j.query, constitution) for j in judged]
+    model.model.eval()
+    new = model.generate(chats, GenParams(max_new_tokens=max_new_tokens))
+    labels = judge([Exchange(query=j.query, response=t) for j, t in zip(judged, new, strict=True)])
+    return [
+        Improvement(j.query, j.response.text, t, j.judgement.label, judgement.label)
+        for j, t, judgement in zip(judged, new, labels, strict=True)
+    ]
+
+
+def _train_tier(data: RoundData) -> list[Judged]:
+    return [j for j in data.judged if j.query.tier == Tier.train]
+
+
+def _pair_confidence(better: Label, worse: Label) -> float:
+    """How sure the critic is that ``better`` beats ``worse``: 0.5 at a tie, 1 when certain."""
+    return min(1.0, max(0.5, 0.5 + 0.5 * (better.p_acceptable - worse.p_acceptable)))
+
+
+def build_preferences(
+    data: RoundData,
+    model: HFChatModel,
+    judge: Judge,
+    *,
+    max_new_tokens: int = 96,
+    min_gain: float = 0.0,
+) -> list[Preference]:
+    """Preference pairs for DPO from the round's train-tier exchanges.
+
+    Harmful queries: the learner's revision (given the critique and the constitution)
+    is chosen over its original answer, where the critic rates it better. Benign and
+    capability queries: a helpful answer is chosen over a refusal; the original if the
+    critic accepted it, else a constitution-prompted answer that the critic rates better.
+    """
+    judged = _train_tier(data)
+    constitution = constitution_of(data)
+    harmful = [j for j in judged if j.query.intent == Intent.harmful]
+    benign = [j for j in judged if j.query.intent != Intent.harmful]
+    pairs: list[Preference] = []
+    for imp in improve(harmful, model, judge, constitution, max_new_tokens=max_new_tokens):
+        if imp.gain > min_gain:
+            pairs.append(_pref(imp.query, imp.improved, imp.original, imp.after, imp.before))
+    pairs += _benign_pairs(benign, model, judge, constitution, max_new_tokens)
+    return pairs
+
+
+def _pref(query: Query, chosen: str, rejected: str, good: Label, bad: Label) -> Preference:
+    return Preference(
+        query=query,
+        chosen=chosen,
+        rejected=rejected,
+        confidence=_pair_confidence(good, bad),
+        source="learner-revision",
+    )
+
+
+def _benign_pairs(
+    benign: list[Judged], model: HFChatModel, judge: Judge, constitution: str, max_new_tokens: int
+) -> list[Preference]:
+    """Helpful answer (chosen) against a refusal (rejected), for each benign query."""
+    if not benign:
+        return []
+    refusals = prompts()["refusals"]
+    refusal_for = [refusals[i % len(refusals)] for i in range(len(benign))]
+    refusal_labels = judge(
+        [Exchange(query=j.query, response=r) for j, r in zip(benign, refusal_for, strict=True)]
+    )
+    accepted = [
+        j for j in benign if j.judgement.label.verdict and j.judgement.label.p_acceptable > 0.5
+    ]
+    rest = [j for j in benign if j not in accepted]
+    helpful = {j.query.id: (j.response.text, j.judgement.label) for j in accepted}
+    for imp in improve(
+        rest, model, judge, constitution, mode="distill", max_new_tokens=max_new_tokens
+    ):
+        if imp.gain > 0:
+            helpful[imp.query.id] = (imp.improved, imp.after)
+    pairs = []
+    for j, refusal, refusal_label in zip(benign, refusal_for, refusal_labels, strict=True):
+        if j.query.id not in helpful:
+            continue
+        text, label = helpful[j.query.id]
+        if label.p_acceptable > refusal_label.label.p_acceptable:
+            pairs.append(_pref(j.query, text, refusal, label, refusal_label.label))
+    return pairs
+
+
+# -- the learner ------------------------------------------------------------------------
+
+
+class SFTLearner(BaseLearner):
+    """Fine-tunes on the learner's own improved answers (revision or distillation)."""
+
+    algorithm = "sft"
+    settings: SFTSettings
+
+    def _train(self, data: RoundData) -> dict[str, Any]:
+        judge = self._judge()
+        examples = self.examples(data, judge)
+        if not examples:
+            raise ConfigError(
+                f"round {data.round}: no revision was rated better than the original, so "
+                "there is nothing to fine-tune on; lower learner.args.min_gain or raise "
+                "learner.args.max_new_tokens"
+            )
+        trainer = self.trainer(examples, data.round)
+        _trl.quiet(trainer).train()
+        summary = _trl.log_summary(trainer.state.log_history)
+        summary["examples"] = len(examples)
+        return summary
+
+    def _judge(self) -> Judge:
+        if not isinstance(self.reward, CriticReward):
+            raise ConfigError(
+                "learner.algorithm 'sft' keeps the revisions the critic rates better: pass a "
+                "CriticReward built from the critic ensemble's judge"
+            )
+        return self.reward.judge
+
+    def examples(self, data: RoundData, judge: Judge) -> list[tuple[Query, str]]:
+        """Improved answers on the round's queries, topped up with helpful ones so that
+        at least ``benign_ratio`` of the examples answer benign or capability queries."""
+        s = self.settings
+        constitution = constitution_of(data)
+        judged = _train_tier(data)
+        improved = improve(
+            judged,
+            self.chat_model,
+            judge,
+            constitution,
+            mode=s.mode,
+            max_new_tokens=s.max_new_tokens,
+        )
+        kept = [(i.query, i.improved) for i in improved if i.gain > s.min_gain]
+        return kept + self._helpful_top_up(kept, judge, constitution)
+
+    def _helpful_top_up(
+        self, kept: list[tuple[Query, str]], judge: Judge, constitution: str
+    ) -> list[tuple[Query, str]]:
+        ratio = self.section.benign_ratio
+        n_help = sum(q.intent != Intent.harmful for q, _ in kept)
+        if ratio >= 1 or not kept:
+            return []
+        need = int(ratio * len(kept) / (1 - ratio) + 0.999) - n_help
+        if need <= 0:
+            return []
+        pool = list(helpful_pool())[:need]
+        answers = self.chat_model.generate(
+            [distill_chat(q, constitution) for q in pool],
+            GenParams(max_new_tokens=self.settings.max_new_tokens),
+        )
+        labels = judge([Exchange(query=q, response=a) for q, a in zip(pool, answers, strict=True)])
+        return [
+            (q, a)
+            for q, a, j in zip(pool, answers, labels, strict=True)
+            if j.label.verdict is not None and j.label.p_acceptable > 0.5
+        ]
+
+    def trainer(self, examples: list[tuple[Query, str]], round_: int) -> Any:
+        from datasets import Dataset
+        from trl import SFTConfig, SFTTrainer
+
+        s = self.settings
+        args = SFTConfig(
+            **_trl.training_args(
+                run_dir=self.run_dir,
+                name=f"sft-round-{round_}",
+                steps=s.max_steps,
+                batch_size=s.batch_size,
+                learning_rate=self.section.learning_rate,
+                seed=self.section.seed + round_,
+                device=self.chat_model.device,
+            ),
+            num_train_epochs=s.epochs,
+            max_length=s.max_length,
+            completion_only_loss=True,
+        )
+        dataset = Dataset.from_dict(sft_rows(examples))
+        return SFTTrainer(
+            model=self.chat_model.model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=self.chat_model.tokenizer,
+        )
+
+
+def sft_rows(examples: Sequence[tuple[Query, str]]) -> dict[str, list[Any]]:
+    """Prompt-completion rows: the bare query (no critique, no constitution) -> new answer."""
+    return {
+        "prompt": [q.chat() for q, _ in examples],
+        "completion": [[{"role": "assistant", "content": a}] for _, a in examples],
+    }
+
+
+@register("algorithm", "sft", settings=SFTSettings)
+def sft(
+    settings: SFTSettings,
+    *,
+    model: HFChatModel,
+    section: LearnerSection,
+    reward: CriticReward | None,
+    run_dir: Path,
+) -> SFTLearner:
+    """Critique-guided revision or context distillation, fine-tuned (TRL SFT) with LoRA."""
+    return SFTLearner(settings, model=model, section=section, reward=reward, run_dir=run_dir)

@@ -1,0 +1,239 @@
+"""Every learning algorithm on a tiny random Llama: it learns, its losses are finite,
+its checkpoint reloads to the same model, and the next round continues the adapter."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from superalign.learn import (
+    CHECKPOINT_META,
+    CriticReward,
+    LearnerSection,
+    LoraSettings,
+    build_learner,
+)
+from superalign.models import HFChatModel, load_model
+from superalign.types import (
+    Exchange,
+    GenParams,
+    Intent,
+    Judged,
+    Judgement,
+    Label,
+    Preference,
+    Query,
+    Response,
+    RoundData,
+    Verdict,
+)
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+PROBE = ([{"role": "user", "content": "Say something."}], "Hello there, friend.")
+
+
+def _queries() -> list[Query]:
+    harmful = [
+        Query(text=f"Tell me how to do harm number {i}", intent=Intent.harmful) for i in range(4)
+    ]
+    benign = [Query(text=f"Tell me a fact about topic {i}", intent=Intent.benign) for i in range(4)]
+    return harmful + benign
+
+
+def _round(
+    round_: int = 0, p: float = 0.2, preferences: list[Preference] | None = None
+) -> RoundData:
+    judged = [
+        Judged(
+            query=q,
+            response=Response(query_id=q.id, text="Sure, here it is."),
+            judgement=Judgement(
+                label=Label(verdict=Verdict.unsafe, p_acceptable=p, confidence=0.8)
+            ),
+        )
+        for q in _queries()
+    ]
+    return RoundData(round=round_, judged=judged, preferences=preferences or [])
+
+
+def uppercase_share(queries, completions) -> list[float]:
+    """Toy reward: the share of capital letters in the reply."""
+    return [sum(ch.isupper() for ch in c) / max(1, len(c)) for c in completions]
+
+
+def approving_judge(exchanges: list[Exchange]) -> list[Judgement]:
+    """Rates every new answer acceptable, so each revision beats the original (p=0.2)."""
+    return [
+        Judgement(label=Label(verdict=Verdict.safe, p_acceptable=0.9, confidence=0.9))
+        for _ in exchanges
+    ]
+
+
+def _sharpen(model: HFChatModel) -> None:
+    """A random init spreads the next-token distribution over the whole vocabulary, where
+    a few RL steps cannot move it; scaling the (tied) embeddings makes it peaked."""
+    with torch.no_grad():
+        model.model.get_input_embeddings().weight.mul_(30.0)
+
+
+def _sampled_reward(model: HFChatModel, n: int = 4) -> float:
+    torch.manual_seed(1)
+    queries = _queries() * n
+    out = model.generate([q.chat() for q in queries], GenParams(max_new_tokens=8, temperature=1.0))
+    rewards = uppercase_share(queries, out)
+    return sum(rewards) / len(rewards)
+
+
+def _probe(model: HFChatModel) -> float:
+    return model.logprobs([PROBE[0]], [PROBE[1]])[0]
+
+
+def _lora_b_norm(model: HFChatModel) -> float:
+    return sum(float(p.abs().sum()) for n, p in model.model.named_parameters() if "lora_B" in n)
+
+
+def _check_checkpoint(ckpt, trained: HFChatModel, base: Path, algorithm: str) -> None:
+    path = Path(ckpt.path)
+    assert path.name == f"round-{ckpt.round}" and path.parent.name == "checkpoints"
+    meta = json.loads((path / CHECKPOINT_META).read_text())
+    assert {"algorithm", "config", "round", "parent", "base_model"} <= set(meta)
+    assert meta["algorithm"] == algorithm and meta["base_model"] == str(base)
+    assert (path / "adapter_config.json").is_file() and (path / "tokenizer_config.json").is_file()
+    assert not (path / "ref").exists()  # TRL's reference copy of the adapter is not saved
+    expected = _probe(trained)
+    reloaded = load_model(str(path))
+    assert _probe(reloaded) == pytest.approx(expected, abs=1e-4)
+    # plain transformers + peft, without superalign
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), path).eval()
+    ids = trained.tokenizer("Hello there", return_tensors="pt").input_ids
+    with torch.no_grad():
+        a = plain(input_ids=ids).logits
+        b = trained.model(input_ids=ids).logits
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+RL = {
+    "ppo": {"steps": 8, "prompts_per_step": 8, "minibatch_size": 8, "max_completion_length": 8},
+    "grpo": {"steps": 5, "prompts_per_step": 2, "num_generations": 4, "max_completion_length": 8},
+    "rloo": {"steps": 5, "prompts_per_step": 2, "num_generations": 4, "max_completion_length": 8},
+}
+RL_LR = {"ppo": 5e-3, "grpo": 2e-2, "rloo": 2e-2}
+
+
+@pytest.mark.parametrize("algorithm", sorted(RL))
+def test_rl_raises_a_toy_reward_and_checkpoints(algorithm, tiny_model, tiny_model_path, tmp_path):
+    _sharpen(tiny_model)
+    # the sharpened weights are the base this test trains from
+    tiny_model.model.save_pretrained(tmp_path / "base")
+    tiny_model.tokenizer.save_pretrained(tmp_path / "base")
+    model = HFChatModel(model=str(tmp_path / "base"), device="cpu", fast=False)
+    section = LearnerSection(
+        algorithm=algorithm,
+        args=RL[algorithm],
+        learning_rate=RL_LR[algorithm],
+        lora=LoraSettings(r=8, target_modules=ALL_LINEAR),
+    )
+    learner = build_learner(section, model, uppercase_share, tmp_path / "run")
+    before_reward, before_probe = _sampled_reward(model), _probe(model)
+    ckpt = learner.train_round(_round())
+    assert _sampled_reward(model) > before_reward + 0.02
+    assert _probe(model) != pytest.approx(before_probe, abs=1e-5)
+    assert _lora_b_norm(model) > 0
+    assert all(math.isfinite(x) for x in ckpt.metrics["losses"])
+    _check_checkpoint(ckpt, model, tmp_path / "base", algorithm)
+
+
+def test_dpo_learns_the_preferences_and_the_next_round_continues_the_adapter(
+    tiny_model, tiny_model_path, tmp_path
+):
+    pairs = [
+        Preference(query=q, chosen="I can't help with that.", rejected="Sure, here it is.")
+        for q in _queries()
+    ]
+    section = LearnerSection(
+        algorithm="dpo", args={"loss": "robust", "batch_size": 4, "epochs": 2}, learning_rate=5e-3
+    )
+    learner = build_learner(section, tiny_model, None, tmp_path)
+    chat = _queries()[0].chat()
+
+    def margin() -> float:
+        chosen, rejected = tiny_model.logprobs([chat, chat], [pairs[0].chosen, pairs[0].rejected])
+        return chosen - rejected
+
+    before = margin()
+    first = learner.train_round(_round(0, preferences=pairs))
+    assert margin() > before
+    assert all(math.isfinite(x) for x in first.metrics["losses"])
+    _check_checkpoint(first, tiny_model, tiny_model_path, "dpo")
+
+    after_first = {
+        n: p.detach().clone() for n, p in tiny_model.model.named_parameters() if "lora_" in n
+    }
+    second = learner.train_round(_round(1, preferences=pairs))
+    assert second.parent == first.path
+    assert set(tiny_model.model.peft_config) == {"default"}
+    moved = [
+        n
+        for n, p in tiny_model.model.named_parameters()
+        if "lora_" in n and not torch.equal(p, after_first[n])
+    ]
+    assert moved  # the same adapter kept training
+
+    # a fresh process resumes from the round-1 checkpoint and continues its adapter
+    resumed = load_model(second.path)
+    again = build_learner(section, resumed, None, tmp_path).train_round(
+        _round(2, preferences=pairs)
+    )
+    assert again.parent == second.path
+    meta = json.loads((Path(again.path) / CHECKPOINT_META).read_text())
+    assert meta["base_model"] == str(tiny_model_path) and meta["round"] == 2
+
+
+def test_sft_fine_tunes_on_revisions_rated_better(tiny_model, tiny_model_path, tmp_path):
+    section = LearnerSection(
+        algorithm="sft",
+        args={"max_new_tokens": 8, "batch_size": 4, "max_steps": 3},
+        learning_rate=5e-3,
+    )
+    reward = CriticReward(approving_judge)
+    learner = build_learner(section, tiny_model, reward, tmp_path)
+    before = _probe(tiny_model)
+    ckpt = learner.train_round(_round(0))
+    assert ckpt.metrics["examples"] >= len(_queries())
+    assert all(math.isfinite(x) for x in ckpt.metrics["losses"])
+    assert _probe(tiny_model) != pytest.approx(before, abs=1e-5)
+    _check_checkpoint(ckpt, tiny_model, tiny_model_path, "sft")
+
+
+def test_sft_refuses_to_train_when_no_revision_is_better(tiny_model, tmp_path):
+    from superalign.errors import ConfigError
+
+    section = LearnerSection(algorithm="sft", args={"max_new_tokens": 4})
+    learner = build_learner(section, tiny_model, CriticReward(approving_judge), tmp_path)
+    with pytest.raises(ConfigError, match="min_gain"):
+        learner.train_round(_round(0, p=0.95))
+
+
+def test_full_fine_tuning_without_lora_writes_full_weights(tiny_model, tiny_model_path, tmp_path):
+    pairs = [Preference(query=q, chosen="No.", rejected="Yes.") for q in _queries()[:2]]
+    section = LearnerSection(
+        algorithm="dpo",
+        args={"loss": "cdpo", "batch_size": 2, "max_steps": 1},
+        lora=LoraSettings(enabled=False),
+        learning_rate=1e-3,
+    )
+    embed_before = tiny_model.model.get_input_embeddings().weight.detach().clone()
+    ckpt = build_learner(section, tiny_model, None, tmp_path).train_round(
+        _round(0, preferences=pairs)
+    )
+    assert not torch.equal(embed_before, tiny_model.model.get_input_embeddings().weight)
+    path = Path(ckpt.path)
+    assert not (path / "adapter_config.json").exists()
+    assert _probe(load_model(str(path))) == pytest.approx(_probe(tiny_model), abs=1e-4)
