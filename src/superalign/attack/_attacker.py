@@ -49,6 +49,8 @@ class Pending(BaseModel):
     """What the attacker remembers about a proposal until its judgement comes back."""
 
     operator: str | None = None
+    category: str | None = None  # set when the category bandit chose it
+    searched: bool = False  # the operator bandit chose the operator
     goal: str = ""
     depth: int = 0  # PAIR revisions so far in this lineage
 
@@ -139,13 +141,26 @@ class ArchiveAttacker:
 
     def _take(self, query: Query | None, excluded: set[str], pending: Pending) -> bool:
         """Accept a candidate if it is new, not an evaluation query, and novel."""
-        if query is None or query.hash in excluded or query.hash in self.seen:
-            return False
-        if query.source != "seed" and not self.archive.is_novel(query.text):
+        if not self._acceptable(query, excluded):
+            self._drop(query, pending)
             return False
         self.seen.add(query.hash)
         self.pending[query.id] = pending
         return True
+
+    def _acceptable(self, query: Query | None, excluded: set[str]) -> bool:
+        if query is None or query.hash in excluded or query.hash in self.seen:
+            return False
+        # Only other cells count: a near copy of its own cell's elite may still beat it.
+        cell = self.archive.cell_of(query)
+        return query.source == "seed" or self.archive.is_novel(query.text, exclude=cell)
+
+    def _drop(self, query: Query | None, pending: Pending) -> None:
+        """A searched operator that made nothing new is scored as a failed attack."""
+        if pending.category is not None:
+            self.category_bandit.release(pending.category)
+        if pending.operator is not None and pending.searched:
+            self.operator_bandit.update(pending.operator, 0.0)
 
     def _fill(self, k: int, make: Maker, excluded: set[str]) -> list[Query]:
         """Call ``make() -> (query | None, pending)`` until ``k`` candidates are taken."""
@@ -234,10 +249,15 @@ class ArchiveAttacker:
         else:
             parent, goal = elite.query, elite.goal
         operator = self.operator_bandit.select(sorted(self.mutators), self.rng)
-        return self._mutate(parent, operator, goal)
+        child, pending = self._mutate(parent, operator, goal)
+        return child, pending.model_copy(update={"category": category, "searched": True})
 
     def _revision(self) -> tuple[Query | None, Pending]:
-        miss = self.near_misses.pop()
+        if not self.near_misses:
+            return None, Pending()
+        # The closest miss first: it needs the smallest push to succeed.
+        miss = max(self.near_misses, key=lambda m: m.score)
+        self.near_misses.remove(miss)
         text = self.llm.revise(miss.goal, miss.query, miss.response, miss.score, miss.why, self.rng)
         child = None
         if text and text != miss.query.text:
@@ -275,9 +295,10 @@ class ArchiveAttacker:
         self.archive.consider(query, judged.response.text, score, goal)
         if pending is None:
             return
-        if pending.operator is not None:
+        if pending.searched and pending.operator is not None:
             self.operator_bandit.update(pending.operator, score)
-        self.category_bandit.update(query.category, score)
+        if pending.category is not None:
+            self.category_bandit.update(pending.category, score)
         if (
             score < self.section.success_threshold
             and pending.depth < self.section.refine_iterations
