@@ -53,6 +53,7 @@ class Pending(BaseModel):
     searched: bool = False  # the operator bandit chose the operator
     goal: str = ""
     depth: int = 0  # PAIR revisions so far in this lineage
+    round: int = 0
 
 
 # Makes one candidate (None when it could not) and what to remember about it.
@@ -137,7 +138,13 @@ class ArchiveAttacker:
         for q in out:
             q.round = feedback.round
             q.tier = Tier.train
+            self.pending[q.id].round = feedback.round
         return out
+
+    def coverage(self, threshold: float | None = None) -> float:
+        """Share of the category × style grid whose elite is a successful attack."""
+        cut = self.section.success_threshold if threshold is None else threshold
+        return self.archive.coverage(self.categories, self.styles, cut)
 
     def _take(self, query: Query | None, excluded: set[str], pending: Pending) -> bool:
         """Accept a candidate if it is new, not an evaluation query, and novel."""
@@ -279,6 +286,18 @@ class ArchiveAttacker:
         for judged in feedback.judged:
             if judged.query.tier == Tier.train:
                 self._fold(judged)
+        self._expire(feedback.round)
+
+    def _expire(self, round_: int) -> None:
+        """Forget proposals two rounds old that were never judged back (the loop holds
+        some out for evaluation), settling their in-flight bandit draws."""
+        for qid, p in list(self.pending.items()):
+            if p.round < round_ - 1:
+                del self.pending[qid]
+                if p.category is not None:
+                    self.category_bandit.release(p.category)
+                if p.operator is not None and p.searched:
+                    self.operator_bandit.release(p.operator)
 
     def _fold(self, judged: Judged) -> None:
         query, score = judged.query, effectiveness(judged.judgement)
