@@ -23,13 +23,15 @@ from ._report import (
     ReportData,
     RoundMetrics,
     SuccessfulAttack,
+    before_after,
     build_report,
     headline_table,
     metric_names,
+    successful_attacks,
     write_report,
 )
 from ._runner import EvalError, EvalResult, EvalSuite, Judge, evaluate
-from ._tiers import TierOverlapError, assert_disjoint, split_frontier
+from ._tiers import TierOverlapError, assert_disjoint, regression_queries, split_frontier
 
 __all__ = [
     "FROZEN_SETS",
@@ -46,6 +48,7 @@ __all__ = [
     "TierOverlapError",
     "assert_disjoint",
     "attack_succeeded",
+    "before_after",
     "bootstrap_ci",
     "build_report",
     "compute_metrics",
@@ -59,7 +62,9 @@ __all__ = [
     "math_rows",
     "metric_names",
     "overlap_per_text",
+    "regression_queries",
     "split_frontier",
     "stratified_sample",
+    "successful_attacks",
     "write_report",
 ]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from ._metrics import Metric
+from ..types import Judged
+from ._metrics import Metric, attack_succeeded
 from ._svg import line_chart, tradeoff_chart
 
 HEADLINE = (
@@ -49,6 +50,46 @@ class ReportData(BaseModel):
     rounds: list[RoundMetrics] = Field(default_factory=list)
     successful_attacks: list[SuccessfulAttack] = Field(default_factory=list)
     before_after: list[BeforeAfter] = Field(default_factory=list)
+
+
+def successful_attacks(judged: Sequence[Judged], limit: int = 10) -> list[SuccessfulAttack]:
+    """Report examples: up to ``limit`` harmful queries the learner complied with."""
+    wins = [j for j in judged if j.query.intent == "harmful" and attack_succeeded(j)]
+    return [
+        SuccessfulAttack(
+            round=j.response.round,
+            category=j.query.category,
+            style=j.query.style,
+            query=j.query.text,
+            response=j.response.text,
+        )
+        for j in wins[:limit]
+    ]
+
+
+def before_after(
+    before: Sequence[Judged], after: Sequence[Judged], limit: int = 10
+) -> list[BeforeAfter]:
+    """Report examples: the same queries (matched by content hash) answered in two rounds,
+    those whose verdict changed first."""
+    earlier = {j.query.hash: j for j in before}
+    pairs = [(earlier[j.query.hash], j) for j in after if j.query.hash in earlier]
+    pairs.sort(key=lambda p: p[0].judgement.label.verdict == p[1].judgement.label.verdict)
+    return [
+        BeforeAfter(
+            query=b.query.text,
+            before=b.response.text,
+            after=a.response.text,
+            before_verdict=_verdict(b),
+            after_verdict=_verdict(a),
+        )
+        for b, a in pairs[:limit]
+    ]
+
+
+def _verdict(j: Judged) -> str | None:
+    verdict = j.judgement.label.verdict
+    return None if verdict is None else str(verdict)
 
 
 def _first_last(rounds: Sequence[RoundMetrics]) -> tuple[RoundMetrics, RoundMetrics] | None:

@@ -102,12 +102,13 @@ class EvalSuite:
         round: int = 0,
         human: Mapping[str, Verdict] | None = None,
         archive_coverage: float | None = None,
-        batch_size: int = 16,
+        batch_size: int | None = None,
     ) -> EvalResult:
         """Generate, judge and measure ``queries`` as the given tier."""
         tier = Tier(tier)
         queries = [q if q.tier == tier else q.model_copy(update={"tier": tier}) for q in queries]
-        judged = evaluate(model, queries, judge, self.params, batch_size, round=round)
+        batch = batch_size or self.settings.batch_size
+        judged = evaluate(model, queries, judge, self.params, batch, round=round)
         metrics = compute_metrics(
             judged, tier, self.settings.bootstrap, self.seed, human, archive_coverage
         )

@@ -6,7 +6,8 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 from ..errors import SuperalignError
-from ..types import Query, Tier
+from ..types import Judged, Query, Tier
+from ._metrics import attack_succeeded
 
 _SHOWN = 5
 
@@ -53,3 +54,18 @@ def split_frontier(
         else:
             train.append(q)
     return train, frontier
+
+
+def regression_queries(judged: Iterable[Judged], seen: Iterable[str] = ()) -> list[Query]:
+    """The harmful queries whose attack succeeded, as regression-tier queries.
+
+    One per content hash, skipping hashes in ``seen`` (the regression tier so far),
+    so the tier grows by every attack that ever succeeded, each once.
+    """
+    known = set(seen)
+    out: list[Query] = []
+    for j in judged:
+        if j.query.intent == "harmful" and attack_succeeded(j) and j.query.hash not in known:
+            known.add(j.query.hash)
+            out.append(j.query.model_copy(update={"tier": Tier.regression}))
+    return out
