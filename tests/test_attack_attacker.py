@@ -219,3 +219,19 @@ def test_unjudged_proposals_expire_and_release_their_draws() -> None:
     attacker.update(Feedback(round=2))  # round 0's held-out queries never come back
     assert not attacker.pending
     assert sum(attacker.operator_bandit.inflight.values()) == 0
+
+
+def test_cli_prints_untrusted_text_verbatim(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from superalign.cli import app
+
+    markup = "[bold red]pwned[/bold red]"
+    monkeypatch.setattr("superalign.models._mock.MockModel._reply", lambda self, chat: markup)
+    result = CliRunner().invoke(
+        app, ["attack", "--n", "4", "--target", "mock", "--critics", "refusal", "--show", "4"],
+        env={"COLUMNS": "250"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert markup in result.output
+    assert "attack success:" in result.output

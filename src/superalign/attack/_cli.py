@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from ..critic import CriticEnsemble
@@ -85,7 +86,7 @@ def _print(rows: list[Judged]) -> None:
     )
     for j in rows:
         label = j.judgement.label
-        table.add_row(
+        cells = (
             j.query.intent.value,
             j.query.category,
             j.query.style,
@@ -94,7 +95,8 @@ def _print(rows: list[Judged]) -> None:
             label.verdict.value if label.verdict else "abstain",
             f"{label.p_acceptable:.2f}",
         )
-    # Queries and responses are untrusted: never interpret them as rich markup.
+        # Queries and responses are untrusted: Text cells are never parsed as markup.
+        table.add_row(*(Text(c) for c in cells))
     Console().print(table, markup=False, highlight=False)
 
 
