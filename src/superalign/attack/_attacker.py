@@ -212,17 +212,12 @@ class ArchiveAttacker:
 
         out = self._fill(n_ethics, dilemma, excluded)
         out += self._fill(n_mut, lambda: self._mutate_seed(Intent.benign), excluded)
-        rest = self._fill(
+        out += self._fill(
             k - len(out), lambda: (self._next_seed(Intent.benign, excluded), Pending()), excluded
         )
         # When the benign seeds run out, wrap random benign seeds instead.
-        return (
-            out
-            + rest
-            + self._fill(
-                k - len(out) - len(rest), lambda: self._mutate_seed(Intent.benign), excluded
-            )
-        )
+        wrapped = self._fill(k - len(out), lambda: self._mutate_seed(Intent.benign), excluded)
+        return out + wrapped
 
     def _capability(self, k: int, excluded: set[str]) -> list[Query]:
         return self._fill(

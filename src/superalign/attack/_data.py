@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from ..types import Query
+from ..types import Query, content_hash
 
 
 def _path(name: str) -> Any:
@@ -23,6 +23,11 @@ def load_yaml(name: str) -> dict[str, Any]:
 
 
 def load_seeds(name: str = "seeds.jsonl") -> list[Query]:
-    """The seed library: one Query per JSONL line (fresh ids on every load)."""
+    """The seed library: one Query per JSONL line.
+
+    Ids derive from the content, so a mutation's ``parent_id`` names the same seed in
+    every process and run.
+    """
     lines = _path(name).read_text(encoding="utf-8").splitlines()
-    return [Query(**json.loads(line)) for line in lines if line.strip()]
+    rows = [json.loads(line) for line in lines if line.strip()]
+    return [Query(id=f"seed-{content_hash(r['text'])[:12]}", **r) for r in rows]
