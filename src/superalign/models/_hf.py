@@ -30,6 +30,9 @@ class HFSettings(BaseModel):
     batch_size: int = Field(32, ge=1, description="chats per forward batch")
     max_context: int | None = Field(None, ge=16, description="override the model's context")
     fast: bool = Field(True, description="use the fast generation path where available")
+    fast_int8: bool = Field(
+        False, description="opt-in: int8 weights on the fast CPU path (faster, approximate)"
+    )
     trainable: bool = Field(False, description="load a checkpoint's adapter for further training")
 
 
@@ -102,6 +105,10 @@ class HFChatModel:
         self.max_context = s.max_context or getattr(cfg, "max_position_embeddings", 2048)
         self._torch = torch
         self.fast = None  # set by the fast-rollout engine when available
+        if s.fast:
+            from ._fast import attach_fast
+
+            self.fast = attach_fast(self)
 
     def weights_changed(self) -> None:
         """Tell the model its weights were updated in place (after a training round),

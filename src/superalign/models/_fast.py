@@ -1,0 +1,502 @@
+"""Fast rollouts: a static-KV-cache decode loop for Llama-family models.
+
+Plain ``model.generate`` spends much of each decode step outside the matrix products:
+the dynamic cache is re-concatenated every step, masks and positions are rebuilt, logits
+processors run over the whole vocabulary, and finished rows keep being computed until the
+whole batch ends. This engine reads the learner's weights once per round (LoRA deltas
+merged in, q/k/v and gate/up fused into one product each), preallocates the KV cache,
+computes prompt logits only at the last position, and drops finished rows from the batch
+as it goes. ``benchmarks/generate.py`` measures it against plain generate.
+
+``attach_fast`` picks the engine for an ``HFChatModel``: vLLM on a GPU where it is
+installed (``_vllm.py``), this loop otherwise, or nothing (plain generate) with one
+warning when the architecture is not one it implements.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from ..types import GenParams
+
+if TYPE_CHECKING:
+    from ._hf import HFChatModel
+
+log = logging.getLogger(__name__)
+
+# Architectures whose decoder block is exactly: RMSNorm, GQA attention with RoPE (optional
+# q/k/v bias), RMSNorm, SwiGLU MLP. Anything else falls back to plain generate.
+SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
+# RoPE variants whose frequencies are fixed at load time (``dynamic`` rescales per length).
+_STATIC_ROPE = ("default", "linear", "llama3", "yarn")
+# Compact the batch once this share of its rows has finished: copying the cache costs
+# about one decode step, computing dead rows costs their share of every later step.
+_COMPACT_SHARE = 0.25
+
+_warned: set[str] = set()
+
+
+class FastUnavailable(Exception):
+    """The fast path cannot serve this model; the message says why."""
+
+
+class FastEngine(Protocol):
+    """What ``HFChatModel`` calls when its ``fast`` slot is set."""
+
+    name: str
+
+    def generate_ids(self, prompts: list[list[int]], params: GenParams) -> list[list[int]]: ...
+
+    def refresh(self) -> None: ...
+
+
+def attach_fast(owner: HFChatModel) -> FastEngine | None:
+    """The fastest engine available for ``owner``, or None (with one warning) for plain
+    generate. On CUDA with vLLM installed that is vLLM; otherwise the torch decode loop."""
+    if owner.device.startswith("cuda"):
+        from . import _vllm
+
+        if _vllm.vllm_available():
+            try:
+                return _vllm.VLLMEngine(owner)
+            except FastUnavailable as e:
+                _warn_once(f"vLLM fast path unavailable ({e}); using the torch decode loop")
+    try:
+        return TorchDecodeEngine(owner, int8=bool(getattr(owner.settings, "fast_int8", False)))
+    except FastUnavailable as e:
+        _warn_once(f"fast generation unavailable ({e}); falling back to plain generate")
+        return None
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+
+
+# -- weights -------------------------------------------------------------------
+
+
+@dataclass
+class _Layer:
+    ln1: torch.Tensor
+    wqkv: Any  # (Hq*D + 2*Hkv*D, C): q, k and v stacked; or an int8 packed weight
+    bqkv: torch.Tensor | None
+    wo: Any
+    bo: torch.Tensor | None
+    ln2: torch.Tensor
+    wgu: Any  # (2*I, C): gate and up stacked
+    bgu: torch.Tensor | None
+    wd: Any
+    bd: torch.Tensor | None
+
+
+@dataclass
+class _Weights:
+    embed: torch.Tensor  # (V, C)
+    layers: list[_Layer]
+    norm: torch.Tensor
+    lm_head: Any  # (V, C); the same tensor as ``embed`` when tied
+    inv_freq: torch.Tensor  # (D/2,)
+    rope_scale: float
+
+
+def _base_model(model: Any) -> Any:
+    """The causal LM under a peft wrapper (its LoRA layers still injected)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def check_supported(model: Any) -> None:
+    """Raise FastUnavailable unless the loop implements ``model``'s architecture exactly."""
+    cfg = _base_model(model).config
+    kind = getattr(cfg, "model_type", None)
+    if kind not in SUPPORTED_TYPES:
+        raise FastUnavailable(f"architecture {kind!r} is not one of {', '.join(SUPPORTED_TYPES)}")
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        raise FastUnavailable(f"activation {cfg.hidden_act!r} is not silu")
+    window = getattr(cfg, "sliding_window", None)
+    if window is not None and getattr(cfg, "use_sliding_window", True):
+        raise FastUnavailable("sliding-window attention is not implemented")
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    if rope.get("rope_type", "default") not in _STATIC_ROPE:
+        raise FastUnavailable(f"rope type {rope.get('rope_type')!r} is not static")
+    for module in _base_model(model).modules():
+        if getattr(module, "use_dora", {}) and any(module.use_dora.values()):
+            raise FastUnavailable("DoRA adapters are not merged by the fast path")
+
+
+def _effective(module: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Weight and bias of a linear or embedding as the forward pass applies them:
+    the base weight plus every active, unmerged LoRA delta."""
+    base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
+    weight = base.weight.detach()
+    bias = getattr(base, "bias", None)
+    lora_a = getattr(module, "lora_A", None) or getattr(module, "lora_embedding_A", None)
+    if lora_a is not None and not getattr(module, "merged", False) and not module.disable_adapters:
+        for name in module.active_adapters:
+            if name in lora_a:
+                weight = weight + module.get_delta_weight(name).detach().to(weight.dtype)
+    return weight, None if bias is None else bias.detach()
+
+
+def _cat_bias(*biases: torch.Tensor | None, sizes: tuple[int, ...]) -> torch.Tensor | None:
+    if all(b is None for b in biases):
+        return None
+    ref = next(b for b in biases if b is not None)
+    parts = [b if b is not None else ref.new_zeros(n) for b, n in zip(biases, sizes, strict=False)]
+    return torch.cat(parts)
+
+
+def read_weights(model: Any) -> _Weights:
+    """The decoder's weights as the loop uses them (copies where fused or merged)."""
+    lm = _base_model(model)
+    body = lm.model
+    layers = []
+    for block in body.layers:
+        att, mlp = block.self_attn, block.mlp
+        (wq, bq), (wk, bk), (wv, bv) = (_effective(m) for m in (att.q_proj, att.k_proj, att.v_proj))
+        wo, bo = _effective(att.o_proj)
+        (wg, bg), (wu, bu) = _effective(mlp.gate_proj), _effective(mlp.up_proj)
+        wd, bd = _effective(mlp.down_proj)
+        layers.append(
+            _Layer(
+                ln1=block.input_layernorm.weight.detach(),
+                wqkv=torch.cat([wq, wk, wv]),
+                bqkv=_cat_bias(bq, bk, bv, sizes=(wq.shape[0], wk.shape[0], wv.shape[0])),
+                wo=wo,
+                bo=bo,
+                ln2=block.post_attention_layernorm.weight.detach(),
+                wgu=torch.cat([wg, wu]),
+                bgu=_cat_bias(bg, bu, sizes=(wg.shape[0], wu.shape[0])),
+                wd=wd,
+                bd=bd,
+            )
+        )
+    embed, _ = _effective(body.embed_tokens)
+    head, _ = _effective(lm.lm_head)
+    rotary = body.rotary_emb
+    return _Weights(
+        embed=embed,
+        layers=layers,
+        norm=body.norm.weight.detach(),
+        lm_head=head,
+        inv_freq=rotary.inv_freq.detach().float(),
+        rope_scale=float(getattr(rotary, "attention_scaling", 1.0)),
+    )
+
+
+def _fingerprint(model: Any) -> tuple[tuple[int, int], ...]:
+    """Identity and in-place version of every parameter: an optimizer step or a loaded
+    adapter changes it, so stale weights are caught even without ``weights_changed()``."""
+    return tuple((id(p), p._version) for p in model.parameters())
+
+
+# -- the decode loop -------------------------------------------------------------
+
+
+class TorchDecodeEngine:
+    """Prefill plus a static-cache decode loop over the owner's current weights."""
+
+    name = "torch-static-cache"
+
+    def __init__(self, owner: HFChatModel, int8: bool = False) -> None:
+        check_supported(owner.model)
+        if int8 and not _int8_available():
+            raise FastUnavailable("int8 kernels (fbgemm) are not in this torch build")
+        self.owner = owner
+        self.int8 = int8
+        cfg = _base_model(owner.model).config
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.eps = cfg.rms_norm_eps
+        self.weights: _Weights | None = None
+        self._seen: tuple[tuple[int, int], ...] = ()
+
+    def refresh(self) -> None:
+        """Forget the weights read so far: the next generation re-reads the owner's
+        (LoRA merged). Call after every weight update; cheap until then."""
+        self.weights = None
+
+    def _ensure_weights(self) -> _Weights:
+        seen = _fingerprint(self.owner.model)
+        if self.weights is None or seen != self._seen:
+            with torch.no_grad():
+                weights = read_weights(self.owner.model)
+                self.weights = quantize_int8(weights) if self.int8 else weights
+            self._seen = seen
+        return self.weights
+
+    def generate_ids(self, prompts: list[list[int]], params: GenParams) -> list[list[int]]:
+        """New token ids per prompt, cut before EOS; batched by the owner's batch size."""
+        if not prompts:
+            return []
+        self._ensure_weights()
+        gen = None
+        if params.seed is not None:
+            gen = torch.Generator(device=self.owner.device).manual_seed(params.seed)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: list[list[int]] = [[] for _ in prompts]
+        bs = self.owner.settings.batch_size
+        with torch.no_grad():
+            for start in range(0, len(order), bs):
+                idx = order[start : start + bs]
+                rows = self._batch([prompts[i] for i in idx], params, gen)
+                for i, row in zip(idx, rows, strict=True):
+                    out[i] = row
+        return out
+
+    # -- one batch -------------------------------------------------------------
+
+    def _batch(
+        self, prompts: list[list[int]], params: GenParams, gen: torch.Generator | None
+    ) -> list[list[int]]:
+        w = self._ensure_weights()
+        dev = self.owner.device
+        eos = _eos_set(self.owner)
+        b, width, steps = len(prompts), max(len(p) for p in prompts), params.max_new_tokens
+        total = width + steps
+        ids = torch.zeros((b, width), dtype=torch.long)
+        valid = torch.zeros((b, total), dtype=torch.bool)  # slots a query may attend to
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(p)
+            valid[i, width - len(p) : width] = True
+        ids, valid = ids.to(dev), valid.to(dev)
+        lengths = valid[:, :width].sum(-1)
+        cos, sin = self._rope_table(w, total, w.embed.dtype)
+        cache = w.embed.new_empty((len(w.layers), 2, b, self.n_kv, total, self.head_dim))
+
+        logits = self._prefill(w, ids, valid[:, :width], cache, cos, sin)
+        rows = torch.arange(b, device=dev)  # original row of each live row
+        out: list[list[int]] = [[] for _ in range(b)]
+        ended = [False] * b
+        for step in range(steps):
+            tok = _pick(logits, params, gen)
+            done = self._record(tok, rows, out, ended, eos, params)
+            if step == steps - 1 or bool(done.all()):
+                break
+            if done.sum() >= max(1, _COMPACT_SHARE * len(rows)):
+                keep = (~done).nonzero().squeeze(-1)
+                rows, tok, lengths, valid = rows[keep], tok[keep], lengths[keep], valid[keep]
+                cache = cache[:, :, keep]
+            slot = width + step
+            valid[:, slot] = True
+            logits = self._decode(
+                w, tok, lengths + step, slot, valid[:, : slot + 1], cache, cos, sin
+            )
+        return out
+
+    def _record(
+        self,
+        tok: torch.Tensor,
+        rows: torch.Tensor,
+        out: list[list[int]],
+        ended: list[bool],
+        eos: set[int],
+        params: GenParams,
+    ) -> torch.Tensor:
+        """Append each live row's token; True where the row has ended (EOS or a stop)."""
+        done = []
+        for r, t in zip(rows.tolist(), tok.tolist(), strict=False):
+            if not ended[r]:
+                if t in eos:
+                    ended[r] = True
+                else:
+                    out[r].append(t)
+                    ended[r] = bool(params.stop) and self._hits_stop(out[r], params.stop)
+            done.append(ended[r])
+        return torch.tensor(done, dtype=torch.bool, device=tok.device)
+
+    def _hits_stop(self, seq: list[int], stop: tuple[str, ...]) -> bool:
+        text = self.owner.tokenizer.decode(seq, skip_special_tokens=True)
+        return any(s and s in text for s in stop)
+
+    def _rope_table(
+        self, w: _Weights, total: int, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = torch.arange(total, dtype=torch.float32, device=w.inv_freq.device)
+        freqs = pos[:, None] * w.inv_freq  # (T, D/2), as the HF rotary module computes it
+        emb = torch.cat((freqs, freqs), dim=-1)
+        dev = self.owner.device
+        return (
+            (emb.cos() * w.rope_scale).to(dev, dtype),
+            (emb.sin() * w.rope_scale).to(dev, dtype),
+        )
+
+    def _prefill(
+        self,
+        w: _Weights,
+        ids: torch.Tensor,
+        valid: torch.Tensor,
+        cache: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+    ) -> torch.Tensor:
+        """Run the padded prompts (B, W), fill cache slots [0, W); logits at the last slot."""
+        b, width = ids.shape
+        pos = (valid.long().cumsum(-1) - 1).clamp(min=0)  # (B, W), as generate numbers them
+        cos_p, sin_p = cos[pos].unsqueeze(1), sin[pos].unsqueeze(1)  # (B, 1, W, D)
+        causal = torch.ones((width, width), dtype=torch.bool, device=ids.device).tril()
+        # Each query also sees itself so pad rows never softmax over nothing (NaN).
+        mask = (causal & valid[:, None, :]) | torch.eye(width, dtype=torch.bool, device=ids.device)
+        mask = mask.unsqueeze(1)  # (B, 1, W, W)
+        x = F.embedding(ids, w.embed)  # (B, W, C)
+        for li, layer in enumerate(w.layers):
+            q, k, v = self._qkv(_rms(x, layer.ln1, self.eps), layer, cos_p, sin_p)
+            cache[li, 0, :, :, :width] = k
+            cache[li, 1, :, :, :width] = v
+            group = self.n_heads // self.n_kv
+            k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, Hq, W, D)
+            x = self._finish_block(x, att.transpose(1, 2).reshape(b, width, -1), layer)
+        return _linear(_rms(x[:, -1], w.norm, self.eps), w.lm_head, None)  # (B, V)
+
+    def _decode(
+        self,
+        w: _Weights,
+        tok: torch.Tensor,
+        pos: torch.Tensor,
+        slot: int,
+        valid: torch.Tensor,
+        cache: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+    ) -> torch.Tensor:
+        """One token per live row at cache ``slot``; returns next-token logits (B, V)."""
+        b = tok.shape[0]
+        cos_p, sin_p = cos[pos][:, None, None], sin[pos][:, None, None]  # (B, 1, 1, D)
+        bias = torch.zeros(valid.shape, dtype=w.embed.dtype, device=tok.device)
+        bias = bias.masked_fill(~valid, float("-inf"))[:, None, None, :]  # (B, 1, 1, T)
+        group = self.n_heads // self.n_kv
+        scale = self.head_dim**-0.5
+        x = F.embedding(tok[:, None], w.embed)  # (B, 1, C)
+        for li, layer in enumerate(w.layers):
+            q, k, v = self._qkv(_rms(x, layer.ln1, self.eps), layer, cos_p, sin_p)
+            cache[li, 0, :, :, slot] = k[:, :, 0]
+            cache[li, 1, :, :, slot] = v[:, :, 0]
+            keys = cache[li, 0, :, :, : slot + 1]  # (B, Hkv, T, D)
+            values = cache[li, 1, :, :, : slot + 1]
+            # Grouped queries share their kv head without copying it: (B, Hkv, G, D).
+            qg = q.view(b, self.n_kv, group, self.head_dim)
+            scores = torch.matmul(qg, keys.transpose(-1, -2)) * scale + bias  # (B, Hkv, G, T)
+            att = torch.matmul(scores.softmax(-1), values)  # (B, Hkv, G, D)
+            x = self._finish_block(x, att.reshape(b, 1, -1), layer)
+        return _linear(_rms(x[:, -1], w.norm, self.eps), w.lm_head, None)
+
+    def _qkv(
+        self, h: torch.Tensor, layer: _Layer, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projections for (B, T, C) input, heads first and rotated: (B, H, T, D)."""
+        b, t, _ = h.shape
+        d = self.head_dim
+        q, k, v = _linear(h, layer.wqkv, layer.bqkv).split(
+            [self.n_heads * d, self.n_kv * d, self.n_kv * d], dim=-1
+        )
+        q = q.view(b, t, self.n_heads, d).transpose(1, 2)
+        k = k.view(b, t, self.n_kv, d).transpose(1, 2)
+        v = v.view(b, t, self.n_kv, d).transpose(1, 2)
+        return _rotate(q, cos, sin), _rotate(k, cos, sin), v
+
+    def _finish_block(self, x: torch.Tensor, att: torch.Tensor, layer: _Layer) -> torch.Tensor:
+        """Output projection, residual, then the SwiGLU MLP with its residual."""
+        x = x + _linear(att, layer.wo, layer.bo)
+        gate, up = _linear(_rms(x, layer.ln2, self.eps), layer.wgu, layer.bgu).chunk(2, dim=-1)
+        return x + _linear(F.silu(gate) * up, layer.wd, layer.bd)
+
+
+def _linear(x: torch.Tensor, weight: Any, bias: torch.Tensor | None) -> torch.Tensor:
+    if isinstance(weight, torch.Tensor):
+        return F.linear(x, weight, bias)
+    # fbgemm packed int8 weight (bias packed with it): activations quantized per call.
+    return torch.ops.quantized.linear_dynamic(x, weight, True)
+
+
+def _int8_available() -> bool:
+    return "fbgemm" in torch.backends.quantized.supported_engines
+
+
+def _pack_int8(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
+    """Symmetric per-output-channel int8 weight, prepacked for fbgemm."""
+    w = weight.float()
+    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8).double()
+    zeros = torch.zeros(w.shape[0], dtype=torch.long)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch marks the eager quantization API deprecated
+        qw = torch.quantize_per_channel(w, scales, zeros, 0, torch.qint8)
+        return torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.float())
+
+
+def quantize_int8(w: _Weights) -> _Weights:
+    """The same weights with every linear layer int8 (embeddings and norms stay float)."""
+    layers = [
+        _Layer(
+            ln1=ly.ln1,
+            wqkv=_pack_int8(ly.wqkv, ly.bqkv),
+            bqkv=None,
+            wo=_pack_int8(ly.wo, ly.bo),
+            bo=None,
+            ln2=ly.ln2,
+            wgu=_pack_int8(ly.wgu, ly.bgu),
+            bgu=None,
+            wd=_pack_int8(ly.wd, ly.bd),
+            bd=None,
+        )
+        for ly in w.layers
+    ]
+    return _Weights(
+        embed=w.embed,
+        layers=layers,
+        norm=w.norm,
+        lm_head=_pack_int8(w.lm_head, None),
+        inv_freq=w.inv_freq,
+        rope_scale=w.rope_scale,
+    )
+
+
+def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # As LlamaRMSNorm: normalise in float32, cast back, then scale.
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def _pick(logits: torch.Tensor, params: GenParams, gen: torch.Generator | None) -> torch.Tensor:
+    """Next token per row (B,): argmax at temperature 0, else nucleus sampling."""
+    if params.temperature <= 0:
+        return logits.argmax(-1)
+    probs = (logits.float() / params.temperature).softmax(-1)
+    if params.top_p < 1.0:
+        sorted_p, order = probs.sort(-1, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+        sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= params.top_p, 0.0)
+        choice = torch.multinomial(sorted_p, 1, generator=gen)
+        return order.gather(-1, choice).squeeze(-1)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+def _eos_set(owner: HFChatModel) -> set[int]:
+    from ._hf import _eos_ids
+
+    return _eos_ids(owner)
+
+
+def token_agreement(reference: list[list[int]], other: list[list[int]]) -> float:
+    """Share of positions where two generations hold the same token, over the longer of
+    each pair (a missing token counts as a mismatch)."""
+    same = total = 0
+    for a, b in zip(reference, other, strict=True):
+        total += max(len(a), len(b))
+        same += sum(x == y for x, y in zip(a, b, strict=False))
+    return 1.0 if total == 0 else same / total

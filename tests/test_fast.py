@@ -1,0 +1,170 @@
+"""The fast rollout path: same tokens as plain generate, sampling honoured, fresh weights."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from superalign.models import HFChatModel, _fast
+from superalign.models._fast import TorchDecodeEngine, token_agreement
+from superalign.types import GenParams
+
+CHATS = [
+    [{"role": "user", "content": "What is 17 times 23?"}],
+    [{"role": "user", "content": "Write a haiku about rain on a tin roof at night."}],
+    [{"role": "user", "content": "Hi"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}],
+    [{"role": "user", "content": "How do I bake bread at home without yeast?"}],
+]
+GREEDY = GenParams(max_new_tokens=12)
+
+
+def _fast_model(path: Path, **kwargs) -> HFChatModel:
+    """The tiny Llama with larger random weights: at the default init it only ever
+    repeats one token, which would make agreement checks vacuous."""
+    m = HFChatModel(model=str(path), device="cpu", **kwargs)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in m.model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.15)
+    m.weights_changed()
+    return m
+
+
+def _both(m: HFChatModel, params: GenParams = GREEDY) -> tuple[list, list]:
+    prompts = m.encode_prompts(CHATS, params.max_new_tokens)
+    return m.generate_ids(prompts, params), m.fast.generate_ids(prompts, params)
+
+
+def test_fast_engine_is_attached_by_default(tiny_model_path: Path) -> None:
+    m = _fast_model(tiny_model_path)
+    assert isinstance(m.fast, TorchDecodeEngine)
+    assert not m.fast.int8
+    assert _fast_model(tiny_model_path, fast=False).fast is None
+
+
+def test_greedy_matches_plain_generate_across_padded_batches(tiny_model_path: Path) -> None:
+    # batch_size 2 splits five prompts of different lengths into padded batches
+    m = _fast_model(tiny_model_path, batch_size=2)
+    plain, fast = _both(m)
+    assert token_agreement(plain, fast) >= 0.95
+    assert all(len(row) > 0 for row in fast)
+
+
+def test_token_agreement_counts_positions() -> None:
+    assert token_agreement([[1, 2, 3]], [[1, 2, 3]]) == 1.0
+    assert token_agreement([[1, 2, 3, 4]], [[1, 9, 3]]) == 0.5
+    assert token_agreement([[]], [[]]) == 1.0
+
+
+def test_seed_reproducible_and_sampling_differs_from_greedy(tiny_model_path: Path) -> None:
+    m = _fast_model(tiny_model_path)
+    hot = GenParams(max_new_tokens=12, temperature=1.0, seed=7)
+    a, b = m.generate(CHATS, hot), m.generate(CHATS, hot)
+    assert a == b
+    other = m.generate(CHATS, GenParams(max_new_tokens=12, temperature=1.0, seed=8))
+    assert other != a
+    assert m.generate(CHATS, GREEDY) != a
+
+
+def test_tiny_top_p_keeps_only_the_top_token(tiny_model_path: Path) -> None:
+    m = _fast_model(tiny_model_path)
+    nucleus = GenParams(max_new_tokens=12, temperature=1.5, top_p=1e-6, seed=3)
+    assert m.generate(CHATS, nucleus) == m.generate(CHATS, GREEDY)
+
+
+def test_stop_string_cuts_text_and_ends_generation_early(tiny_model_path: Path) -> None:
+    m = _fast_model(tiny_model_path)
+    long = GenParams(max_new_tokens=24)
+    full = m.generate(CHATS[:1], long)[0]
+    stop = full[len(full) // 2 :][:3]
+    assert stop.strip(), "the random model should produce text to cut"
+    cut = m.generate(CHATS[:1], GenParams(max_new_tokens=24, stop=(stop,)))[0]
+    assert cut == full[: full.index(stop)].strip()
+    prompts = m.encode_prompts(CHATS[:1], 24)
+    ids = m.fast.generate_ids(prompts, GenParams(max_new_tokens=24, stop=(stop,)))[0]
+    assert len(ids) < 24
+
+
+def _lora(m: HFChatModel) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
+    m.model = get_peft_model(m.model, cfg).eval()
+
+
+def _perturb(m: HFChatModel, scale: float = 3.0) -> None:
+    with torch.no_grad():
+        for name, p in m.model.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn_like(p) * scale)
+
+
+def test_changed_lora_adapter_changes_fast_output(tiny_model_path: Path) -> None:
+    m = _fast_model(tiny_model_path)
+    _lora(m)  # lora_B starts at zero: same function as the base
+    m.weights_changed()
+    before = m.generate(CHATS, GREEDY)
+    _perturb(m)
+    m.weights_changed()
+    plain, fast = _both(m)
+    after = m.generate(CHATS, GREEDY)
+    assert after != before
+    assert token_agreement(plain, fast) >= 0.95
+
+
+def test_in_place_update_is_caught_without_weights_changed(tiny_model_path: Path) -> None:
+    m = _fast_model(tiny_model_path)
+    _lora(m)
+    m.weights_changed()
+    before = m.generate(CHATS, GREEDY)
+    _perturb(m)  # an optimizer-style in-place step, no notification
+    plain, fast = _both(m)
+    assert m.generate(CHATS, GREEDY) != before
+    assert token_agreement(plain, fast) >= 0.95
+
+
+def test_unsupported_architecture_falls_back_with_one_warning(
+    tmp_path: Path, tiny_model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(tiny_model_path)
+    cfg.hidden_act = "gelu"
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path)
+    for f in tiny_model_path.glob("tokenizer*"):
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "chat_template.jinja").write_bytes(
+        (tiny_model_path / "chat_template.jinja").read_bytes()
+    )
+    _fast._warned.clear()
+    with caplog.at_level(logging.WARNING, logger="superalign.models._fast"):
+        first = _fast_model(tmp_path)
+        second = _fast_model(tmp_path)
+    assert first.fast is None and second.fast is None
+    notices = [r for r in caplog.records if "falling back to plain generate" in r.message]
+    assert len(notices) == 1 and "gelu" in notices[0].message
+    assert len(first.generate(CHATS[:2], GREEDY)) == 2
+
+
+def test_int8_is_opt_in_and_generates(tiny_model_path: Path) -> None:
+    m = _fast_model(tiny_model_path, fast_int8=True)
+    if not _fast._int8_available():
+        pytest.skip("torch build without fbgemm")
+    assert m.fast.int8
+    prompts = m.encode_prompts(CHATS, 8)
+    out = m.fast.generate_ids(prompts, GenParams(max_new_tokens=8))
+    assert len(out) == len(CHATS) and all(0 < len(r) <= 8 for r in out)
+
+
+@pytest.mark.bundled
+def test_bundled_greedy_agreement(bundled_model: HFChatModel) -> None:
+    assert isinstance(bundled_model.fast, TorchDecodeEngine)
+    plain, fast = _both(bundled_model, GenParams(max_new_tokens=16))
+    assert token_agreement(plain, fast) >= 0.95
