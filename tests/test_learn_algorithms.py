@@ -127,6 +127,7 @@ RL = {
 RL_LR = {"ppo": 5e-3, "grpo": 2e-2, "rloo": 2e-2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", sorted(RL))
 def test_rl_raises_a_toy_reward_and_checkpoints(algorithm, tiny_model, tiny_model_path, tmp_path):
     _sharpen(tiny_model)
@@ -158,7 +159,9 @@ def test_dpo_learns_the_preferences_and_the_next_round_continues_the_adapter(
         for q in _queries()
     ]
     section = LearnerSection(
-        algorithm="dpo", args={"loss": "robust", "batch_size": 4, "epochs": 2}, learning_rate=5e-3
+        algorithm="dpo",
+        args={"loss": "robust", "batch_size": 4, "max_steps": 1},
+        learning_rate=1e-2,
     )
     learner = build_learner(section, tiny_model, None, tmp_path)
     chat = _queries()[0].chat()

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError
-from ..models import HFChatModel
+from ..models import ChatModel, HFChatModel
 from ..registry import register
 from ..types import (
     Chat,
@@ -110,7 +110,7 @@ def constitution_of(data: RoundData) -> str:
 
 def improve(
     judged: Sequence[Judged],
-    model: HFChatModel,
+    model: ChatModel,
     judge: Judge,
     constitution: str,
     *,
@@ -124,7 +124,6 @@ def improve(
         chats = [revision_chat(j, constitution) for j in judged]
     else:
         chats = [distill_chat(j.query, constitution) for j in judged]
-    model.model.eval()
     new = model.generate(chats, GenParams(max_new_tokens=max_new_tokens))
     labels = judge([Exchange(query=j.query, response=t) for j, t in zip(judged, new, strict=True)])
     return [
@@ -144,7 +143,7 @@ def _pair_confidence(better: Label, worse: Label) -> float:
 
 def build_preferences(
     data: RoundData,
-    model: HFChatModel,
+    model: ChatModel,
     judge: Judge,
     *,
     max_new_tokens: int = 96,
@@ -180,7 +179,7 @@ def _pref(query: Query, chosen: str, rejected: str, good: Label, bad: Label) -> 
 
 
 def _benign_pairs(
-    benign: list[Judged], model: HFChatModel, judge: Judge, constitution: str, max_new_tokens: int
+    benign: list[Judged], model: ChatModel, judge: Judge, constitution: str, max_new_tokens: int
 ) -> list[Preference]:
     """Helpful answer (chosen) against a refusal (rejected), for each benign query."""
     if not benign:
