@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import sys
 import time
 from collections import defaultdict
 
@@ -73,8 +74,21 @@ def run(search: bool, args: argparse.Namespace, target: object, judge: CriticEns
     section = AttackerSection(search=search, mix={Intent.harmful: 1.0})
     attacker = build_attacker(section, None, seed=args.seed)
     start = time.perf_counter()
+    label = "search" if search else "seeds"
+
+    def progress(r: int, batch: list[Judged]) -> None:
+        hits = sum(map(success, batch))
+        took = time.perf_counter() - start
+        print(f"[{label}] round {r}: {hits}/{len(batch)} succeeded ({took:.0f}s)", file=sys.stderr)
+
     judged = attack_rounds(
-        attacker, target, judge, args.n, args.rounds, GenParams(max_new_tokens=args.max_new_tokens)
+        attacker,
+        target,
+        judge,
+        args.n,
+        args.rounds,
+        GenParams(max_new_tokens=args.max_new_tokens),
+        on_round=progress,
     )
     elapsed = time.perf_counter() - start
     cells = {(j.query.category, j.query.style) for j in judged if success(j)}
