@@ -101,4 +101,7 @@ def log_summary(log_history: list[dict[str, Any]]) -> dict[str, Any]:
     tokens = [e["num_tokens"] for e in steps if "num_tokens" in e]
     if tokens:
         out["tokens"] = int(tokens[-1])
+    runtime = [e["train_runtime"] for e in log_history if "train_runtime" in e]
+    if runtime:
+        out["trainer_seconds"] = round(float(runtime[-1]), 3)
     return out
