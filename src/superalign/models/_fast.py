@@ -131,61 +131,90 @@ def check_supported(model: Any) -> None:
             raise FastUnavailable("DoRA adapters are not merged by the fast path")
 
 
-def _effective(module: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Weight and bias of a linear or embedding as the forward pass applies them:
-    the base weight plus every active, unmerged LoRA delta."""
-    base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
-    weight = base.weight.detach()
-    bias = getattr(base, "bias", None)
+def _base_layer(module: Any) -> Any:
+    return module.get_base_layer() if hasattr(module, "get_base_layer") else module
+
+
+def _active_lora(module: Any) -> list[str]:
+    """The adapters whose deltas the forward pass adds to ``module`` (none once merged)."""
     lora_a = getattr(module, "lora_A", None) or getattr(module, "lora_embedding_A", None)
-    if lora_a is not None and not getattr(module, "merged", False) and not module.disable_adapters:
-        for name in module.active_adapters:
-            if name in lora_a:
-                weight = weight + module.get_delta_weight(name).detach().to(weight.dtype)
-    return weight, None if bias is None else bias.detach()
+    if not lora_a or getattr(module, "merged", False) or module.disable_adapters:
+        return []
+    return [name for name in module.active_adapters if name in lora_a]
 
 
-def _cat_bias(*biases: torch.Tensor | None, sizes: tuple[int, ...]) -> torch.Tensor | None:
+def _bias(module: Any) -> torch.Tensor | None:
+    bias = getattr(_base_layer(module), "bias", None)
+    return None if bias is None else bias.detach()
+
+
+def _merged(modules: list[Any], key: str, buffers: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The weights of ``modules`` stacked on dim 0, LoRA deltas added, as forward applies
+    them. A lone module without LoRA is used as it is (no copy); anything else is written
+    into ``buffers[key]``, reused from round to round so that a refresh allocates nothing."""
+    bases = [_base_layer(m).weight.detach() for m in modules]
+    if len(modules) == 1 and not _active_lora(modules[0]):
+        return bases[0]
+    shape = (sum(b.shape[0] for b in bases), bases[0].shape[1])
+    dest = buffers.get(key)
+    if dest is None or dest.shape != shape or dest.dtype != bases[0].dtype:
+        dest = buffers[key] = bases[0].new_empty(shape)
+    row = 0
+    for module, base in zip(modules, bases, strict=True):
+        part = dest[row : row + base.shape[0]]
+        part.copy_(base)
+        for name in _active_lora(module):
+            if name in getattr(module, "lora_A", {}):
+                # (out, r) @ (r, in): the delta peft adds, without materialising it apart.
+                a, b = module.lora_A[name].weight, module.lora_B[name].weight
+                part.addmm_(b.to(part.dtype), a.to(part.dtype), alpha=module.scaling[name])
+            else:
+                part.add_(module.get_delta_weight(name).detach().to(part.dtype))
+        row += base.shape[0]
+    return dest
+
+
+def _cat_bias(modules: list[Any]) -> torch.Tensor | None:
+    biases = [_bias(m) for m in modules]
     if all(b is None for b in biases):
         return None
     ref = next(b for b in biases if b is not None)
-    parts = [b if b is not None else ref.new_zeros(n) for b, n in zip(biases, sizes, strict=False)]
-    return torch.cat(parts)
+    sizes = [_base_layer(m).weight.shape[0] for m in modules]
+    return torch.cat(
+        [b if b is not None else ref.new_zeros(n) for b, n in zip(biases, sizes, strict=True)]
+    )
 
 
-def read_weights(model: Any) -> _Weights:
-    """The decoder's weights as the loop uses them (copies where fused or merged)."""
+def read_weights(model: Any, buffers: dict[str, torch.Tensor] | None = None) -> _Weights:
+    """The decoder's weights as the loop uses them: views of the model's own tensors where
+    possible, ``buffers`` (fused or LoRA-merged copies) elsewhere."""
+    buffers = {} if buffers is None else buffers
     lm = _base_model(model)
     body = lm.model
     layers = []
-    for block in body.layers:
+    for i, block in enumerate(body.layers):
         att, mlp = block.self_attn, block.mlp
-        (wq, bq), (wk, bk), (wv, bv) = (_effective(m) for m in (att.q_proj, att.k_proj, att.v_proj))
-        wo, bo = _effective(att.o_proj)
-        (wg, bg), (wu, bu) = _effective(mlp.gate_proj), _effective(mlp.up_proj)
-        wd, bd = _effective(mlp.down_proj)
+        qkv = [att.q_proj, att.k_proj, att.v_proj]
         layers.append(
             _Layer(
                 ln1=block.input_layernorm.weight.detach(),
-                wqkv=torch.cat([wq, wk, wv]),
-                bqkv=_cat_bias(bq, bk, bv, sizes=(wq.shape[0], wk.shape[0], wv.shape[0])),
-                wo=wo,
-                bo=bo,
+                wqkv=_merged(qkv, f"{i}.qkv", buffers),
+                bqkv=_cat_bias(qkv),
+                wo=_merged([att.o_proj], f"{i}.o", buffers),
+                bo=_bias(att.o_proj),
                 ln2=block.post_attention_layernorm.weight.detach(),
-                wgu=torch.cat([wg, wu]),
-                bgu=_cat_bias(bg, bu, sizes=(wg.shape[0], wu.shape[0])),
-                wd=wd,
-                bd=bd,
+                wgu=_merged([mlp.gate_proj, mlp.up_proj], f"{i}.gu", buffers),
+                bgu=_cat_bias([mlp.gate_proj, mlp.up_proj]),
+                wd=_merged([mlp.down_proj], f"{i}.down", buffers),
+                bd=_bias(mlp.down_proj),
             )
         )
-    embed, _ = _effective(body.embed_tokens)
-    head, _ = _effective(lm.lm_head)
     rotary = body.rotary_emb
     return _Weights(
-        embed=embed,
+        embed=_merged([body.embed_tokens], "embed", buffers),
         layers=layers,
         norm=body.norm.weight.detach(),
-        lm_head=head,
+        lm_head=_merged([lm.lm_head], "lm_head", buffers),
         inv_freq=rotary.inv_freq.detach().float(),
         rope_scale=float(getattr(rotary, "attention_scaling", 1.0)),
     )
@@ -217,6 +246,7 @@ class TorchDecodeEngine:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
         self.eps = cfg.rms_norm_eps
         self.weights: _Weights | None = None
+        self._buffers: dict[str, torch.Tensor] = {}  # fused/merged copies, kept across rounds
         self._seen: tuple[tuple[int, int], ...] = ()
 
     def refresh(self) -> None:
@@ -228,7 +258,7 @@ class TorchDecodeEngine:
         seen = _fingerprint(self.owner.model)
         if self.weights is None or seen != self._seen:
             with torch.no_grad():
-                weights = read_weights(self.owner.model)
+                weights = read_weights(self.owner.model, self._buffers)
                 self.weights = quantize_int8(weights) if self.int8 else weights
             self._seen = seen
         return self.weights

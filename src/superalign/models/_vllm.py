@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # Share of GPU memory vLLM may take; the learner's training copy needs the rest.
 GPU_MEMORY_ENV = "SUPERALIGN_VLLM_GPU_MEMORY"
 _DEFAULT_GPU_MEMORY = 0.35
+_LORA_RANKS = (8, 16, 32, 64, 128, 256)  # the ranks vLLM accepts for max_lora_rank
 
 
 def vllm_available() -> bool:
@@ -62,10 +63,16 @@ class VLLMEngine:
     def _start(self, path: str) -> Any:
         from vllm import LLM
 
-        kwargs: dict[str, Any] = {}
+        # LoRA is always enabled: the learner may wrap its model in an adapter after this
+        # engine starts, and vLLM cannot turn LoRA on later.
+        rank = 64
         if self._is_lora():
-            cfg = next(iter(self.owner.model.peft_config.values()))
-            kwargs.update(enable_lora=True, max_lora_rank=max(8, int(cfg.r)), max_loras=1)
+            rank = int(next(iter(self.owner.model.peft_config.values())).r)
+        kwargs: dict[str, Any] = {
+            "enable_lora": True,
+            "max_loras": 1,
+            "max_lora_rank": next((r for r in _LORA_RANKS if r >= rank), _LORA_RANKS[-1]),
+        }
         dtype = str(next(self.owner.model.parameters()).dtype).removeprefix("torch.")
         try:
             return LLM(
