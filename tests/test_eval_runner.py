@@ -118,3 +118,15 @@ def test_eval_command_writes_json(tmp_path) -> None:
     assert payload["metrics"]["attack_success_rate"]["value"] == 0.0
     assert payload["metrics"]["benign_refusal_rate"]["value"] == 1.0
     assert payload["metrics"]["math_accuracy"]["value"] == 0.0
+
+
+@pytest.mark.bundled
+def test_bundled_model_on_a_small_frozen_sample() -> None:
+    from superalign.models import load_model
+
+    model = load_model("smollm2-135m")
+    suite = EvalSuite(EvalSection(frozen_limit=1, max_new_tokens=8, bootstrap=20))
+    result = suite.run_frozen(model, keyword_judge)
+    assert len(result.judged) == 3
+    assert all(j.response.text.strip() for j in result.judged)
+    assert {"attack_success_rate", "benign_refusal_rate", "math_accuracy"} <= set(result.metrics)
