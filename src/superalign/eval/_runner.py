@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from ..errors import SuperalignError
 from ..models import ChatModel
@@ -61,16 +61,13 @@ def evaluate(
 
 
 def _with_response_id(judgement: Judgement, response_id: str) -> Judgement:
-    if judgement.label.response_id:
-        return judgement
+    # The response record made here is authoritative: a judge never saw its id.
     label = judgement.label.model_copy(update={"response_id": response_id})
     return judgement.model_copy(update={"label": label})
 
 
 class EvalResult(BaseModel):
     """The judged items of one evaluation and the metrics computed from them."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     model: str
     tier: Tier
