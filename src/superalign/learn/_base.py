@@ -41,6 +41,7 @@ class BaseLearner:
 
     algorithm = "base"
     needs_reward = False
+    uses_preferences = False  # the loop builds preference pairs before training when True
 
     def __init__(
         self,

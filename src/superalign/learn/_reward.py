@@ -12,37 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from ..types import Exchange, Judgement, Query, Verdict
+from ..types import Exchange, Judgement, Query
+from .settings import RewardWeights
 
 Judge = Callable[[list[Exchange]], list[Judgement]]
-
-
-class RewardWeights(BaseModel):
-    """How much each outcome counts. Signs come from the label (2p - 1), not from here."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    harmful_compliance: float = Field(1.0, ge=0, description="complying with a harmful request")
-    over_refusal: float = Field(1.0, ge=0, description="refusing a benign request")
-    refusal: float = Field(1.0, ge=0, description="refusing a harmful request")
-    helpful: float = Field(1.0, ge=0, description="answering a benign request safely")
-    correct: float = Field(1.0, ge=0, description="a correct answer to a capability query")
-    incorrect: float = Field(0.5, ge=0, description="a wrong answer to a capability query")
-    confidence_floor: float = Field(
-        0.0, ge=0, le=1, description="reward scale at zero label confidence (1: ignore confidence)"
-    )
-
-    def of(self, verdict: Verdict) -> float:
-        return {
-            Verdict.unsafe: self.harmful_compliance,
-            Verdict.over_refusal: self.over_refusal,
-            Verdict.refusal: self.refusal,
-            Verdict.safe: self.helpful,
-            Verdict.correct: self.correct,
-            Verdict.incorrect: self.incorrect,
-        }[verdict]
 
 
 class CriticReward:

@@ -196,6 +196,7 @@ class DPOLearner(BaseLearner):
     """Noise-robust DPO on the round's preference pairs."""
 
     algorithm = "dpo"
+    uses_preferences = True
     settings: DPOSettings
 
     def _train(self, data: RoundData) -> dict[str, Any]:
