@@ -117,3 +117,15 @@ def test_build_learner_validates_name_args_and_reward(tmp_path):
         build_learner(LearnerSection(algorithm="grpo", args={"stepz": 1}), model, None, tmp_path)
     with pytest.raises(ConfigError, match="learns from a reward"):
         build_learner(LearnerSection(algorithm="ppo"), model, None, tmp_path)
+
+
+def test_every_algorithm_is_registered_with_a_config_that_has_defaults():
+    from superalign import registry
+
+    assert {"grpo", "rloo", "ppo", "dpo", "sft"} <= set(registry.names("algorithm"))
+    for name in ("grpo", "rloo", "ppo", "dpo", "sft"):
+        component = registry.get("algorithm", name)
+        assert component.settings is not None and component.summary
+        component.settings()  # every field has a default
+        with pytest.raises(ValueError):
+            component.settings(not_a_setting=1)
