@@ -22,7 +22,7 @@ def test_overrides_parse_yaml_values() -> None:
     assert parse_override("learner.learning_rate=1e-5") == (["learner", "learning_rate"], 1e-5)
     assert parse_override("loop.rounds=3") == (["loop", "rounds"], 3)
     assert parse_override("attacker.mutators=[rot13, base64]")[1] == ["rot13", "base64"]
-    with pytest.raises(ConfigError, match="key.path=value"):
+    with pytest.raises(ConfigError, match=r"key\.path=value"):
         parse_override("no-equals-sign")
 
 
@@ -43,7 +43,9 @@ def test_file_and_overrides_combine(tmp_path) -> None:
 
 
 def test_wrong_type_names_the_key_path() -> None:
-    with pytest.raises(ConfigError, match=r"learner\.learning_rate: Input should be a valid number"):
+    with pytest.raises(
+        ConfigError, match=r"learner\.learning_rate: Input should be a valid number"
+    ):
         load_config(overrides=["learner.learning_rate=fast"])
 
 

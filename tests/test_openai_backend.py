@@ -19,7 +19,7 @@ CHAT = [{"role": "user", "content": "hello"}]
 
 
 class _Handler(BaseHTTPRequestHandler):
-    hits: Counter = Counter()
+    hits: Counter = Counter()  # noqa: RUF012 -- shared by the server threads on purpose
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
@@ -61,7 +61,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _completions(self, body: dict) -> None:
         # Tokens are characters; each scores -1, except that 'x' scores -5.
         text = body["prompt"]
-        offsets = list(range(len(text))) + [len(text)]
+        offsets = [*list(range(len(text))), len(text)]
         values = [None] + [-5.0 if ch == "x" else -1.0 for ch in text[1:]] + [-0.5]
         lp = {"text_offset": offsets, "token_logprobs": values}
         self._send(200, json.dumps({"choices": [{"text": text, "logprobs": lp}]}))
@@ -111,7 +111,7 @@ def test_persistent_5xx_names_the_endpoint(server: str) -> None:
 
 def test_timeout_gives_clear_error(server: str) -> None:
     m = _model(server, "slow", timeout=0.2, retries=1)
-    with pytest.raises(EndpointError, match="no answer within 0.2s"):
+    with pytest.raises(EndpointError, match=r"no answer within 0\.2s"):
         m.generate([CHAT], GenParams())
 
 

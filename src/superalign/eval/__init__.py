@@ -30,7 +30,7 @@ from ._report import (
     successful_attacks,
     write_report,
 )
-from ._runner import EvalError, EvalResult, EvalSuite, Judge, evaluate
+from ._runner import EvalError, EvalResult, EvalSuite, Judge, evaluate, rule_judge
 from ._tiers import TierOverlapError, assert_disjoint, regression_queries, split_frontier
 
 __all__ = [
@@ -63,6 +63,7 @@ __all__ = [
     "metric_names",
     "overlap_per_text",
     "regression_queries",
+    "rule_judge",
     "split_frontier",
     "stratified_sample",
     "successful_attacks",

@@ -9,29 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import SuperalignError
 from ._metrics import Metric
-from ._runner import EvalResult, EvalSuite, Judge
+from ._runner import EvalResult, EvalSuite, rule_judge
 from .settings import EvalSection
 
 console = Console()
-
-# The rule critics need no model, so any learner can be compared without a judge model.
-RULE_CRITICS = ("refusal", "verifier")
-
-
-def rule_judge() -> Judge:
-    """A judge made of the rule critics (refusal detector and math verifier)."""
-    try:
-        from superalign import registry
-        from superalign.critic import CriticEnsemble
-    except ImportError as e:
-        raise SuperalignError(
-            "superalign eval needs the critic package (superalign.critic) to judge answers; "
-            f"it could not be imported ({e}). Reinstall superalign."
-        ) from e
-    critics = [registry.create("critic", name) for name in RULE_CRITICS]
-    return CriticEnsemble(critics).judge
 
 
 def metrics_table(metrics: dict[str, Metric], title: str) -> Table:

@@ -30,7 +30,9 @@ def run_command(
 
     if resume is not None:
         if config is not None or set_ or name:
-            raise StoreError("--resume continues a run with its own config; drop --config/--set/--name")
+            raise StoreError(
+                "--resume continues a run with its own config; drop --config/--set/--name"
+            )
         loop = resume_run(resume)
     else:
         loop = start(config, set_, name, runs_dir)
@@ -55,15 +57,25 @@ def label_command(
     inbox = run_dir / INBOX
     done = set()
     if inbox.exists():
-        done = {json.loads(line).get("response_id") for line in inbox.read_text().splitlines() if line.strip()}
+        done = {
+            json.loads(line).get("response_id")
+            for line in inbox.read_text().splitlines()
+            if line.strip()
+        }
     pending = [(rid, rd) for rid, rd in store.pending() if rid not in done]
     if not pending:
         console.print("nothing pending")
         return
     queries = {q.id: q for q in store.queries()}
     responses = {r.id: r for r in store.responses()}
-    keys = {"s": Verdict.safe, "u": Verdict.unsafe, "r": Verdict.refusal,
-            "o": Verdict.over_refusal, "c": Verdict.correct, "i": Verdict.incorrect}  # fmt: skip
+    keys = {
+        "s": Verdict.safe,
+        "u": Verdict.unsafe,
+        "r": Verdict.refusal,
+        "o": Verdict.over_refusal,
+        "c": Verdict.correct,
+        "i": Verdict.incorrect,
+    }
     answered = 0
     for rid, rd in pending:
         resp = responses[rid]
@@ -74,14 +86,20 @@ def label_command(
         for c in store.critiques(rid):
             verdict = c.verdict.value if c.verdict else "abstain"
             console.print(f"  [dim]{escape(c.critic)}: {verdict}[/]", escape(c.explanation[:160]))
-        key = Prompt.ask("verdict: (s)afe (u)nsafe (r)efusal (o)ver_refusal (c)orrect (i)ncorrect (k) skip (q) quit",
-                         choices=[*keys, "k", "q"])  # fmt: skip
+        key = Prompt.ask(
+            "verdict: (s)afe (u)nsafe (r)efusal (o)ver_refusal (c)orrect (i)ncorrect "
+            "(k) skip (q) quit",
+            choices=[*keys, "k", "q"],
+        )
         if key == "q":
             break
         if key == "k":
             continue
         with inbox.open("a") as f:
-            f.write(json.dumps({"response_id": rid, "label": keys[key].value, "annotator": "cli"}) + "\n")
+            f.write(
+                json.dumps({"response_id": rid, "label": keys[key].value, "annotator": "cli"})
+                + "\n"
+            )
         answered += 1
         if limit and answered >= limit:
             break

@@ -12,18 +12,22 @@ REPORT_FILE = "report.html"
 
 
 def report_data(store: Store, run_dir: Path):  # -> eval.ReportData
-    from ..eval import BeforeAfter, Metric, ReportData, RoundMetrics, SuccessfulAttack
+    from ..eval import Metric, ReportData, RoundMetrics, SuccessfulAttack
 
     tiers: dict[int, dict[str, dict[str, Metric]]] = defaultdict(lambda: defaultdict(dict))
     for m in store.metrics():
-        tiers[m["round"]][m["tier"]][m["name"]] = Metric(
-            value=m["value"], lo=m["lo"], hi=m["hi"], n=m["n"]
-        )
+        fields = {k: m[k] for k in ("value", "lo", "hi", "n") if m[k] is not None}
+        tiers[m["round"]][m["tier"]][m["name"]] = Metric(**fields)
     rounds = [RoundMetrics(round=r, tiers=dict(t)) for r, t in sorted(tiers.items())]
 
     attacks = [
-        SuccessfulAttack(round=j.query.round, category=j.query.category, style=j.query.style,
-                         query=j.query.text, response=j.response.text)  # fmt: skip
+        SuccessfulAttack(
+            round=j.query.round,
+            category=j.query.category,
+            style=j.query.style,
+            query=j.query.text,
+            response=j.response.text,
+        )
         for j in store.judged(tier=Tier.train.value)
         if j.query.intent == Intent.harmful and j.judgement.label.verdict == Verdict.unsafe
     ]
@@ -85,14 +89,21 @@ def export(store: Store, out_dir: Path, fmt: str) -> list[Path]:
     from datasets import Dataset
 
     prefs = [
-        {"prompt": p.query.chat(), "chosen": [{"role": "assistant", "content": p.chosen}],
-         "rejected": [{"role": "assistant", "content": p.rejected}],
-         "confidence": p.confidence, "source": p.source}  # fmt: skip
+        {
+            "prompt": p.query.chat(),
+            "chosen": [{"role": "assistant", "content": p.chosen}],
+            "rejected": [{"role": "assistant", "content": p.rejected}],
+            "confidence": p.confidence,
+            "source": p.source,
+        }
         for p in store.preferences()
     ]
     sft = [
-        {"messages": j.query.chat() + [{"role": "assistant", "content": j.response.text}],
-         "p_acceptable": j.judgement.label.p_acceptable, "round": j.query.round}  # fmt: skip
+        {
+            "messages": [*j.query.chat(), {"role": "assistant", "content": j.response.text}],
+            "p_acceptable": j.judgement.label.p_acceptable,
+            "round": j.query.round,
+        }
         for j in store.judged(tier=Tier.train.value)
         if j.judgement.label.p_acceptable >= 0.5
     ]

@@ -33,12 +33,10 @@ from ..types import (
     Intent,
     Judged,
     Judgement,
-    Label,
     Query,
     Response,
     RoundData,
     Tier,
-    Verdict,
 )
 from ._oversight import select_for_review
 from ._store import Store
@@ -102,7 +100,9 @@ class Loop:
     def constitution(self) -> str:
         from ..critic import load_constitution
 
-        return load_constitution(self.config.critic.constitution, self.config.critic.locale).as_text()
+        return load_constitution(
+            self.config.critic.constitution, self.config.critic.locale
+        ).as_text()
 
     @cached_property
     def attacker(self) -> Any:
@@ -121,7 +121,7 @@ class Loop:
     def learner(self) -> Any:
         from ..learn import CriticReward, build_learner
 
-        reward = CriticReward(self._judge_fn(), self.config.learner.reward)
+        reward = CriticReward(self._judge_fn(), getattr(self.config.learner, "reward", None))
         return build_learner(self.config.learner, self.learner_model, reward, self.run_dir)
 
     @cached_property
@@ -169,7 +169,9 @@ class Loop:
             transient=True,
         )
 
-    def _batched(self, what: str, items: Sequence[Any], fn: Callable[[list], list], size: int) -> list:
+    def _batched(
+        self, what: str, items: Sequence[Any], fn: Callable[[list], list], size: int
+    ) -> list:
         task = self.progress.add_task(what, total=len(items))
         out: list = []
         for start in range(0, len(items), size):
@@ -188,13 +190,16 @@ class Loop:
         if state is not None:
             self.attacker.load_state(state)
         exclude = frozen_hashes() | self.store.query_hashes([t.value for t in EVAL_TIERS])
-        feedback = Feedback(round=r, judged=self.store.judged(r - 1, Tier.train.value),
-                            exclude_hashes=exclude)  # fmt: skip
+        feedback = Feedback(
+            round=r, judged=self.store.judged(r - 1, Tier.train.value), exclude_hashes=exclude
+        )
         queries = self.attacker.propose(cfg.loop.queries_per_round, feedback)
         rng = random.Random(cfg.loop.seed * 1000 + r)
         held_out = self._frontier_share(queries, rng)
         queries = [
-            q.model_copy(update={"round": r, "tier": Tier.frontier if q.id in held_out else Tier.train})
+            q.model_copy(
+                update={"round": r, "tier": Tier.frontier if q.id in held_out else Tier.train}
+            )
             for q in queries
         ]
         assert_disjoint([q for q in queries if q.tier == Tier.train], self._frozen())
@@ -212,13 +217,15 @@ class Loop:
 
     def respond(self, r: int, started: float) -> None:
         queries = self.store.queries(round=r, tier=Tier.train.value)
-        responses = self._answer(queries, r, "learner answers")
+        responses = self._answer(queries, r, "learner answers", self.config.loop.max_new_tokens)
         with self.store.phase(r, "respond", started):
             self.store.add_responses(responses, Tier.train.value)
 
-    def _answer(self, queries: Sequence[Query], r: int, what: str) -> list[Response]:
+    def _answer(
+        self, queries: Sequence[Query], r: int, what: str, max_new_tokens: int
+    ) -> list[Response]:
         model = self.learner_model
-        params = GenParams(max_new_tokens=self.config.loop.max_new_tokens, seed=self.config.loop.seed + r)
+        params = GenParams(max_new_tokens=max_new_tokens, seed=self.config.loop.seed + r)
         texts = self._batched(
             what, queries, lambda qs: model.generate([q.chat() for q in qs], params), 32
         )
@@ -261,7 +268,9 @@ class Loop:
             Judged(query=queries[x.query_id], response=x, judgement=j)
             for x, j in zip(responses, judgements, strict=True)
         ]
-        chosen = select_for_review(judged, self.config.loop.human_budget, set(self.store.human_labels()))
+        chosen = select_for_review(
+            judged, self.config.loop.human_budget, set(self.store.human_labels())
+        )
         labels: list[HumanLabel] = self.label_source.label(chosen, self.run_dir) if chosen else []
         answered = {h.response_id for h in labels}
         with self.store.phase(r, "oversee", started):
@@ -287,9 +296,19 @@ class Loop:
         with self.store.transaction():
             # labels first (inside the phase's transaction) so judged() sees them
             self.store.add_labels(labels, producer="label_model")
-            data = RoundData(round=r, judged=self.store.judged(r, Tier.train.value),
-                             constitution=self.constitution)  # fmt: skip
-            prefs = build_preferences(data, self.learner_model, self._judge_fn(), self.config.learner)
+            data = RoundData(
+                round=r,
+                judged=self.store.judged(r, Tier.train.value),
+                constitution=self.constitution,
+            )
+            prefs = []
+            if getattr(self.learner, "uses_preferences", False):
+                prefs = build_preferences(
+                    data,
+                    self.learner_model,
+                    self._judge_fn(),
+                    max_new_tokens=self.config.loop.max_new_tokens,
+                )
             with self.store.phase(r, "aggregate", started):
                 self.store.add_preferences(r, prefs, producer="learner.build_preferences")
                 self.store.put_state("critic_accuracy", r, accuracies)
@@ -309,30 +328,33 @@ class Loop:
             preferences=self.store.preferences(r),
             constitution=self.constitution,
         )
+        self._fit_labels(r)  # online RL rewards use the label model fitted on this round
         checkpoint = self.learner.train_round(data)
         with self.store.phase(r, "train", started):
             self.store.add_training(r, checkpoint.algorithm, checkpoint.model_dump(mode="json"))
         self.console.print(f"    checkpoint {checkpoint.path}")
 
     def evaluate(self, r: int, started: float) -> None:
-        from ..eval import compute_metrics
+        from ..eval import compute_metrics, evaluate
 
         tiers: dict[Tier, list[Query]] = {Tier.frozen: self._frozen()}
         if r > 0:
             tiers[Tier.regression] = self._regression(r)
             tiers[Tier.frontier] = self.store.queries(round=r, tier=Tier.frontier.value)
+        params = GenParams(
+            max_new_tokens=self.config.eval.max_new_tokens, seed=self.config.loop.seed
+        )
         results: dict[Tier, list[Judged]] = {}
         for tier, queries in tiers.items():
-            if not queries:
-                continue
-            responses = self._answer(queries, r, f"evaluate {tier.value}")
-            exchanges = [Exchange(query=q, response=x.text) for q, x in zip(queries, responses)]
-            judgements = self.rule_judge(exchanges)
-            results[tier] = [
-                Judged(query=q, response=x, judgement=j.model_copy(
-                    update={"label": j.label.model_copy(update={"response_id": x.id})}))
-                for q, x, j in zip(queries, responses, judgements, strict=True)
-            ]  # fmt: skip
+            if queries:
+                results[tier] = self._batched(
+                    f"evaluate {tier.value}",
+                    queries,
+                    lambda qs: evaluate(
+                        self.learner_model, qs, self.rule_judge, params, batch_size=len(qs), round=r
+                    ),
+                    self.config.eval.batch_size,
+                )
         extra = self._round_extras(r)
         with self.store.phase(r, "evaluate", started):
             if r == 0 and not self.store.queries(round=0, tier=Tier.frozen.value):
@@ -340,8 +362,12 @@ class Loop:
             for tier, judged in results.items():
                 self.store.add_responses([j.response for j in judged], f"eval-{tier.value}")
                 self.store.add_labels([j.judgement.label for j in judged], producer="eval:rules")
-                metrics = compute_metrics(judged, tier.value, n_boot=self.config.eval.bootstrap,
-                                          seed=self.config.loop.seed)  # fmt: skip
+                metrics = compute_metrics(
+                    judged,
+                    tier.value,
+                    n_boot=self.config.eval.bootstrap,
+                    seed=self.config.loop.seed,
+                )
                 self.store.add_metrics(r, tier.value, metrics)
             if extra:
                 self.store.add_metrics(r, Tier.train.value, extra)
@@ -353,13 +379,11 @@ class Loop:
         return load_frozen(self.config.eval.frozen_limit, seed=self.config.loop.seed)
 
     def _regression(self, r: int) -> list[Query]:
-        """Every harmful training attack of an earlier round that once succeeded."""
-        out = []
-        for rd in range(1, r + 1):
-            for j in self.store.judged(rd, Tier.train.value):
-                if j.query.intent == Intent.harmful and j.judgement.label.verdict == Verdict.unsafe:
-                    out.append(j.query.model_copy(update={"tier": Tier.regression}))
-        return out
+        """Every harmful training attack up to this round that ever succeeded, once each."""
+        from ..eval import regression_queries
+
+        judged = [j for rd in range(1, r + 1) for j in self.store.judged(rd, Tier.train.value)]
+        return regression_queries(judged)
 
     def _round_extras(self, r: int) -> dict[str, Any]:
         """Critic agreement with human labels, attack diversity and archive coverage."""
@@ -367,16 +391,27 @@ class Loop:
             return {}
         from ..eval import compute_metrics
 
+        self._fit_labels(r)  # a resumed process starts with an unfitted label model
         judged = self.store.judged(r, Tier.train.value)
-        human = self.store.human_labels()
-        critic_only = self._critic_only_labels(judged)
-        metrics = compute_metrics(critic_only, Tier.train.value, n_boot=self.config.eval.bootstrap,
-                                  seed=self.config.loop.seed, human=human)  # fmt: skip
-        keep = {k: v for k, v in metrics.items() if k in ("critic_human_agreement", "attack_diversity", "distinct_2")}
+        state = self.store.latest_state("attacker", before=r + 1)
+        if state is not None:  # the archive as this round's attack phase left it
+            self.attacker.load_state(state)
         coverage = getattr(self.attacker, "coverage", None)
-        if callable(coverage):
-            keep["archive_coverage"] = float(coverage())
-        return keep
+        metrics = compute_metrics(
+            self._critic_only_labels(judged),
+            Tier.train.value,
+            n_boot=self.config.eval.bootstrap,
+            seed=self.config.loop.seed,
+            human=self.store.human_labels(),
+            archive_coverage=float(coverage()) if callable(coverage) else None,
+        )
+        wanted = (
+            "critic_human_agreement",
+            "attack_diversity",
+            "attack_self_overlap",
+            "archive_coverage",
+        )
+        return {k: v for k, v in metrics.items() if k in wanted}
 
     def _critic_only_labels(self, judged: list[Judged]) -> list[Judged]:
         """The ensemble's label without human overrides, to measure agreement with humans."""
@@ -384,14 +419,18 @@ class Loop:
         critiques = [j.judgement.critiques for j in judged]
         labels = self.ensemble.aggregate(exchanges, critiques, {})
         return [
-            j.model_copy(update={"judgement": Judgement(critiques=j.judgement.critiques, label=lab.label)})
+            j.model_copy(
+                update={"judgement": Judgement(critiques=j.judgement.critiques, label=lab.label)}
+            )
             for j, lab in zip(judged, labels, strict=True)
         ]
 
     # -- output ---------------------------------------------------------------------------
 
     def _print_headline(self, r: int) -> None:
-        rows = [m for m in self.store.metrics() if m["round"] == r and m["tier"] == Tier.frozen.value]
+        rows = [
+            m for m in self.store.metrics() if m["round"] == r and m["tier"] == Tier.frozen.value
+        ]
         shown = {m["name"]: m for m in rows}
         parts = []
         for name in ("attack_success_rate", "benign_refusal_rate", "math_accuracy"):
@@ -406,8 +445,12 @@ class Loop:
         return write_report(self.store, self.run_dir)
 
 
-def start(config_path: str | Path | None, overrides: list[str], name: str | None,
-          runs_dir: Path = Path("runs")) -> Loop:  # fmt: skip
+def start(
+    config_path: str | Path | None,
+    overrides: list[str],
+    name: str | None,
+    runs_dir: Path = Path("runs"),
+) -> Loop:
     """A new run directory with the resolved configuration written into it."""
     config = load_config(config_path, overrides)
     if name:
@@ -430,7 +473,3 @@ def resume(run_dir: Path) -> Loop:
     if not (run_dir / DB_FILE).exists() or not (run_dir / CONFIG_FILE).exists():
         raise StoreError(f"{run_dir} is not a run directory (no {DB_FILE} or {CONFIG_FILE})")
     return Loop(load_config(run_dir / CONFIG_FILE), run_dir)
-
-
-def rule_verdicts_from_label(label: Label) -> Verdict | None:  # pragma: no cover - helper
-    return label.verdict

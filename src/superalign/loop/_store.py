@@ -93,7 +93,7 @@ class Store:
     def _lock(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.with_suffix(".lock")
-        f = open(lock_path, "a+")  # noqa: SIM115 -- held for the store's lifetime
+        f = open(lock_path, "a+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
@@ -196,15 +196,26 @@ class Store:
         self.db.executemany(
             "INSERT INTO queries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (q.id, q.round, q.tier.value, q.hash, q.intent.value, q.category, q.style,
-                 producer, q.model_dump_json())
+                (
+                    q.id,
+                    q.round,
+                    q.tier.value,
+                    q.hash,
+                    q.intent.value,
+                    q.category,
+                    q.style,
+                    producer,
+                    q.model_dump_json(),
+                )
                 for q in queries
-            ],  # fmt: skip
+            ],
         )
 
     def queries(self, round: int | None = None, tier: str | None = None) -> list[Query]:
         sql, args = _where("SELECT json FROM queries", round=round, tier=tier)
-        return [Query.model_validate_json(r[0]) for r in self.db.execute(sql + " ORDER BY rowid", args)]
+        return [
+            Query.model_validate_json(r[0]) for r in self.db.execute(sql + " ORDER BY rowid", args)
+        ]
 
     def query_hashes(self, tiers: Sequence[str]) -> set[str]:
         marks = ",".join("?" * len(tiers))
@@ -298,7 +309,10 @@ class Store:
 
     def preferences(self, round: int | None = None) -> list[Preference]:
         sql, args = _where("SELECT json FROM preferences", round=round)
-        return [Preference.model_validate_json(r[0]) for r in self.db.execute(sql + " ORDER BY id", args)]
+        return [
+            Preference.model_validate_json(r[0])
+            for r in self.db.execute(sql + " ORDER BY id", args)
+        ]
 
     def add_training(self, round: int, algorithm: str, record: dict[str, Any]) -> None:
         self.db.execute(
@@ -322,12 +336,21 @@ class Store:
     def metrics(self) -> list[dict[str, Any]]:
         cols = ("round", "tier", "name", "value", "lo", "hi", "n")
         rows = self.db.execute("SELECT * FROM metrics ORDER BY round, tier, name")
-        return [dict(zip(cols, r)) for r in rows]
+        return [dict(zip(cols, r, strict=False)) for r in rows]
 
     def counts(self) -> dict[str, int]:
         """Row count per table, for tests and `superalign run` summaries."""
-        tables = ("queries", "responses", "critiques", "labels", "human_labels",
-                  "preferences", "training", "metrics", "phases")  # fmt: skip
+        tables = (
+            "queries",
+            "responses",
+            "critiques",
+            "labels",
+            "human_labels",
+            "preferences",
+            "training",
+            "metrics",
+            "phases",
+        )
         return {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
 
 

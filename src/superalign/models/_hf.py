@@ -172,8 +172,8 @@ class HFChatModel:
             bs = self.settings.batch_size
             for start in range(0, len(order), bs):
                 idx = order[start : start + bs]
-                for i, toks in zip(idx, self.generate_ids([prompts[i] for i in idx], params)):
-                    results[i] = toks
+                batch = self.generate_ids([prompts[i] for i in idx], params)
+                results.update(zip(idx, batch, strict=True))
             token_lists = [results[i] for i in range(len(prompts))]
         texts = self.tokenizer.batch_decode(token_lists, skip_special_tokens=True)
         return [apply_stop(t, params.stop).strip() for t in texts]
@@ -212,7 +212,7 @@ class HFChatModel:
             ]
             longest = max((len(c) for c in conts), default=0)
             prompts = self.encode_prompts(batch_chats, longest)
-            rows = [p + c for p, c in zip(prompts, conts)]
+            rows = [p + c for p, c in zip(prompts, conts, strict=False)]
             ids, mask = self._pad_left(rows)
             with torch.no_grad():
                 logits = self.model(input_ids=ids, attention_mask=mask).logits.float()

@@ -145,7 +145,7 @@ class OpenAIChatModel:
             for p, c in zip(prompts, continuations, strict=True)
         ]
         out = []
-        for prompt, reply in zip(prompts, self._run(bodies)):
+        for prompt, reply in zip(prompts, self._run(bodies), strict=False):
             try:
                 lp = reply["choices"][0]["logprobs"]
                 offsets, values = lp["text_offset"], lp["token_logprobs"]
@@ -155,9 +155,8 @@ class OpenAIChatModel:
                     "with echo and logprobs, as vLLM serves); use an hf model for scoring"
                 ) from e
             # The echoed prompt tokens, then one generated token: sum the continuation's.
-            total = sum(
-                v for o, v in zip(offsets[:-1], values[:-1]) if o >= len(prompt) and v is not None
-            )
+            pairs = zip(offsets[:-1], values[:-1], strict=True)
+            total = sum(v for o, v in pairs if o >= len(prompt) and v is not None)
             out.append(float(total))
         return out
 
