@@ -256,7 +256,8 @@ def mix_batches(
 
 def _cycle(first: list[Query], then: list[Query], rng: random.Random) -> Iterator[Query]:
     """The given queries, then the pool, then everything again (reshuffled)."""
-    items = first + [q for q in then if q.hash not in {f.hash for f in first}]
+    seen = {q.hash for q in first}
+    items = first + [q for q in then if q.hash not in seen]
     if not items:
         raise ConfigError("no queries to train on: the round has no train-tier queries")
     while True:

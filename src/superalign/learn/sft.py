@@ -13,6 +13,7 @@ The same revisions are the ``chosen`` side of DPO pairs on harmful queries
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -265,7 +266,8 @@ class SFTLearner(BaseLearner):
         n_help = sum(q.intent != Intent.harmful for q, _ in kept)
         if ratio >= 1 or not kept:
             return []
-        need = int(ratio * len(kept) / (1 - ratio) + 0.999) - n_help
+        # smallest x with (n_help + x) / (len(kept) + x) >= ratio
+        need = math.ceil((ratio * len(kept) - n_help) / (1 - ratio))
         if need <= 0:
             return []
         pool = list(helpful_pool())[:need]
