@@ -148,7 +148,12 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--critics", default="refusal,query_risk,judge")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = p.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     target = load_model(args.target)
     judge = ensemble([c for c in args.critics.split(",") if c], target)
     results = {"seeds": run(False, args, target, judge), "search": run(True, args, target, judge)}
