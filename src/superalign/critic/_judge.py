@@ -40,6 +40,12 @@ def _dimension(ex: Exchange) -> Dimension:
     return Dimension.harmlessness if ex.query.intent is Intent.harmful else Dimension.helpfulness
 
 
+def _principles_for(ex: Exchange) -> list[Dimension]:
+    if ex.query.intent is Intent.capability:
+        return [Dimension.correctness, Dimension.honesty]
+    return [Dimension.harmlessness, Dimension.helpfulness]
+
+
 class LMJudge:
     """Asks a chat model whether a reply follows the constitution.
 
@@ -68,7 +74,10 @@ class LMJudge:
         query, response = defang(ex.query.text[:limit]), defang(ex.response[:limit])
         fence = fence_tag(query, response)
         t = self._template
-        system = t["system"].format(fence=fence, constitution=self.constitution.as_text())
+        # Only the dimensions at stake: a shorter prompt is faster and keeps a small
+        # judge's attention on the principles that matter for this query.
+        principles = self.constitution.as_text(_principles_for(ex))
+        system = t["system"].format(fence=fence, constitution=principles)
         user = t["user"].format(fence=fence, query=query, response=response, task=task)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 

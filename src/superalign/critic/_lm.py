@@ -11,6 +11,7 @@ import logging
 import math
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from ..models import ChatModel
 from ..types import Chat, GenParams
@@ -44,6 +45,9 @@ def binary_logodds(
     """
     if not chats:
         return []
+    fast = _next_token_logodds(model, chats, positive, negative)
+    if fast is not None:
+        return fast
     try:
         lp = model.logprobs(list(chats) * 2, [positive] * len(chats) + [negative] * len(chats))
     except NotImplementedError:
@@ -53,6 +57,42 @@ def binary_logodds(
     for pos, neg in zip(lp[:n], lp[n:], strict=True):
         diff = pos - neg
         out.append(diff if math.isfinite(diff) else None)
+    return out
+
+
+def _single_token(tokenizer: Any, text: str) -> int | None:
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    return ids[0] if len(ids) == 1 else None
+
+
+def _next_token_logodds(
+    model: ChatModel, chats: Sequence[Chat], positive: str, negative: str, batch_size: int = 8
+) -> list[float | None] | None:
+    """Fast path for local transformers models with one-token labels.
+
+    Both labels are read off the next-token distribution of one forward pass, at the
+    last position only: the generic ``logprobs`` runs one pass per label and
+    normalises over the whole sequence, several times the time and memory.
+    Returns None when the fast path does not apply.
+    """
+    tokenizer, net = getattr(model, "tokenizer", None), getattr(model, "model", None)
+    encode = getattr(model, "encode_prompts", None)
+    if tokenizer is None or net is None or encode is None:
+        return None
+    pos, neg = _single_token(tokenizer, positive), _single_token(tokenizer, negative)
+    if pos is None or neg is None:
+        return None
+    import torch
+
+    prompts = encode(chats, 1)
+    out: list[float | None] = []
+    for start in range(0, len(prompts), batch_size):
+        ids, mask = model._pad_left(prompts[start : start + batch_size])  # type: ignore[attr-defined]
+        with torch.no_grad():
+            logits = net(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
+        lp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
+        for d in (lp[:, pos] - lp[:, neg]).tolist():
+            out.append(d if math.isfinite(d) else None)
     return out
 
 

@@ -19,9 +19,10 @@ _QUOTES = "\"'“”‘’*_ "
 @cache
 def _refusal_regexes() -> tuple[re.Pattern[str], ...]:
     data = load_yaml("patterns.yaml")
-    filler = data["filler"]
+    filler, neg = data["filler"], data["negation"]
     return tuple(
-        re.compile(rf"^(?:{filler})*(?:{p})\b", re.IGNORECASE) for p in data["refusal_openers"]
+        re.compile(rf"^(?:{filler})*(?:{p.replace('{neg}', f'(?:{neg})')})\b", re.IGNORECASE)
+        for p in data["refusal_openers"]
     )
 
 
@@ -118,7 +119,10 @@ def lexicon_risk(text: str) -> tuple[float, list[str]]:
     Terms inside a benign context ("kill a Python process") are removed first.
     """
     terms, cues, benign = _lexicon()
-    cleaned = benign.sub(" ", _normalise(text))
+    original = _normalise(text)
+    cleaned = benign.sub(" ", original)
     hits = [cat for cat, pattern in terms.items() if pattern.search(cleaned)]
+    if not hits and cleaned != original:
+        return -3.0, []  # an everyday reading of scary words ("kill a process")
     score = 2.5 * min(len(hits), 2) + (1.0 if cues.search(cleaned) else 0.0)
     return score - 1.5, hits
