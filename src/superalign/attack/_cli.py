@@ -16,14 +16,16 @@ if TYPE_CHECKING:
 
 
 def attack(
-    n: int = typer.Option(50, "--n", min=1, help="queries per round"),
+    n: int = typer.Option(50, "--n", min=1, help="queries in all, spread over the rounds"),
     target: str = typer.Option(
         "smollm2-135m", "--target", help="learner: alias, path, openai:M@URL or mock"
     ),
     search: bool = typer.Option(
         True, "--search/--no-search", help="archive search (off: seeds, then random mutations)"
     ),
-    rounds: int = typer.Option(1, "--rounds", min=1, help="rounds; feedback flows between them"),
+    rounds: int = typer.Option(
+        3, "--rounds", min=1, help="search rounds; feedback flows between them (--search only)"
+    ),
     seed: int = typer.Option(0, "--seed", help="random seed"),
     attacker_model: str | None = typer.Option(
         None, "--attacker-model", help="model for LLM mutators and PAIR (default: none)"
@@ -38,7 +40,7 @@ def attack(
     archive_out: str | None = typer.Option(
         None, "--archive-out", help="save the archive JSON here"
     ),
-    show: int = typer.Option(50, "--show", help="rows of the last round to print"),
+    show: int = typer.Option(50, "--show", help="rows to print (the latest)"),
 ) -> None:
     """Attack a model; print the attacks, its responses and the critic's verdicts."""
     from ..models import load_model
@@ -53,11 +55,11 @@ def attack(
     )
     learner = load_model(target, where="--target")
     ensemble = _ensemble(critics, judge_model, learner, target)
-    judged = attack_rounds(
-        attacker, learner, ensemble, n, rounds, GenParams(max_new_tokens=max_new_tokens)
-    )
-    last = [j for j in judged if j.response.round == rounds - 1]
-    _print(last[:show])
+    rounds = min(rounds, n) if search else 1
+    sizes = [n // rounds + (r < n % rounds) for r in range(rounds)]
+    params = GenParams(max_new_tokens=max_new_tokens)
+    judged = attack_rounds(attacker, learner, ensemble, sizes, rounds, params)
+    _print(judged[-show:])
     _summary(judged)
     if archive_out:
         attacker.archive.save(archive_out)

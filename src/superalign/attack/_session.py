@@ -26,19 +26,19 @@ def attack_rounds(
     attacker: Attacker,
     target: ChatModel,
     judge: Any,
-    n: int,
+    n: int | Sequence[int],
     rounds: int,
     params: GenParams,
     exclude_hashes: set[str] | None = None,
     on_round: Callable[[int, list[Judged]], None] | None = None,
 ) -> list[Judged]:
-    """``rounds`` rounds of ``n`` queries each (the last round's results are folded in
-    too); returns every judged exchange in order."""
+    """``rounds`` rounds of ``n`` queries each, or ``n[r]`` in round ``r`` (the last
+    round's results are folded in too); returns every judged exchange in order."""
     judge_fn = as_judge(judge)
     feedback = Feedback(round=0, exclude_hashes=set(exclude_hashes or ()))
     history: list[Judged] = []
     for r in range(rounds):
-        queries = attacker.propose(n, feedback)
+        queries = attacker.propose(n if isinstance(n, int) else n[r], feedback)
         replies = respond(target, queries, params)
         judgements = judge_fn(
             [Exchange(query=q, response=t) for q, t in zip(queries, replies, strict=True)]
