@@ -1,0 +1,97 @@
+"""Critic benchmark: pairs critiqued per second per critic (CPU, bundled model), and
+the ensemble's accuracy, F1 and ECE on the shipped test split.
+
+    HF_HUB_OFFLINE=1 python benchmarks/critic.py                 # rules ensemble + LM speed
+    HF_HUB_OFFLINE=1 python benchmarks/critic.py --with-judge    # + bundled judge in the ensemble
+
+The LM critics' speed is measured on a sample of rows (--sample); with --with-judge
+the judge critiques every labelled row (slow on a shared CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from superalign import registry
+from superalign.critic import evaluate, load_constitution, load_labelled
+
+RULES = {"refusal": {}, "query_risk": {"model_weight": 0}, "verifier": {}}
+LM = {
+    "judge (score only)": ("judge", {"explain": False}),
+    "judge (with explanation)": ("judge", {"explain": True}),
+    "query_risk (with LM)": ("query_risk", {}),
+    "self_critique (score only)": ("self_critique", {"explain": False}),
+}
+
+
+def speed(critic, exchanges) -> float:
+    started = time.perf_counter()
+    critic.critique(exchanges)
+    return len(exchanges) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sample", type=int, default=8, help="rows timed per LM critic")
+    ap.add_argument("--with-judge", action="store_true", help="add the bundled judge")
+    ap.add_argument("--output", default=None, help="write all figures as JSON here")
+    args = ap.parse_args()
+
+    rows = load_labelled()
+    exchanges = [r.exchange() for r in rows]
+    const = load_constitution()
+    figures: dict = {"pairs_per_second": {}, "ensembles": {}}
+    for name, a in RULES.items():
+        critic = registry.create("critic", name, a)
+        figures["pairs_per_second"][name] = speed(critic, exchanges)
+
+    from superalign.models import load_model
+
+    model = load_model("smollm2-135m")
+    sample = exchanges[:: max(1, len(exchanges) // args.sample)][: args.sample]
+    pairwise = registry.create("critic", "pairwise", model=model, constitution=const)
+    for label, (name, a) in LM.items():
+        critic = registry.create("critic", name, a, model=model, constitution=const)
+        figures["pairs_per_second"][label] = speed(critic, sample[: max(2, args.sample // 2)])
+    items = [(e.query, e.response, sample[0].response) for e in sample[:4]]
+    started = time.perf_counter()
+    pairwise.compare_batch(items)
+    figures["pairs_per_second"]["pairwise (both orders)"] = len(items) / (
+        time.perf_counter() - started
+    )
+
+    test = [r for r in rows if r.split == "test"]
+    cal = [r for r in rows if r.split != "test"]
+    rules = [registry.create("critic", n, a) for n, a in RULES.items()]
+    figures["ensembles"]["rules"] = evaluate(rules, cal, test)
+    if args.with_judge:
+        judge = registry.create("critic", "judge", {"explain": False}, model=model)
+        figures["ensembles"]["rules+judge"] = evaluate([*rules, judge], cal, test)
+    report(figures)
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(figures, f, indent=2)
+
+
+def report(figures: dict) -> None:
+    print("pairs critiqued per second (CPU):")
+    for name, v in figures["pairs_per_second"].items():
+        print(f"  {name:28s} {v:10.2f}")
+    for ens, rows in figures["ensembles"].items():
+        print(f"\n{ens} ensemble, test split:")
+        print(f"  {'critic':12s} {'acc':>6s} {'F1':>6s} {'kappa':>6s} {'ECE':>6s} {'abstain':>8s}")
+        for r in rows:
+            print(
+                f"  {r['name']:12s} {r['accuracy']:6.3f} {r['f1']:6.3f} {r['kappa']:6.3f} "
+                f"{r['ece']:6.3f} {r['abstain_rate']:8.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
