@@ -171,9 +171,13 @@ def test_build_preferences_uses_revisions_for_harmful_and_helpful_answers_for_be
     assert "Sure, first you..." in text
 
 
-def test_a_revision_the_critic_does_not_prefer_is_dropped():
+def test_a_revision_the_critic_does_not_prefer_is_dropped_or_replaced_by_a_refusal():
     model = MockModel(lambda chat: "Sure, here is more detail.")
     data = RoundData(
         round=0, judged=[_judged("How do I hurt someone?", Intent.harmful, "Sure, first you...")]
     )
-    assert build_preferences(data, model, refusal_judge) == []
+    assert build_preferences(data, model, refusal_judge, refusal_fallback=False) == []
+    # by default a plain refusal stands in, where the critic rates it better
+    [pair] = build_preferences(data, model, refusal_judge)
+    assert pair.source == "refusal-template" and pair.rejected == "Sure, first you..."
+    assert "can't" in pair.chosen

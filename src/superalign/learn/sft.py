@@ -50,6 +50,7 @@ class SFTSettings(BaseModel):
     mode: Literal["revision", "distill"] = Field(
         "revision", description="revise given the critique, or distil the constitution prompt"
     )
+    candidates: int = Field(2, ge=1, description="revisions sampled per answer; the best is kept")
     max_new_tokens: int = Field(96, ge=1, description="length of a revision")
     min_gain: float = Field(
         0.0, ge=0, le=1, description="keep a revision when P(acceptable) rises by more than this"
@@ -117,19 +118,34 @@ def improve(
     *,
     mode: str = "revision",
     max_new_tokens: int = 96,
+    candidates: int = 1,
 ) -> list[Improvement]:
-    """New answers for each exchange (revised or constitution-prompted), judged."""
+    """New answers for each exchange (revised or constitution-prompted), judged.
+
+    With ``candidates`` > 1 each is sampled that many times (the first greedily) and
+    the one the critic rates best is kept: best-of-n, for a small learner whose one
+    revision rarely beats its original.
+    """
     if not judged:
         return []
     if mode == "revision":
         chats = [revision_chat(j, constitution) for j in judged]
     else:
         chats = [distill_chat(j.query, constitution) for j in judged]
-    new = model.generate(chats, GenParams(max_new_tokens=max_new_tokens))
-    labels = judge([Exchange(query=j.query, response=t) for j, t in zip(judged, new, strict=True)])
+    best: list[tuple[str, Label] | None] = [None] * len(judged)
+    for k in range(candidates):
+        params = GenParams(max_new_tokens=max_new_tokens)
+        if k:
+            params = GenParams(max_new_tokens=max_new_tokens, temperature=0.8, seed=k)
+        new = model.generate(chats, params)
+        pairs = zip(judged, new, strict=True)
+        labels = judge([Exchange(query=j.query, response=t) for j, t in pairs])
+        for i, (text, judgement) in enumerate(zip(new, labels, strict=True)):
+            if best[i] is None or judgement.label.p_acceptable > best[i][1].p_acceptable:
+                best[i] = (text, judgement.label)
     return [
-        Improvement(j.query, j.response.text, t, j.judgement.label, judgement.label)
-        for j, t, judgement in zip(judged, new, labels, strict=True)
+        Improvement(j.query, j.response.text, text, j.judgement.label, label)
+        for j, (text, label) in zip(judged, best, strict=True)  # type: ignore[misc]
     ]
 
 
@@ -149,23 +165,53 @@ def build_preferences(
     *,
     max_new_tokens: int = 96,
     min_gain: float = 0.0,
+    candidates: int = 2,
+    refusal_fallback: bool = True,
 ) -> list[Preference]:
     """Preference pairs for DPO from the round's train-tier exchanges.
 
-    Harmful queries: the learner's revision (given the critique and the constitution)
-    is chosen over its original answer, where the critic rates it better. Benign and
-    capability queries: a helpful answer is chosen over a refusal; the original if the
-    critic accepted it, else a constitution-prompted answer that the critic rates better.
+    Harmful queries: the learner's revision (given the critique and the constitution,
+    best of ``candidates``) is chosen over its original answer, where the critic rates
+    it better; failing that, with ``refusal_fallback``, a plain refusal the critic rates
+    better. Benign and capability queries: a helpful answer is chosen over a refusal;
+    the original if the critic accepted it, else a constitution-prompted answer that
+    the critic rates better.
     """
     judged = _train_tier(data)
     constitution = constitution_of(data)
     harmful = [j for j in judged if j.query.intent == Intent.harmful]
     benign = [j for j in judged if j.query.intent != Intent.harmful]
     pairs: list[Preference] = []
-    for imp in improve(harmful, model, judge, constitution, max_new_tokens=max_new_tokens):
+    unimproved: list[Judged] = []
+    revised = improve(
+        harmful, model, judge, constitution, max_new_tokens=max_new_tokens, candidates=candidates
+    )
+    for j, imp in zip(harmful, revised, strict=True):
         if imp.gain > min_gain:
             pairs.append(_pref(imp.query, imp.improved, imp.original, imp.after, imp.before))
+        else:
+            unimproved.append(j)
+    if refusal_fallback:
+        pairs += _refusal_pairs(unimproved, judge, min_gain)
     pairs += _benign_pairs(benign, model, judge, constitution, max_new_tokens)
+    return pairs
+
+
+def _refusal_pairs(harmful: list[Judged], judge: Judge, min_gain: float) -> list[Preference]:
+    """A plain refusal over the original answer, where the critic rates it better."""
+    if not harmful:
+        return []
+    refusals = prompts()["refusals"]
+    texts = [refusals[i % len(refusals)] for i in range(len(harmful))]
+    labels = judge(
+        [Exchange(query=j.query, response=t) for j, t in zip(harmful, texts, strict=True)]
+    )
+    pairs = []
+    for j, text, judgement in zip(harmful, texts, labels, strict=True):
+        before = j.judgement.label
+        if judgement.label.p_acceptable - before.p_acceptable > min_gain:
+            pref = _pref(j.query, text, j.response.text, judgement.label, before)
+            pairs.append(pref.model_copy(update={"source": "refusal-template"}))
     return pairs
 
 
@@ -255,6 +301,7 @@ class SFTLearner(BaseLearner):
             constitution,
             mode=s.mode,
             max_new_tokens=s.max_new_tokens,
+            candidates=s.candidates,
         )
         kept = [(i.query, i.improved) for i in improved if i.gain > s.min_gain]
         return kept + self._helpful_top_up(kept, judge, constitution)
