@@ -306,13 +306,16 @@ class ArchiveAttacker:
                 self.ethics_ladder.record(score < 0.5, query.difficulty)
             return
         goal = pending.goal if pending and pending.goal else query.text
-        self.archive.consider(query, judged.response.text, score, goal)
+        improved = self.archive.consider(query, judged.response.text, score, goal)
         if pending is None:
             return
         if pending.searched and pending.operator is not None:
             self.operator_bandit.update(pending.operator, score)
         if pending.category is not None:
-            self.category_bandit.update(pending.category, score)
+            # A category pays off when it improves a successful elite: once its cells are
+            # full of top attacks, the bandit moves on, which spreads the archive's coverage.
+            gain = improved and score >= self.section.success_threshold
+            self.category_bandit.update(pending.category, float(gain))
         if (
             score < self.section.success_threshold
             and pending.depth < self.section.refine_iterations
