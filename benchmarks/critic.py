@@ -30,16 +30,26 @@ LM = {
 }
 
 
-def speed(critic, exchanges) -> float:
-    started = time.perf_counter()
+def speed(critic, exchanges) -> dict[str, float]:
+    """Pairs per wall second and per CPU second of this process (the latter is less
+    sensitive to other jobs on a shared machine)."""
+    wall, cpu = time.perf_counter(), time.process_time()
     critic.critique(exchanges)
-    return len(exchanges) / (time.perf_counter() - started)
+    n = len(exchanges)
+    return {
+        "wall": n / (time.perf_counter() - wall),
+        "cpu": n / max(time.process_time() - cpu, 1e-9),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sample", type=int, default=8, help="rows timed per LM critic")
     ap.add_argument("--with-judge", action="store_true", help="add the bundled judge")
+    ap.add_argument("--no-lm-speed", action="store_true", help="skip timing the LM critics")
+    ap.add_argument(
+        "--subset", type=int, default=0, help="with --with-judge: rows per split (0: all)"
+    )
     ap.add_argument("--output", default=None, help="write all figures as JSON here")
     args = ap.parse_args()
 
@@ -56,21 +66,29 @@ def main() -> None:
     model = load_model("smollm2-135m")
     sample = exchanges[:: max(1, len(exchanges) // args.sample)][: args.sample]
     pairwise = registry.create("critic", "pairwise", model=model, constitution=const)
-    for label, (name, a) in LM.items():
+    for label, (name, a) in ({} if args.no_lm_speed else LM).items():
         critic = registry.create("critic", name, a, model=model, constitution=const)
         figures["pairs_per_second"][label] = speed(critic, sample[: max(2, args.sample // 2)])
-    items = [(e.query, e.response, sample[0].response) for e in sample[:4]]
-    started = time.perf_counter()
-    pairwise.compare_batch(items)
-    figures["pairs_per_second"]["pairwise (both orders)"] = len(items) / (
-        time.perf_counter() - started
-    )
+    if not args.no_lm_speed:
+        items = [(e.query, e.response, sample[0].response) for e in sample[:2]]
+        wall, cpu = time.perf_counter(), time.process_time()
+        pairwise.compare_batch(items)
+        figures["pairs_per_second"]["pairwise (both orders)"] = {
+            "wall": len(items) / (time.perf_counter() - wall),
+            "cpu": len(items) / (time.process_time() - cpu),
+        }
 
     test = [r for r in rows if r.split == "test"]
     cal = [r for r in rows if r.split != "test"]
     rules = [registry.create("critic", n, a) for n, a in RULES.items()]
     figures["ensembles"]["rules"] = evaluate(rules, cal, test)
     if args.with_judge:
+        if args.subset:
+            cal, test = (
+                cal[:: len(cal) // args.subset][: args.subset],
+                test[:: len(test) // args.subset][: args.subset],
+            )
+            figures["ensembles"]["rules (same subset)"] = evaluate(rules, cal, test)
         judge = registry.create("critic", "judge", {"explain": False}, model=model)
         figures["ensembles"]["rules+judge"] = evaluate([*rules, judge], cal, test)
     report(figures)
@@ -82,7 +100,7 @@ def main() -> None:
 def report(figures: dict) -> None:
     print("pairs critiqued per second (CPU):")
     for name, v in figures["pairs_per_second"].items():
-        print(f"  {name:28s} {v:10.2f}")
+        print(f"  {name:28s} {v['wall']:10.2f} wall  {v['cpu']:10.2f} per CPU-second")
     for ens, rows in figures["ensembles"].items():
         print(f"\n{ens} ensemble, test split:")
         print(f"  {'critic':12s} {'acc':>6s} {'F1':>6s} {'kappa':>6s} {'ECE':>6s} {'abstain':>8s}")

@@ -46,7 +46,9 @@ def critic_eval(
     const = load_constitution(constitution, locale)
     needs_model = {"judge", "self_critique", "pairwise", "query_risk"} & set(names)
     lm = load_model(model) if needs_model else None
-    built = [registry.create("critic", n, model=lm, constitution=const) for n in names]
+    # Explanations are not scored here; generating them would only cost time.
+    args = {"judge": {"explain": False}, "self_critique": {"explain": False}}
+    built = [registry.create("critic", n, args.get(n), model=lm, constitution=const) for n in names]
     results = evaluate(built, calibration, test)
     _print(results, len(calibration), len(test))
     if output:
