@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -167,9 +167,3 @@ def _attempt(query: Query, target: ChatModel, judge: Judge, params: GenParams) -
         score=effectiveness(judgement),
         explanation=explanation(judgement),
     )
-
-
-def judge_many(judge: Judge | Any, queries: Sequence[Query], responses: Sequence[str]) -> list:
-    """Judge aligned lists of queries and responses in one call."""
-    exchanges = [Exchange(query=q, response=r) for q, r in zip(queries, responses, strict=True)]
-    return as_judge(judge)(exchanges)
