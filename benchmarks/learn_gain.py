@@ -30,10 +30,10 @@ SETTINGS = {
     "grpo": {"steps": 6, "prompts_per_step": 2, "num_generations": 4, "max_completion_length": 32},
     "rloo": {"steps": 6, "prompts_per_step": 2, "num_generations": 4, "max_completion_length": 32},
     "ppo": {"steps": 4, "prompts_per_step": 6, "minibatch_size": 6, "max_completion_length": 32},
-    "dpo": {"loss": "robust", "batch_size": 4, "epochs": 3},
-    "sft": {"batch_size": 4, "epochs": 3, "max_new_tokens": 64},
+    "dpo": {"loss": "robust", "batch_size": 4, "epochs": 4},
+    "sft": {"batch_size": 4, "epochs": 3, "max_new_tokens": 64, "candidates": 4},
 }
-LEARNING_RATE = {"grpo": 3e-4, "rloo": 3e-4, "ppo": 3e-4, "dpo": 5e-4, "sft": 5e-4}
+LEARNING_RATE = {"grpo": 5e-4, "rloo": 5e-4, "ppo": 5e-4, "dpo": 1e-3, "sft": 1e-3}
 
 
 def critic():
