@@ -93,7 +93,9 @@ def _probe(model: HFChatModel) -> float:
 
 
 def _lora_b_norm(model: HFChatModel) -> float:
-    return sum(float(p.abs().sum()) for n, p in model.model.named_parameters() if "lora_B" in n)
+    return sum(
+        float(p.detach().abs().sum()) for n, p in model.model.named_parameters() if "lora_B" in n
+    )
 
 
 def _check_checkpoint(ckpt, trained: HFChatModel, base: Path, algorithm: str) -> None:
