@@ -18,7 +18,6 @@ without confidence run through TRL's own implementation.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -276,12 +275,6 @@ def preference_rows(pairs: list[Preference]) -> dict[str, list[Any]]:
 def _token_rows(trainer: Any) -> list[dict[str, Any]]:
     rows = trainer.train_dataset
     return [{"input_ids": r["prompt_ids"] * 2 + r["chosen_ids"] + r["rejected_ids"]} for r in rows]
-
-
-def expected_steps(n_pairs: int, settings: DPOSettings) -> int:
-    if settings.max_steps > 0:
-        return settings.max_steps
-    return math.ceil(settings.epochs * math.ceil(n_pairs / settings.batch_size))
 
 
 @register("algorithm", "dpo", settings=DPOSettings)
