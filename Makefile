@@ -25,8 +25,15 @@ install: $(VENV)/.installed
 model: install
 	$(BIN)/superalign models --fetch
 
+# The main job: the closed loop on the bundled model (configs/default.yaml). A finished
+# or interrupted runs/demo is resumed (a finished one just prints its table again);
+# `rm -rf runs/demo` starts afresh.
 demo: model
-	$(BIN)/superalign chat smollm2-135m "What is the capital of France?"
+	@if [ -f runs/demo/superalign.db ]; then \
+		$(BIN)/superalign run --resume runs/demo; \
+	else \
+		$(BIN)/superalign run --config configs/default.yaml --name demo; \
+	fi
 
 test: model
 	$(BIN)/python -m pytest -q

@@ -42,6 +42,9 @@ def training_args(
         "use_cpu": on_cpu,
         # bf16 autocast on CPU is slow and lossy; the model's own dtype rules on GPU.
         "bf16": False if on_cpu else None,
+        # TRL turns activation checkpointing on by default; on CPU memory is ample and
+        # recomputing the forward pass only costs time.
+        "gradient_checkpointing": not on_cpu,
         "dataloader_num_workers": 0,
     }
 

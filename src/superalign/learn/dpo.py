@@ -53,11 +53,22 @@ class DPOSettings(BaseModel):
     max_steps: int = Field(-1, description="stop after this many steps (-1: epochs decide)")
     batch_size: int = Field(2, ge=1, description="pairs per step")
     max_length: int = Field(256, ge=16, description="prompt + completion tokens kept")
+    sft_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of an NLL term on the chosen answer (RPO); keeps DPO from "
+        "pushing both answers down and the model into gibberish",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DPOSettings:
         if self.loss == "exo_pair" and self.label_smoothing == 0:
             raise ValueError("exo_pair needs label_smoothing > 0 (the EXO paper uses 1e-3)")
+        if self.sft_weight > 0 and not self.uses_trl_loss:
+            raise ValueError(
+                "sft_weight works with TRL's losses (sigmoid, robust, ipo, exo_pair) and "
+                "confidence 'none'; set sft_weight to 0 for cdpo or confidence weighting"
+            )
         return self
 
     @property
@@ -242,7 +253,8 @@ class DPOLearner(BaseLearner):
             **base,
             num_train_epochs=s.epochs,
             beta=s.beta,
-            loss_type=[s.loss if s.uses_trl_loss else "sigmoid"],
+            loss_type=[s.loss if s.uses_trl_loss else "sigmoid"] + (["sft"] if s.sft_weight else []),
+            loss_weights=[1.0, s.sft_weight] if s.sft_weight else None,
             label_smoothing=s.label_smoothing if s.loss in ("robust", "exo_pair") else 0.0,
             max_length=s.max_length,
             remove_unused_columns=False,
