@@ -31,7 +31,7 @@ def test_override_sets_nested_and_list_items(tmp_path) -> None:
     assert cfg.learner.learning_rate == 1e-5
     assert cfg.critic.critics[0].name == "verifier"
     data = {"a": [1, 2]}
-    with pytest.raises(ConfigError, match=r"a: '5' is not an index"):
+    with pytest.raises(ConfigError, match=r"a\.5: '5' is not an index of a list of 2"):
         apply_overrides(data, ["a.5.b=1"])
 
 

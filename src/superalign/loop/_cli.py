@@ -39,7 +39,9 @@ def run_command(
     try:
         console.print(f"run directory: {loop.run_dir}")
         loop.run()
-        console.print(headline(loop.store, loop.run_dir))
+        console.print(
+            headline(loop.store, loop.run_dir), soft_wrap=True, markup=False, highlight=False
+        )
         console.print(f"report: {loop.run_dir / REPORT_FILE}")
     finally:
         loop.close()
@@ -113,7 +115,7 @@ def report_command(run_dir: Path = typer.Argument(..., help="run directory")) ->
 
     store = Store(run_dir / "superalign.db", write=False)
     path = write_report(store, run_dir)
-    console.print(headline(store, run_dir))
+    console.print(headline(store, run_dir), soft_wrap=True, markup=False, highlight=False)
     console.print(f"report: {path}")
 
 
