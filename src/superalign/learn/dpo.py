@@ -253,7 +253,8 @@ class DPOLearner(BaseLearner):
             **base,
             num_train_epochs=s.epochs,
             beta=s.beta,
-            loss_type=[s.loss if s.uses_trl_loss else "sigmoid"] + (["sft"] if s.sft_weight else []),
+            loss_type=[s.loss if s.uses_trl_loss else "sigmoid"]
+            + (["sft"] if s.sft_weight else []),
             loss_weights=[1.0, s.sft_weight] if s.sft_weight else None,
             label_smoothing=s.label_smoothing if s.loss in ("robust", "exo_pair") else 0.0,
             max_length=s.max_length,
