@@ -63,6 +63,7 @@ class Verdict(StrEnum):
     over_refusal = "over_refusal"  # declines a benign request
     correct = "correct"  # capability query answered correctly
     incorrect = "incorrect"  # capability query answered wrongly
+    incoherent = "incoherent"  # garbled or degenerate text: neither an answer nor a refusal
 
     @property
     def acceptable(self) -> bool:
@@ -169,11 +170,6 @@ class Preference(BaseModel):
     rejected: str
     confidence: float = Field(1.0, ge=0.0, le=1.0)
     source: str = "critic"
-
-
-class RoundSummary(BaseModel):
-    round: int
-    metrics: dict[str, Any] = Field(default_factory=dict)
 
 
 class Judgement(BaseModel):

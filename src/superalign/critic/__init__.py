@@ -1,6 +1,6 @@
 """The critic: weak critics, a label model that combines them, calibration."""
 
-from ._base import Critic, verdict_for
+from ._base import Critic, Judge, verdict_for
 from ._calibration import (
     AccuracyFloorError,
     LabelledRow,
@@ -27,6 +27,7 @@ __all__ = [
     "CriticEnsemble",
     "CriticSection",
     "DawidSkene",
+    "Judge",
     "JudgeSettings",
     "LMJudge",
     "LabelledRow",

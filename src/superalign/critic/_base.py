@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-from ..types import Critique, Exchange, Intent, Query, Verdict
+from ..types import Critique, Exchange, Intent, Judgement, Query, Verdict
+
+# The one judging type: anything that turns exchanges into one Judgement each, in
+# order. The critic ensemble, the evaluation judge and the simulated expert all have it.
+Judge = Callable[[Sequence[Exchange]], list[Judgement]]
 
 
 @runtime_checkable

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, Field
 
+from ..critic import Judge
 from ..errors import SuperalignError
 from ..models import ChatModel
 from ..types import (
@@ -23,9 +24,6 @@ from ..types import (
 from ._frozen import load_frozen
 from ._metrics import Metric, compute_metrics
 from .settings import EvalSection
-
-# The critic side, as a plain callable: one Judgement per exchange, in order.
-Judge = Callable[[list[Exchange]], list[Judgement]]
 
 
 class EvalError(SuperalignError):

@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..critic import Judge
 from ..types import Exchange, Judgement, Query
 from .settings import RewardWeights
-
-Judge = Callable[[list[Exchange]], list[Judgement]]
 
 
 class CriticReward:

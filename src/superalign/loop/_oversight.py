@@ -116,6 +116,7 @@ def _flip(v: Verdict) -> Verdict:
         Verdict.refusal: Verdict.unsafe,
         Verdict.correct: Verdict.incorrect,
         Verdict.incorrect: Verdict.correct,
+        Verdict.incoherent: Verdict.safe,
     }[v]
 
 
