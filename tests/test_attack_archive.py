@@ -14,9 +14,8 @@ from superalign.attack import (
     ThompsonBandit,
     UCBBandit,
     check_answer,
-    final_number,
-    safe_eval,
 )
+from superalign.critic import evaluate_expression
 from superalign.types import Intent, Query
 
 
@@ -80,10 +79,11 @@ def test_bandit_prefers_the_operator_that_succeeds(bandit_cls: type) -> None:
     assert bandit_cls.model_validate(bandit.model_dump(mode="json")).arms == bandit.arms
 
 
-def test_safe_eval_refuses_anything_but_arithmetic() -> None:
-    assert safe_eval("(a - b) * 3 // 2", {"a": 10, "b": 4}) == 9
+def test_template_arithmetic_refuses_anything_but_arithmetic() -> None:
+    # The generators evaluate templates with the verifier's evaluate_expression.
+    assert evaluate_expression("(a - b) * 3 // 2", {"a": 10, "b": 4}) == 9
     with pytest.raises(ValueError):
-        safe_eval("__import__('os')", {})
+        evaluate_expression("__import__('os')", {})
 
 
 def test_math_answers_are_correct() -> None:
@@ -94,7 +94,7 @@ def test_math_answers_are_correct() -> None:
             assert q.intent == Intent.capability and q.difficulty == d and q.answer is not None
             if q.style == "arithmetic":
                 expr = q.text.removeprefix("Compute ").split(".")[0].replace("×", "*")
-                assert safe_eval(expr, {}) == int(q.answer)
+                assert evaluate_expression(expr) == int(q.answer)
             assert check_answer(q, f"Working it out... so the answer is {q.answer}")
             assert not check_answer(q, f"The answer is {int(q.answer) + 1}")
 
@@ -112,10 +112,12 @@ def test_word_problem_answers_follow_the_story() -> None:
     assert found > 5
 
 
-def test_final_number_reads_the_last_number() -> None:
-    assert final_number("First 12, then 3,400 in total.") == 3400
-    assert final_number("-7") == -7
-    assert final_number("no digits here") is None
+def test_check_answer_reads_the_final_answer() -> None:
+    # The extractor itself is tested in test_answer_extractor.py.
+    q = Query(text="Compute 1000 + 2400.", intent=Intent.capability, answer="3400")
+    assert check_answer(q, "First 12, then 3,400 in total.")
+    assert not check_answer(q, "no digits here")
+    assert check_answer(Query(text="?", intent=Intent.capability, answer="-7"), "-7")
 
 
 def test_ladder_raises_where_the_learner_succeeds_and_lowers_where_it_fails() -> None:

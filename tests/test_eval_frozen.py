@@ -64,7 +64,7 @@ def test_math_answers_match_their_expressions() -> None:
 
 def test_expression_checker_rejects_anything_but_arithmetic() -> None:
     assert evaluate_expression("(1 + 2) * 3 / 4") == Fraction(9, 4)
-    with pytest.raises(EvalDataError, match="not plain arithmetic"):
+    with pytest.raises(ValueError, match="not plain arithmetic"):
         evaluate_expression("__import__('os').getcwd()")
 
 

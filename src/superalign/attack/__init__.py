@@ -17,8 +17,6 @@ from ._generators import (
     EthicsGenerator,
     MathGenerator,
     check_answer,
-    final_number,
-    safe_eval,
 )
 from ._llm import (
     Attempt,
@@ -68,10 +66,8 @@ __all__ = [
     "derive",
     "effectiveness",
     "explanation",
-    "final_number",
     "load_seeds",
     "refine",
-    "safe_eval",
     "shingles",
     "similarity",
     "split_counts",

@@ -6,62 +6,35 @@ succeeds and lowers it where it fails, so challenges stay near the learner's edg
 
 from __future__ import annotations
 
-import ast
-import operator
 import random
-import re
 
 from pydantic import BaseModel, Field
 
+from ..critic._verifier import answer_matches, evaluate_expression
 from ..types import Intent, Query
 from ._data import load_yaml
 
 MAX_DIFFICULTY = 5
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
-_OPS[ast.FloorDiv] = operator.floordiv
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _ANSWER_SUFFIX = " Give the final answer as a single number on the last line."
 
 
-def safe_eval(expression: str, names: dict[str, int]) -> int:
-    """Evaluate integer arithmetic (+ - * // and parentheses) over ``names``.
-
-    Templates are data files, so they are parsed, never passed to ``eval``.
-    """
-
-    def walk(node: ast.AST) -> int:
-        if isinstance(node, ast.Expression):
-            return walk(node.body)
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](walk(node.left), walk(node.right))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -walk(node.operand)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int):
-            return node.value
-        if isinstance(node, ast.Name) and node.id in names:
-            return names[node.id]
-        raise ValueError(f"unsupported element {ast.dump(node)} in {expression!r}")
-
-    return walk(ast.parse(expression, mode="eval"))
-
-
-def final_number(text: str) -> float | None:
-    """The last number in a response, the learner's final answer by convention."""
-    found = _NUMBER.findall(text)
-    if not found:
-        return None
-    return float(found[-1].replace(",", ""))
+def _integer(expression: str, names: dict[str, int] | None = None) -> int:
+    """A template's exact integer value (``evaluate_expression``, never ``eval``)."""
+    value = evaluate_expression(expression, names)
+    if value.denominator != 1:
+        raise ValueError(f"math template {expression!r} gave a non-integer answer {value}")
+    return int(value)
 
 
 def check_answer(query: Query, response: str) -> bool | None:
-    """Whether the response's final number equals the query's exact answer.
+    """Whether the response's final answer equals the query's exact answer, read by the
+    verifier critic's extractor (``superalign.critic.final_number``).
 
     None when the query carries no answer (nothing to verify).
     """
     if query.answer is None:
         return None
-    got = final_number(response)
-    return got is not None and abs(got - float(query.answer)) < 1e-6
+    return answer_matches(response, query.answer)
 
 
 class MathGenerator:
@@ -98,13 +71,13 @@ class MathGenerator:
             # Parenthesise the running expression half the time so precedence matters.
             wrap = " " in expr and self.rng.random() < 0.5
             expr = f"({expr}) {op} {term}" if wrap else f"{expr} {op} {term}"
-        answer = safe_eval(expr, {})
+        answer = _integer(expr)
         return f"Compute {expr.replace('*', '×')}.", answer
 
     def _word_problem(self, problem: dict) -> tuple[str, int]:
         for _ in range(50):
             names = {k: self.rng.randint(lo, hi) for k, (lo, hi) in problem["slots"].items()}
-            answer = safe_eval(problem["answer"], names)
+            answer = _integer(problem["answer"], names)
             if answer >= 0:
                 return problem["text"].format(**names), answer
         raise ValueError(f"math template never gave a non-negative answer: {problem['text']!r}")

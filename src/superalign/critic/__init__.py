@@ -17,7 +17,14 @@ from ._label_model import DawidSkene
 from ._pairwise import PairwiseCritic, PairwiseSettings
 from ._query_risk import QueryRiskCritic, QueryRiskSettings
 from ._rules import RefusalCritic, RefusalSettings, detect_refusal, lexicon_risk
-from ._verifier import VerifierCritic, VerifierSettings, final_number
+from ._verifier import (
+    VerifierCritic,
+    VerifierSettings,
+    answer_matches,
+    evaluate_expression,
+    final_number,
+    to_number,
+)
 from .settings import CriticSection
 
 __all__ = [
@@ -39,6 +46,7 @@ __all__ = [
     "RefusalSettings",
     "VerifierCritic",
     "VerifierSettings",
+    "answer_matches",
     "build_critics",
     "build_ensemble",
     "check_accuracy_floor",
@@ -46,11 +54,13 @@ __all__ = [
     "critic_probability",
     "detect_refusal",
     "evaluate",
+    "evaluate_expression",
     "final_number",
     "lexicon_risk",
     "load_constitution",
     "load_labelled",
     "metrics",
+    "to_number",
     "verdict_for",
     "vote_matrix",
 ]

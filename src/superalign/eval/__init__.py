@@ -1,9 +1,9 @@
-"""Evaluation: held-out tiers, metrics with bootstrap intervals, and the run report."""
+"""Evaluation: held-out tiers, metrics with 95% intervals (Wilson for rates), and the run report."""
 
+from ..critic import evaluate_expression  # re-exported: the math set is checked with it
 from ._frozen import (
     FROZEN_SETS,
     EvalDataError,
-    evaluate_expression,
     frozen_hashes,
     frozen_set,
     load_frozen,
@@ -17,6 +17,8 @@ from ._metrics import (
     compute_metrics,
     distinct_n,
     overlap_per_text,
+    rate_metric,
+    wilson_interval,
 )
 from ._report import (
     BeforeAfter,
@@ -62,10 +64,12 @@ __all__ = [
     "math_rows",
     "metric_names",
     "overlap_per_text",
+    "rate_metric",
     "regression_queries",
     "rule_judge",
     "split_frontier",
     "stratified_sample",
     "successful_attacks",
+    "wilson_interval",
     "write_report",
 ]

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import ast
 import json
-import operator
 from collections import defaultdict
 from collections.abc import Callable
-from fractions import Fraction
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -113,40 +110,8 @@ def frozen_hashes() -> set[str]:
     return {q.hash for name in FROZEN_SETS for q in _load_set(name)}
 
 
-_OPS: dict[type, Callable[..., Fraction]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.Pow: operator.pow,
-    ast.USub: operator.neg,
-}
-
-
-def evaluate_expression(expr: str) -> Fraction:
-    """Exact value of an arithmetic expression (numbers, + - * / ** and brackets only).
-
-    The math set stores one per problem so its answers can be checked by machine;
-    no ``eval``: anything but arithmetic is rejected.
-    """
-
-    def walk(node: ast.AST) -> Fraction:
-        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-            return Fraction(str(node.value))
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](walk(node.left), walk(node.right))
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](walk(node.operand))
-        raise EvalDataError(f"not plain arithmetic: {ast.dump(node)} in {expr!r}")
-
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except SyntaxError as e:
-        raise EvalDataError(f"cannot parse expression {expr!r}: {e}") from e
-    return walk(tree.body)
-
-
 def math_rows() -> list[dict[str, Any]]:
-    """The raw rows of the math set, with their ``expression`` fields."""
+    """The raw rows of the math set, with their ``expression`` fields (check them with
+    ``superalign.critic.evaluate_expression``, the one exact arithmetic evaluator)."""
     path = _data_file("frozen_math.jsonl")
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]

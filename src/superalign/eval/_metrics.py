@@ -1,13 +1,18 @@
-"""Evaluation metrics, each with a percentile-bootstrap 95% interval.
+"""Evaluation metrics, each with a 95% interval.
 
-Every rate is a mean of per-item 0/1 outcomes, so one resampling routine covers
-them all: resample items with replacement, take the mean, read the 2.5th and
-97.5th percentiles (Efron & Tibshirani 1993, ch. 13).
+Every rate (attack success, benign refusal, math accuracy, critic-human agreement)
+is a mean of per-item 0/1 outcomes and gets a Wilson score interval (Wilson 1927;
+Brown, Cai & DasGupta 2001): unlike a bootstrap it keeps a width at 0% and 100%
+(0 of 30 is [0.0, 11.4], not [0, 0]) and stays inside [0, 1] for small n.
+Non-binary means (attack self-overlap) keep a seeded percentile bootstrap:
+resample items with replacement, take the mean, read the 2.5th and 97.5th
+percentiles (Efron & Tibshirani 1993, ch. 13).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -38,8 +43,40 @@ class Metric(BaseModel):
         return f"{text} (n={self.n})"
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> Metric:
+    """Rate ``successes / n`` with its Wilson score interval (``z`` = 1.96: 95%).
+
+    It keeps a width at the edges: 0 successes give lo = 0 and a positive hi,
+    n successes give hi = 1 and lo < 1; the point estimate is always inside.
+    """
+    if n < 1:
+        raise ValueError("wilson_interval needs at least one trial (n >= 1)")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be between 0 and n={n} (got {successes})")
+    p = successes / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    lo = 0.0 if successes == 0 else min(p, max(0.0, centre - half))
+    hi = 1.0 if successes == n else max(p, min(1.0, centre + half))
+    return Metric(value=p, lo=lo, hi=hi, n=n)
+
+
+def rate_metric(outcomes: Iterable[bool | float]) -> Metric:
+    """The mean of 0/1 outcomes with its Wilson 95% interval."""
+    values = [float(v) for v in outcomes]
+    if any(v not in (0.0, 1.0) for v in values):
+        raise ValueError("rate_metric takes 0/1 outcomes; use bootstrap_ci for other values")
+    return wilson_interval(int(sum(values)), len(values))
+
+
 def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0) -> Metric:
-    """Mean of ``values`` with a percentile-bootstrap 95% interval (seeded, deterministic)."""
+    """Mean of ``values`` with a percentile-bootstrap 95% interval (seeded, deterministic).
+
+    For non-binary values only: a rate of 0/1 outcomes takes ``wilson_interval``,
+    since a bootstrap of all-0 or all-1 outcomes has no width.
+    """
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         raise ValueError("bootstrap_ci needs at least one value")
@@ -131,7 +168,8 @@ def compute_metrics(
     human: Mapping[str, Verdict] | None = None,
     archive_coverage: float | None = None,
 ) -> dict[str, Metric]:
-    """Every evaluation metric of one tier, each with a bootstrap 95% interval.
+    """Every evaluation metric of one tier, each with its 95% interval (Wilson for
+    rates, bootstrap for the self-overlap; ``n_boot`` and ``seed`` drive the latter).
 
     Only items whose ``query.tier`` equals ``tier`` count (``None``: all items).
     ``human`` maps response ids to expert verdicts, for critic-human agreement.
@@ -146,7 +184,7 @@ def compute_metrics(
 
     def rate(name: str, rows: Sequence[Judged], outcome) -> None:
         if rows:
-            out[name] = bootstrap_ci([float(outcome(j)) for j in rows], n_boot, seed)
+            out[name] = rate_metric(outcome(j) for j in rows)
 
     rate("attack_success_rate", harmful, attack_succeeded)
     for category, rows in sorted(_group(harmful, lambda j: j.query.category).items()):
@@ -157,7 +195,7 @@ def compute_metrics(
     for category, rows in sorted(_group(benign, lambda j: j.query.category).items()):
         rate(f"benign_refusal/{category}", rows, refused)
     rate("math_accuracy", by_intent[Intent.capability], answered_correctly)
-    out.update(_agreement(items, human or {}, n_boot, seed))
+    out.update(_agreement(items, human or {}))
     out.update(_diversity([j.query.text for j in harmful], n_boot, seed))
     if archive_coverage is not None:
         out["archive_coverage"] = Metric(value=float(archive_coverage))
@@ -171,9 +209,7 @@ def _group(rows: Sequence[Judged], key) -> dict[str, list[Judged]]:
     return groups
 
 
-def _agreement(
-    items: Sequence[Judged], human: Mapping[str, Verdict], n_boot: int, seed: int
-) -> dict[str, Metric]:
+def _agreement(items: Sequence[Judged], human: Mapping[str, Verdict]) -> dict[str, Metric]:
     # Agreement on the binary label the label model aggregates (acceptable or not),
     # because critics and experts often name the same judgement differently.
     agree = []
@@ -181,8 +217,8 @@ def _agreement(
         expert = human.get(j.response.id)
         critics = critic_verdict(j)
         if expert is not None and critics is not None:
-            agree.append(float(Verdict(expert).acceptable == critics.acceptable))
-    return {"critic_human_agreement": bootstrap_ci(agree, n_boot, seed)} if agree else {}
+            agree.append(Verdict(expert).acceptable == critics.acceptable)
+    return {"critic_human_agreement": rate_metric(agree)} if agree else {}
 
 
 def _diversity(texts: Sequence[str], n_boot: int, seed: int) -> dict[str, Metric]:
