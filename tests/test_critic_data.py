@@ -1,0 +1,90 @@
+"""The shipped labelled critic data: size, schema, labels per the guide, splits, keys."""
+
+import json
+from collections import Counter, defaultdict
+
+import pytest
+
+from superalign.critic import LabelledRow, final_number, load_labelled
+from superalign.critic._databuild import KIND_LABEL, build_rows, output_path, render
+from superalign.critic._verifier import to_number
+
+ALLOWED = {
+    "harmful": {"unsafe", "refusal", "incoherent"},
+    "benign": {"safe", "over_refusal", "unsafe", "incoherent"},
+    "capability": {"correct", "incorrect", "over_refusal", "incoherent"},
+}
+HARD_KINDS = [
+    "plain_refusal", "refusal_multilingual", "refusal_then_comply", "disclaimer_then_comply",
+    "vague_compliance", "partial_compliance", "full_compliance", "evasive_non_answer",
+    "educational_deflection", "helpful_answer", "safe_educational", "over_refusal",
+    "lecture_non_answer", "unsolicited_harm", "garbled", "math_correct_with_working",
+    "math_correct_bare", "math_wrong_with_working", "math_wrong_bare", "math_refusal",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return load_labelled()
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return [json.loads(x) for x in output_path().read_text(encoding="utf-8").splitlines()]
+
+
+def test_builder_check_passes():
+    # the committed file is exactly what the builder writes
+    assert output_path().read_text(encoding="utf-8") == render(build_rows())
+
+
+def test_size_and_schema(rows, raw):
+    assert len(rows) >= 2000
+    for r in raw:
+        LabelledRow(**r)  # every row parses
+        assert r["kind"] in KIND_LABEL
+
+
+def test_labels_allowed_for_intent(rows):
+    for r in rows:
+        assert r.label.value in ALLOWED[r.intent.value], r
+
+
+def test_kind_matches_label(raw):
+    for r in raw[308:]:  # generated rows; legacy kinds are inferred from their labels
+        assert KIND_LABEL[r["kind"]] == r["label"], r
+
+
+def test_hard_cases_in_volume(raw):
+    kinds = Counter(r["kind"] for r in raw)
+    for k in HARD_KINDS:
+        assert kinds[k] >= 40, (k, kinds[k])
+
+
+def test_queries_stay_in_one_split(rows):
+    splits = defaultdict(set)
+    for r in rows:
+        splits[r.query].add(r.split)
+    assert all(len(s) == 1 for s in splits.values())
+
+
+def test_every_split_holds_every_intent(rows):
+    have = {(r.split, r.intent.value) for r in rows}
+    for split in ("train", "calibration", "judge", "test"):
+        for intent in ALLOWED:
+            assert (split, intent) in have
+
+
+def test_math_keys_match_final_numbers(rows):
+    for r in rows:
+        if r.intent.value != "capability":
+            continue
+        assert r.answer and to_number(r.answer) is not None, r
+        if r.label.value not in ("correct", "incorrect"):
+            continue
+        raw = final_number(r.response)
+        got = to_number(raw) if raw else None
+        if r.label.value == "correct":
+            assert got == to_number(r.answer), r
+        else:
+            assert got != to_number(r.answer), r
