@@ -65,16 +65,16 @@ def conversion_seconds(m: HFChatModel, engine: TorchDecodeEngine) -> tuple[float
 
     m.model = get_peft_model(m.model, LoraConfig(r=16, target_modules="all-linear")).eval()
     engine.refresh()
-    _, first = timed(engine._ensure_weights)
+    _, first = timed(engine.ensure_weights)
     with torch.no_grad():
         for name, p in m.model.named_parameters():
             if "lora_B" in name:
                 p.add_(0.01)  # a training step's worth of change
     engine.refresh()
-    _, later = timed(engine._ensure_weights)
+    _, later = timed(engine.ensure_weights)
     m.model = m.model.unload()
     engine.refresh()
-    engine._ensure_weights()
+    engine.ensure_weights()
     return first, later
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from superalign.models import HFChatModel, _fast
+from superalign.models import HFChatModel, _common, _fast
 from superalign.models._fast import TorchDecodeEngine, token_agreement
 from superalign.types import GenParams
 
@@ -143,8 +143,8 @@ def test_unsupported_architecture_falls_back_with_one_warning(
     (tmp_path / "chat_template.jinja").write_bytes(
         (tiny_model_path / "chat_template.jinja").read_bytes()
     )
-    _fast._warned.clear()
-    with caplog.at_level(logging.WARNING, logger="superalign.models._fast"):
+    _common._warned.clear()
+    with caplog.at_level(logging.WARNING, logger="superalign.models._common"):
         first = _fast_model(tmp_path)
         second = _fast_model(tmp_path)
     assert first.fast is None and second.fast is None

@@ -1,7 +1,8 @@
 """Run configuration: YAML plus dotted overrides, validated once at start-up.
 
 Each section's model lives beside the role it configures (``critic/settings.py``,
-``learn/settings.py`` ...). Component names are checked against the registry and
+``learn/settings.py`` ...); the loop's section lives here, because ``loop`` imports
+this module and not the reverse. Component names are checked against the registry and
 component arguments against each component's settings model, so a typo fails before
 any model loads, with the key path and the valid values in the message.
 """
@@ -21,9 +22,24 @@ from .critic.settings import CriticSection
 from .errors import ConfigError
 from .eval.settings import EvalSection
 from .learn.settings import LearnerSection
-from .loop.settings import LoopSection
 from .models import DEFAULT_MODEL, ModelSpec, validate_spec
 from .settings import ComponentSpec
+
+
+class LoopSection(BaseModel):
+    """The loop's own section. It lives here, not in ``superalign.loop``, because the loop
+    reads the whole run configuration: ``loop`` imports ``config``, never the reverse."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rounds: int = Field(2, ge=1, description="rounds of attack, critique, train, evaluate")
+    queries_per_round: int = Field(64, ge=1, description="attacker queries per round")
+    max_new_tokens: int = Field(96, ge=1, description="learner reply length")
+    human_budget: int = Field(8, ge=0, description="human labels spent per round")
+    labels: ComponentSpec = Field(
+        default_factory=lambda: ComponentSpec(name="gold"), description="human label source"
+    )
+    seed: int = 0
 
 
 def _default_models() -> dict[str, ModelSpec]:

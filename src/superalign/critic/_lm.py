@@ -87,7 +87,7 @@ def _next_token_logodds(
     prompts = encode(chats, 1)
     out: list[float | None] = []
     for start in range(0, len(prompts), batch_size):
-        ids, mask = model._pad_left(prompts[start : start + batch_size])  # type: ignore[attr-defined]
+        ids, mask = model.pad_left(prompts[start : start + batch_size])  # type: ignore[attr-defined]
         with torch.no_grad():
             logits = net(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
         lp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)

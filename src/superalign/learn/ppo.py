@@ -113,7 +113,7 @@ class PPOLearner(BaseLearner):
         s = self.settings
         m = self.chat_model
         prompts = m.encode_prompts([q.chat() for q in queries], s.max_completion_length)
-        prompt_ids, prompt_mask = m._pad_left(prompts)
+        prompt_ids, prompt_mask = m.pad_left(prompts)
         params = GenParams(max_new_tokens=s.max_completion_length, temperature=s.temperature)
         m.model.eval()
         completions = m.generate_ids(prompts, params)  # cut at EOS, EOS excluded

@@ -1,5 +1,6 @@
 """The closed loop: phases, the run store with resume, and minimal human oversight."""
 
+from ..config import LoopSection
 from ._oversight import (
     CliSource,
     GoldExpert,
@@ -10,7 +11,6 @@ from ._oversight import (
 )
 from ._run import EVAL_TIERS, PHASES, Loop, resume, start
 from ._store import Store
-from .settings import LoopSection
 
 __all__ = [
     "EVAL_TIERS",

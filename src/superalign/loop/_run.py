@@ -16,12 +16,13 @@ import time
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .. import registry
+from ..config import RunConfig, load_config
 from ..errors import StoreError
 from ..models import ChatModel, HFChatModel, ModelSpec, load_model
 from ..types import (
@@ -39,9 +40,6 @@ from ..types import (
 )
 from ._oversight import select_for_review
 from ._store import Store
-
-if TYPE_CHECKING:
-    from ..config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -454,8 +452,6 @@ def start(
     runs_dir: Path = Path("runs"),
 ) -> Loop:
     """A new run directory with the resolved configuration written into it."""
-    from ..config import load_config
-
     config = load_config(config_path, overrides)
     if name:
         config = config.model_copy(update={"name": name})
@@ -474,8 +470,6 @@ def start(
 
 def resume(run_dir: Path) -> Loop:
     """Reopen a run at its first unfinished phase, with the configuration it started with."""
-    from ..config import load_config
-
     if not (run_dir / DB_FILE).exists() or not (run_dir / CONFIG_FILE).exists():
         raise StoreError(f"{run_dir} is not a run directory (no {DB_FILE} or {CONFIG_FILE})")
     return Loop(load_config(run_dir / CONFIG_FILE), run_dir)

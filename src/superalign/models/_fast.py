@@ -7,10 +7,7 @@ whole batch ends. This engine reads the learner's weights once per round (LoRA d
 merged in, q/k/v and gate/up fused into one product each), preallocates the KV cache,
 computes prompt logits only at the last position, and drops finished rows from the batch
 as it goes. ``benchmarks/generate.py`` measures it against plain generate.
-
-``attach_fast`` picks the engine for an ``HFChatModel``: vLLM on a GPU where it is
-installed (``_vllm.py``), this loop otherwise, or nothing (plain generate) with one
-warning when the architecture is not one it implements.
+``_engines.attach_fast`` decides whether this engine, vLLM or plain generate serves a model.
 """
 
 from __future__ import annotations
@@ -18,12 +15,13 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from ..types import GenParams
+from ._common import FastUnavailable, base_model, eos_ids, fingerprint
 
 if TYPE_CHECKING:
     from ._hf import HFChatModel
@@ -38,47 +36,6 @@ _STATIC_ROPE = ("default", "linear", "llama3", "yarn")
 # Compact the batch once this share of its rows has finished: copying the cache costs
 # about one decode step, computing dead rows costs their share of every later step.
 _COMPACT_SHARE = 0.25
-
-_warned: set[str] = set()
-
-
-class FastUnavailable(Exception):
-    """The fast path cannot serve this model; the message says why."""
-
-
-class FastEngine(Protocol):
-    """What ``HFChatModel`` calls when its ``fast`` slot is set."""
-
-    name: str
-
-    def generate_ids(self, prompts: list[list[int]], params: GenParams) -> list[list[int]]: ...
-
-    def refresh(self) -> None: ...
-
-
-def attach_fast(owner: HFChatModel) -> FastEngine | None:
-    """The fastest engine available for ``owner``, or None (with one warning) for plain
-    generate. On CUDA with vLLM installed that is vLLM; otherwise the torch decode loop."""
-    if owner.device.startswith("cuda"):
-        from . import _vllm
-
-        if _vllm.vllm_available():
-            try:
-                return _vllm.VLLMEngine(owner)
-            except FastUnavailable as e:
-                _warn_once(f"vLLM fast path unavailable ({e}); using the torch decode loop")
-    try:
-        return TorchDecodeEngine(owner, int8=bool(getattr(owner.settings, "fast_int8", False)))
-    except FastUnavailable as e:
-        _warn_once(f"fast generation unavailable ({e}); falling back to plain generate")
-        return None
-
-
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        log.warning(message)
-
 
 # -- weights -------------------------------------------------------------------
 
@@ -107,14 +64,9 @@ class _Weights:
     rope_scale: float
 
 
-def _base_model(model: Any) -> Any:
-    """The causal LM under a peft wrapper (its LoRA layers still injected)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def check_supported(model: Any) -> None:
     """Raise FastUnavailable unless the loop implements ``model``'s architecture exactly."""
-    cfg = _base_model(model).config
+    cfg = base_model(model).config
     kind = getattr(cfg, "model_type", None)
     if kind not in SUPPORTED_TYPES:
         raise FastUnavailable(f"architecture {kind!r} is not one of {', '.join(SUPPORTED_TYPES)}")
@@ -126,7 +78,7 @@ def check_supported(model: Any) -> None:
     rope = getattr(cfg, "rope_parameters", None) or {}
     if rope.get("rope_type", "default") not in _STATIC_ROPE:
         raise FastUnavailable(f"rope type {rope.get('rope_type')!r} is not static")
-    for module in _base_model(model).modules():
+    for module in base_model(model).modules():
         if getattr(module, "use_dora", {}) and any(module.use_dora.values()):
             raise FastUnavailable("DoRA adapters are not merged by the fast path")
 
@@ -189,7 +141,7 @@ def read_weights(model: Any, buffers: dict[str, torch.Tensor] | None = None) -> 
     """The decoder's weights as the loop uses them: views of the model's own tensors where
     possible, ``buffers`` (fused or LoRA-merged copies) elsewhere."""
     buffers = {} if buffers is None else buffers
-    lm = _base_model(model)
+    lm = base_model(model)
     body = lm.model
     layers = []
     for i, block in enumerate(body.layers):
@@ -220,12 +172,6 @@ def read_weights(model: Any, buffers: dict[str, torch.Tensor] | None = None) -> 
     )
 
 
-def _fingerprint(model: Any) -> tuple[tuple[int, int], ...]:
-    """Identity and in-place version of every parameter: an optimizer step or a loaded
-    adapter changes it, so stale weights are caught even without ``weights_changed()``."""
-    return tuple((id(p), p._version) for p in model.parameters())
-
-
 # -- the decode loop -------------------------------------------------------------
 
 
@@ -240,7 +186,7 @@ class TorchDecodeEngine:
             raise FastUnavailable("int8 kernels (fbgemm) are not in this torch build")
         self.owner = owner
         self.int8 = int8
-        cfg = _base_model(owner.model).config
+        cfg = base_model(owner.model).config
         self.n_heads = cfg.num_attention_heads
         self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
@@ -254,8 +200,9 @@ class TorchDecodeEngine:
         (LoRA merged). Call after every weight update; cheap until then."""
         self.weights = None
 
-    def _ensure_weights(self) -> _Weights:
-        seen = _fingerprint(self.owner.model)
+    def ensure_weights(self) -> _Weights:
+        """The owner's current weights, read (LoRA merged, fused) only when they changed."""
+        seen = fingerprint(self.owner.model)
         if self.weights is None or seen != self._seen:
             with torch.no_grad():
                 weights = read_weights(self.owner.model, self._buffers)
@@ -267,7 +214,7 @@ class TorchDecodeEngine:
         """New token ids per prompt, cut before EOS; batched by the owner's batch size."""
         if not prompts:
             return []
-        self._ensure_weights()
+        self.ensure_weights()
         gen = None
         if params.seed is not None:
             gen = torch.Generator(device=self.owner.device).manual_seed(params.seed)
@@ -287,9 +234,9 @@ class TorchDecodeEngine:
     def _batch(
         self, prompts: list[list[int]], params: GenParams, gen: torch.Generator | None
     ) -> list[list[int]]:
-        w = self._ensure_weights()
+        w = self.ensure_weights()
         dev = self.owner.device
-        eos = _eos_set(self.owner)
+        eos = eos_ids(self.owner)
         b, width, steps = len(prompts), max(len(p) for p in prompts), params.max_new_tokens
         total = width + steps
         ids = torch.zeros((b, width), dtype=torch.long)
@@ -514,12 +461,6 @@ def _pick(logits: torch.Tensor, params: GenParams, gen: torch.Generator | None) 
         choice = torch.multinomial(sorted_p, 1, generator=gen)
         return order.gather(-1, choice).squeeze(-1)
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-
-
-def _eos_set(owner: HFChatModel) -> set[int]:
-    from ._hf import _eos_ids
-
-    return _eos_ids(owner)
 
 
 def token_agreement(reference: list[list[int]], other: list[list[int]]) -> float:

@@ -16,6 +16,7 @@ from ..registry import register
 from ..types import Chat, GenParams
 from . import _bundled
 from ._base import apply_stop
+from ._common import cut_at_eos, eos_ids
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class HFChatModel:
         self._torch = torch
         self.fast = None  # set by the fast-rollout engine when available
         if s.fast:
-            from ._fast import attach_fast
+            from ._engines import attach_fast  # imports torch: only once a model loads
 
             self.fast = attach_fast(self)
 
@@ -143,7 +144,8 @@ class HFChatModel:
             out.append(ids)
         return out
 
-    def _pad_left(self, batch: list[list[int]]) -> tuple[Any, Any]:
+    def pad_left(self, batch: list[list[int]]) -> tuple[Any, Any]:
+        """Token-id rows as a left-padded (ids, attention mask) pair on the model's device."""
         torch = self._torch
         width = max(len(x) for x in batch)
         pad = self.tokenizer.pad_token_id
@@ -180,7 +182,7 @@ class HFChatModel:
 
     def generate_ids(self, prompts: list[list[int]], params: GenParams) -> list[list[int]]:
         """Plain ``model.generate`` on one batch of prompt ids; returns new token ids."""
-        ids, mask = self._pad_left(prompts)
+        ids, mask = self.pad_left(prompts)
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens}
         if params.temperature > 0:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
@@ -194,8 +196,8 @@ class HFChatModel:
                 **kwargs,
             )
         new = out[:, ids.shape[1] :].tolist()
-        eos = _eos_ids(self)
-        return [_cut_at_eos(row, eos) for row in new]
+        eos = eos_ids(self)
+        return [cut_at_eos(row, eos) for row in new]
 
     def logprobs(self, chats: Sequence[Chat], continuations: Sequence[str]) -> list[float]:
         """Summed log p(continuation | chat) under the model, one float per pair."""
@@ -213,7 +215,7 @@ class HFChatModel:
             longest = max((len(c) for c in conts), default=0)
             prompts = self.encode_prompts(batch_chats, longest)
             rows = [p + c for p, c in zip(prompts, conts, strict=False)]
-            ids, mask = self._pad_left(rows)
+            ids, mask = self.pad_left(rows)
             with torch.no_grad():
                 logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
             logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V)
@@ -231,21 +233,6 @@ class HFChatModel:
 
 def _has_tokenizer(path: str) -> bool:
     return (Path(path) / "tokenizer_config.json").is_file()
-
-
-def _eos_ids(m: HFChatModel) -> set[int]:
-    eos = m.model.generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if m.tokenizer.eos_token_id is not None:
-        ids.add(m.tokenizer.eos_token_id)
-    return ids
-
-
-def _cut_at_eos(row: list[int], eos: set[int]) -> list[int]:
-    for i, t in enumerate(row):
-        if t in eos:
-            return row[:i]
-    return row
 
 
 def _pick_device(device: str) -> str:

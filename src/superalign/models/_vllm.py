@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..types import GenParams
-from ._fast import FastUnavailable, _base_model, _fingerprint
+from ._common import FastUnavailable, base_model, cut_at_eos, eos_ids, fingerprint
 
 if TYPE_CHECKING:
     from ._hf import HFChatModel
@@ -52,7 +52,7 @@ class VLLMEngine:
     # -- weights ---------------------------------------------------------------
 
     def _base_path(self) -> str:
-        path = getattr(_base_model(self.owner.model).config, "_name_or_path", "")
+        path = getattr(base_model(self.owner.model).config, "_name_or_path", "")
         if not path or not Path(path).is_dir():
             raise FastUnavailable(f"base checkpoint {path!r} is not a local directory")
         return path
@@ -90,7 +90,7 @@ class VLLMEngine:
     def refresh(self) -> None:
         """Hand vLLM the learner's current weights: a new adapter id for LoRA, a rebuilt
         engine for full weights (only when they changed since the engine was built)."""
-        seen = _fingerprint(self.owner.model)
+        seen = fingerprint(self.owner.model)
         if self._is_lora():
             from vllm.lora.request import LoRARequest
 
@@ -114,14 +114,12 @@ class VLLMEngine:
         """New token ids per prompt, cut before EOS (vLLM batches continuously)."""
         if not prompts:
             return []
-        if _fingerprint(self.owner.model) != self._seen:
+        if fingerprint(self.owner.model) != self._seen:
             self.refresh()
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        from ._hf import _cut_at_eos, _eos_ids
-
-        eos = _eos_ids(self.owner)
+        eos = eos_ids(self.owner)
         sampling = SamplingParams(
             n=1,
             temperature=params.temperature,
@@ -137,4 +135,4 @@ class VLLMEngine:
             lora_request=self.lora,
             use_tqdm=False,
         )
-        return [_cut_at_eos(list(o.outputs[0].token_ids), eos) for o in outputs]
+        return [cut_at_eos(list(o.outputs[0].token_ids), eos) for o in outputs]
