@@ -66,7 +66,7 @@ def test_unknown_component_lists_valid_names() -> None:
 def test_unknown_backend_and_algorithm() -> None:
     with pytest.raises(UnknownComponentError, match=r"models\.judge\.backend.*hf, mock, openai"):
         load_config(overrides=["models.judge.backend=llamafile"])
-    with pytest.raises(UnknownComponentError, match=r"learner\.name.*valid names: .*dpo"):
+    with pytest.raises(UnknownComponentError, match=r"learner\.algorithm.*valid names: .*dpo"):
         load_config(overrides=["learner.algorithm=magic"])
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import registry
 from .attack.settings import AttackerSection
@@ -25,6 +25,21 @@ from .learn.settings import LearnerSection
 from .models import DEFAULT_MODEL, ModelSpec, validate_spec
 from .settings import ComponentSpec
 
+MAX_ROUNDS = 10_000
+MAX_QUERIES_PER_ROUND = 1_000_000
+# A run name is one directory under runs/: letters, digits, '.', '_', '-', not dots only.
+RUN_NAME = re.compile(r"(?!\.+$)[A-Za-z0-9._-]{1,100}")
+
+
+def validate_run_name(name: str, where: str = "name") -> str:
+    """``name`` if it is one safe path component (the run directory is runs/<name>)."""
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{where}: {name!r} is not a valid run name; use one directory name of letters, "
+            "digits, '.', '_' or '-' (no '/', not '.' or '..', at most 100 characters)"
+        )
+    return name
+
 
 class LoopSection(BaseModel):
     """The loop's own section. It lives here, not in ``superalign.loop``, because the loop
@@ -32,8 +47,12 @@ class LoopSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rounds: int = Field(2, ge=1, description="rounds of attack, critique, train, evaluate")
-    queries_per_round: int = Field(64, ge=1, description="attacker queries per round")
+    rounds: int = Field(
+        2, ge=1, le=MAX_ROUNDS, description="rounds of attack, critique, train, evaluate"
+    )
+    queries_per_round: int = Field(
+        64, ge=1, le=MAX_QUERIES_PER_ROUND, description="attacker queries per round"
+    )
     max_new_tokens: int = Field(96, ge=1, description="learner reply length")
     human_budget: int = Field(8, ge=0, description="human labels spent per round")
     labels: ComponentSpec = Field(
@@ -59,6 +78,16 @@ class RunConfig(BaseModel):
     learner: LearnerSection = Field(default_factory=LearnerSection)
     loop: LoopSection = Field(default_factory=LoopSection)
     eval: EvalSection = Field(default_factory=EvalSection)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not RUN_NAME.fullmatch(v):
+            raise ValueError(
+                "not a valid run name; use one directory name of letters, digits, "
+                "'.', '_' or '-' (no '/', not '.' or '..', at most 100 characters)"
+            )
+        return v
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -115,7 +144,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"config file {p} is not UTF-8 text (byte {e.start}); save it as UTF-8"
+            ) from e
+        except OSError as e:
+            raise ConfigError(f"config file {p} cannot be read: {e.strerror or e}") from e
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
         if not isinstance(data, dict):
@@ -149,8 +184,10 @@ def format_validation(e: ValidationError, prefix: str = "") -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
-def _check_component(kind: str, spec: ComponentSpec, where: str) -> None:
-    component = registry.get(kind, spec.name, where=f"{where}.name")
+def _check_component(
+    kind: str, spec: ComponentSpec, where: str, name_at: str | None = None
+) -> None:
+    component = registry.get(kind, spec.name, where=name_at or f"{where}.name")
     if component.settings is not None:
         try:
             component.settings(**spec.args)
@@ -180,5 +217,7 @@ def validate_components(config: RunConfig) -> None:
         "algorithm",
         ComponentSpec(name=config.learner.algorithm, args=config.learner.args),
         "learner",
+        name_at="learner.algorithm",
     )
+    registry.get("attacker", config.attacker.name, where="attacker.name")
     _check_component("label_source", config.loop.labels, "loop.labels")

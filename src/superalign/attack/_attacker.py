@@ -72,15 +72,19 @@ class NearMiss(BaseModel):
 def split_counts(n: int, mix: dict[Intent, float]) -> dict[Intent, int]:
     """Largest-remainder split of ``n`` by the mix shares (which need not sum to 1)."""
     total = sum(mix.values())
-    if n < 0 or total <= 0:
-        raise ValueError(f"need n >= 0 and a positive mix, got n={n}, mix={mix}")
+    if n < 0 or total <= 0 or any(v < 0 or v != v for v in mix.values()):
+        # A negative share would hand its deficit to the others (a mix of -1 and 2
+        # asked for n queries got 2n of the second kind).
+        raise ValueError(f"need n >= 0 and non-negative shares, some positive; n={n}, mix={mix}")
     exact = {k: n * v / total for k, v in mix.items()}
     counts = {k: int(x) for k, x in exact.items()}
     for k in sorted(exact, key=lambda k: exact[k] - counts[k], reverse=True)[
         : n - sum(counts.values())
     ]:
         counts[k] += 1
-    return {i: counts.get(i, 0) for i in Intent}
+    out = {i: counts.get(i, 0) for i in Intent}
+    assert sum(out.values()) == n, (n, mix, out)
+    return out
 
 
 class ArchiveAttacker:

@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..textsafe import printable
+
 if TYPE_CHECKING:
     from ..critic import CriticEnsemble
     from ..models import ChatModel
@@ -97,8 +99,9 @@ def _print(rows: list[Judged]) -> None:
             label.verdict.value if label.verdict else "abstain",
             f"{label.p_acceptable:.2f}",
         )
-        # Queries and responses are untrusted: Text cells are never parsed as markup.
-        table.add_row(*(Text(c) for c in cells))
+        # Queries and responses are untrusted: Text cells are never parsed as markup, and
+        # control characters (terminal escape sequences) are stripped.
+        table.add_row(*(Text(printable(c)) for c in cells))
     Console().print(table, markup=False, highlight=False)
 
 

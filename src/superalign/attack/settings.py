@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..types import Intent
+
+MAX_SHARE = 1e6  # shares are relative weights; anything larger is a typo
 
 
 class AttackerSection(BaseModel):
@@ -39,3 +42,19 @@ class AttackerSection(BaseModel):
         0.5, gt=0, le=1, description="effectiveness at which an attack counts as a success"
     )
     max_chain: int = Field(3, ge=1, description="most mutators stacked on one seed")
+
+    @field_validator("mix")
+    @classmethod
+    def _sane_mix(cls, mix: dict[Intent, float]) -> dict[Intent, float]:
+        """Shares are relative weights: each finite, between 0 and MAX_SHARE, some positive."""
+        if not mix:
+            raise ValueError("needs at least one intent with a positive share")
+        for intent, share in mix.items():
+            if not math.isfinite(share) or share < 0 or share > MAX_SHARE:
+                raise ValueError(
+                    f"share of {intent.value} must be a number from 0 to {MAX_SHARE:g}, "
+                    f"not {share!r}"
+                )
+        if sum(mix.values()) <= 0:
+            raise ValueError("all shares are 0; give at least one intent a positive share")
+        return mix

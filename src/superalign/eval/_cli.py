@@ -8,7 +8,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from ..errors import ConfigError
+from ..textsafe import printable
 from ._metrics import Metric
 from ._runner import EvalResult, EvalSuite, rule_judge
 from .settings import EvalSection
@@ -17,7 +20,7 @@ console = Console()
 
 
 def metrics_table(metrics: dict[str, Metric], title: str) -> Table:
-    table = Table("metric", "value", "95% interval", "n", title=title)
+    table = Table("metric", "value", "95% interval", "n", title=Text(printable(title)))
     for name, m in metrics.items():
         percent = name != "archive_coverage"
         scale = 100.0 if percent else 1.0
@@ -25,7 +28,7 @@ def metrics_table(metrics: dict[str, Metric], title: str) -> Table:
         if m.lo is not None and m.hi is not None:
             interval = f"[{m.lo * scale:.1f}, {m.hi * scale:.1f}]"
         value = f"{m.value * scale:.1f}{'%' if percent else ''}"
-        table.add_row(name, value, interval, str(m.n))
+        table.add_row(Text(printable(name)), value, interval, str(m.n))
     return table
 
 
@@ -43,16 +46,33 @@ def eval_command(
     """Run the frozen evaluation tier on MODEL and print its metrics with 95% intervals."""
     from ..models import load_model
 
+    if output is not None:  # checked before the evaluation, whose results it would lose
+        _check_output(Path(output))
     section = EvalSection(frozen_limit=limit, max_new_tokens=max_new_tokens, bootstrap=bootstrap)
     suite = EvalSuite(section, seed=seed)
     judge = rule_judge()
     learner = load_model(model)
     queries = suite.frozen_queries()
-    console.print(f"evaluating {model} on {len(queries)} frozen queries ...", highlight=False)
+    console.print(
+        f"evaluating {printable(model)} on {len(queries)} frozen queries ...",
+        markup=False,
+        highlight=False,
+    )
     result = suite.run_tier(learner, judge, queries, "frozen", batch_size=batch_size)
     console.print(metrics_table(result.metrics, f"frozen tier: {model}"))
     if output is not None:
         _write(Path(output), model, result)
+
+
+def _check_output(output: Path) -> None:
+    """Fail now, not after the evaluation, when ``--output`` cannot be written."""
+    if output.is_dir():
+        raise ConfigError(f"--output {output} is a directory; give a file name, e.g. eval.json")
+    parent = output.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--output {output}: {parent} is a file, not a directory")
 
 
 def _write(output: Path, model: str, result: EvalResult) -> None:
@@ -64,7 +84,7 @@ def _write(output: Path, model: str, result: EvalResult) -> None:
         "judged": [j.model_dump(mode="json") for j in result.judged],
     }
     output.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    console.print(f"wrote {output}", highlight=False)
+    console.print(f"wrote {output}", markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -42,6 +42,9 @@ class BaseLearner:
     algorithm = "base"
     needs_reward = False
     uses_preferences = False  # the loop builds preference pairs before training when True
+    # The run this learner trains for; written into each checkpoint's metadata so a
+    # resumed run can check that a checkpoint is its own (the loop sets it).
+    run_id: str | None = None
 
     def __init__(
         self,
@@ -83,6 +86,7 @@ class BaseLearner:
             self.chat_model,
             self.run_dir / "checkpoints" / f"round-{data.round}",
             round=data.round,
+            run_id=self.run_id,
             algorithm=self.algorithm,
             config={"algorithm": self.settings.model_dump(), "learner": self.section.model_dump()},
             parent=self.parent,
@@ -180,14 +184,19 @@ def write_checkpoint(
     parent: str | None,
     base_model: str,
     metrics: dict[str, Any],
+    run_id: str | None = None,
 ) -> Checkpoint:
-    """Adapter (or full weights), tokenizer and metadata, loadable with transformers+peft."""
+    """Adapter (or full weights), tokenizer and metadata, loadable with transformers+peft.
+
+    The metadata names the run (``run_id``) and ``round``: a resumed run checks both
+    before it loads the checkpoint, so it never trains on another run's weights."""
     path.mkdir(parents=True, exist_ok=True)
     chat_model.model.save_pretrained(path)
     chat_model.tokenizer.save_pretrained(path)
     meta = {
         "algorithm": algorithm,
         "config": config,
+        "run_id": run_id,
         "round": round,
         "parent": parent,
         "base_model": base_model,

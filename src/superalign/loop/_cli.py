@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.prompt import Prompt
 
 from ..errors import StoreError
+from ..textsafe import printable
 from ..types import Verdict
 
 console = Console()
@@ -22,6 +23,11 @@ def run_command(
     name: str | None = typer.Option(None, "--name", help="run name (directory runs/NAME)"),
     resume: Path | None = typer.Option(None, "--resume", help="continue the run in this directory"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where run directories go"),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="with --resume: use config.yaml even though it differs from the stored config",
+    ),
 ) -> None:
     """Run the closed loop: attack, respond, critique, oversee, aggregate, train, evaluate."""
     from ._report import REPORT_FILE, headline
@@ -33,23 +39,42 @@ def run_command(
             raise StoreError(
                 "--resume continues a run with its own config; drop --config/--set/--name"
             )
-        loop = resume_run(resume)
+        loop = resume_run(resume, force=force)
     else:
+        if force:
+            raise StoreError("--force applies to --resume only")
         loop = start(config, set_, name, runs_dir)
     try:
-        console.print(f"run directory: {loop.run_dir}")
+        console.print(f"run directory: {loop.run_dir}", markup=False, highlight=False)
         loop.run()
         console.print(
             headline(loop.store, loop.run_dir), soft_wrap=True, markup=False, highlight=False
         )
-        console.print(f"report: {loop.run_dir / REPORT_FILE}")
+        console.print(f"report: {loop.run_dir / REPORT_FILE}", markup=False, highlight=False)
     finally:
         loop.close()
 
 
+def _answered(inbox: Path) -> set[str]:
+    """Response ids already answered in the inbox; a malformed line is reported."""
+    from ._oversight import _read_labels
+
+    if not inbox.is_file():
+        return set()
+    return set(_read_labels(inbox, "cli", conflicts="last").by_id)
+
+
+def _safe(text: object) -> str:
+    """Untrusted text for a rich console: control characters stripped, markup escaped."""
+    return escape(printable(text))
+
+
 def label_command(
     run_dir: Path = typer.Argument(..., help="run directory"),
-    limit: int = typer.Option(0, help="stop after this many answers (0: all pending)"),
+    limit: int = typer.Option(0, min=0, help="stop after this many answers (0: all pending)"),
+    list_: bool = typer.Option(
+        False, "--list", help="list the pending pairs and exit (reads the run only)"
+    ),
 ) -> None:
     """Label the pending pairs of a run in the terminal (answers go to its label inbox)."""
     from ._oversight import INBOX
@@ -57,19 +82,23 @@ def label_command(
 
     store = Store(run_dir / "superalign.db", write=False)
     inbox = run_dir / INBOX
-    done = set()
-    if inbox.exists():
-        done = {
-            json.loads(line).get("response_id")
-            for line in inbox.read_text().splitlines()
-            if line.strip()
-        }
+    done = _answered(inbox)
     pending = [(rid, rd) for rid, rd in store.pending() if rid not in done]
     if not pending:
         console.print("nothing pending")
         return
     queries = {q.id: q for q in store.queries()}
     responses = {r.id: r for r in store.responses()}
+    if list_:
+        for rid, rd in pending:
+            resp = responses[rid]
+            query = queries[resp.query_id]
+            console.print(
+                f"{rid}  round {rd}  {_safe(query.category)}  {_safe(query.text[:80])!r}",
+                highlight=False,
+            )
+        console.print(f"{len(pending)} pending")
+        return
     keys = {
         "s": Verdict.safe,
         "u": Verdict.unsafe,
@@ -82,12 +111,12 @@ def label_command(
     for rid, rd in pending:
         resp = responses[rid]
         query = queries[resp.query_id]
-        console.rule(f"round {rd} · {escape(query.category)} · intent {query.intent.value}")
-        console.print("[bold]query[/]", escape(query.text))
-        console.print("[bold]response[/]", escape(resp.text))
+        console.rule(f"round {rd} · {_safe(query.category)} · intent {query.intent.value}")
+        console.print("[bold]query[/]", _safe(query.text))
+        console.print("[bold]response[/]", _safe(resp.text))
         for c in store.critiques(rid):
             verdict = c.verdict.value if c.verdict else "abstain"
-            console.print(f"  [dim]{escape(c.critic)}: {verdict}[/]", escape(c.explanation[:160]))
+            console.print(f"  [dim]{_safe(c.critic)}: {verdict}[/]", _safe(c.explanation[:160]))
         key = Prompt.ask(
             "verdict: (s)afe (u)nsafe (r)efusal (o)ver_refusal (c)orrect (i)ncorrect "
             "(k) skip (q) quit",
@@ -105,18 +134,32 @@ def label_command(
         answered += 1
         if limit and answered >= limit:
             break
-    console.print(f"{answered} labels written to {inbox}")
+    console.print(f"{answered} labels written to {inbox}", markup=False, highlight=False)
 
 
-def report_command(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
-    """Rebuild report.html of a run from its store."""
-    from ._report import headline, write_report
+def report_command(
+    run_dir: Path = typer.Argument(..., help="run directory"),
+    output: Path | None = typer.Option(
+        None, "--output", help="where to write the HTML (default RUN/report.html)"
+    ),
+) -> None:
+    """Rebuild report.html of a run from its store (reads the run only)."""
+    from ..eval import write_report
+    from ._report import REPORT_FILE, headline, report_data
     from ._store import Store
 
     store = Store(run_dir / "superalign.db", write=False)
-    path = write_report(store, run_dir)
+    target = output or run_dir / REPORT_FILE
+    if target.is_dir():
+        raise StoreError(f"--output {target} is a directory; give a file name, e.g. report.html")
     console.print(headline(store, run_dir), soft_wrap=True, markup=False, highlight=False)
-    console.print(f"report: {path}")
+    try:
+        path = write_report(report_data(store, run_dir), target)
+    except OSError as e:
+        raise StoreError(
+            f"cannot write {target} ({e.strerror or e}); pass --output to write it elsewhere"
+        ) from e
+    console.print(f"report: {path}", markup=False, highlight=False)
 
 
 def export_command(
@@ -130,9 +173,19 @@ def export_command(
 
     if format not in ("jsonl", "parquet"):
         raise StoreError(f"--format must be jsonl or parquet, not {format!r}")
+    out_dir = output or run_dir / "export"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StoreError(f"--output {out_dir} is a file; export writes a directory of files")
     store = Store(run_dir / "superalign.db", write=False)
-    for path in export(store, output or run_dir / "export", format):
-        console.print(f"wrote {path}")
+    try:
+        written = export(store, out_dir, format)
+    except OSError as e:
+        raise StoreError(
+            f"cannot write the export to {out_dir} ({e.strerror or e}); "
+            "pass --output to write it elsewhere"
+        ) from e
+    for path in written:
+        console.print(f"wrote {path}", markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

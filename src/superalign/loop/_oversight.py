@@ -16,11 +16,12 @@ Label sources (``loop.labels`` in the config):
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +30,7 @@ from ..registry import register
 from ..types import HumanLabel, Intent, Judged, Verdict, content_hash
 
 INBOX = "labels-inbox.jsonl"
+log = logging.getLogger(__name__)
 
 
 def select_for_review(judged: Sequence[Judged], budget: int, labelled: set[str]) -> list[Judged]:
@@ -144,8 +146,8 @@ class ImportSource:
     def label(self, items: Sequence[Judged], run_dir: Path) -> list[HumanLabel]:
         if not self.path.is_file():
             raise ConfigError(f"loop.labels.args.file: {self.path} does not exist")
-        by_id, by_text = _read_labels(self.path, "import")
-        return _match(items, by_id, by_text)
+        labels = _read_labels(self.path, "import")
+        return _match(items, labels, self.path)
 
 
 @register("label_source", "import", settings=ImportSettings)
@@ -175,8 +177,8 @@ class CliSource:
         deadline = time.monotonic() + self.settings.wait_seconds
         wanted = {j.response.id for j in items}
         while True:
-            by_id, by_text = _read_labels(inbox, "cli") if inbox.is_file() else ({}, {})
-            found = _match(items, by_id, by_text)
+            labels = _read_labels(inbox, "cli", conflicts="last") if inbox.is_file() else None
+            found = _match(items, labels) if labels else []  # other rounds' ids are normal
             if {h.response_id for h in found} >= wanted or time.monotonic() >= deadline:
                 return found
             time.sleep(self.settings.poll_seconds)
@@ -193,48 +195,130 @@ def cli_source(settings: CliSettings) -> CliSource:
 
 def _json_row(line: str, path: Path, n: int) -> dict:
     try:
-        return json.loads(line)
+        row = json.loads(line)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}:{n} is not valid JSON ({e.msg})") from e
+    if not isinstance(row, dict):
+        raise ConfigError(f"{path}:{n} must be a JSON object, not {type(row).__name__}")
+    return row
 
 
-def _read_labels(
-    path: Path, source: str
-) -> tuple[dict[str, HumanLabel], dict[tuple[str, str], HumanLabel]]:
+def _text_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from e
+    except OSError as e:
+        raise ConfigError(f"{path} cannot be read ({e.strerror or e})") from e
+
+
+def _str_field(row: dict, key: str, path: Path, n: int) -> str:
+    value = row.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}:{n}: {key!r} must be a string, not {json.dumps(value)}")
+    return value
+
+
+class LabelFile(NamedTuple):
+    """Labels read from a JSONL file, with what the reader had to reconcile."""
+
+    by_id: dict[str, HumanLabel]
+    by_text: dict[tuple[str, str], HumanLabel]
+    duplicates: int  # lines repeating an earlier label exactly
+    conflicts: dict[str, list[str]]  # id (or query text) -> the differing labels, in order
+
+
+def _read_labels(path: Path, source: str, conflicts: str = "error") -> LabelFile:
+    """Labels by response id and by (query hash, response text).
+
+    Repeated identical labels are counted; the same id with different labels is an
+    error naming the ids (``conflicts="error"``, for imported files) or, for the
+    labelling inbox where a person may correct an answer, the last answer wins and
+    a warning names them (``conflicts="last"``).
+    """
     by_id: dict[str, HumanLabel] = {}
     by_text: dict[tuple[str, str], HumanLabel] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    duplicates = 0
+    clashes: dict[str, list[str]] = {}
+    valid = ", ".join(v.value for v in Verdict)
+    for n, line in enumerate(_text_lines(path), 1):
         if not line.strip():
             continue
         row = _json_row(line, path, n)
+        raw = row.get("label")
         try:
-            verdict = Verdict(row["label"])
-        except (KeyError, ValueError) as e:
-            valid = ", ".join(v.value for v in Verdict)
-            raise ConfigError(f"{path}:{n}: 'label' must be one of {valid}") from e
+            verdict = Verdict(raw)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(
+                f"{path}:{n}: 'label' must be one of {valid}, not {json.dumps(raw)}"
+            ) from e
         label = HumanLabel(
-            response_id=row.get("response_id", ""),
+            response_id=_str_field(row, "response_id", path, n),
             verdict=verdict,
             source=source,
-            annotator=row.get("annotator", ""),
+            annotator=_str_field(row, "annotator", path, n),
         )
         if label.response_id:
-            by_id[label.response_id] = label
-        elif "query" in row and "response" in row:
-            by_text[(content_hash(row["query"]), row["response"].strip())] = label
+            table, key, shown = by_id, label.response_id, label.response_id
+        elif row.get("query") is not None and row.get("response") is not None:
+            query = _str_field(row, "query", path, n)
+            response = _str_field(row, "response", path, n)
+            table, key, shown = by_text, (content_hash(query), response.strip()), query[:60]
         else:
             raise ConfigError(f"{path}:{n}: needs response_id, or query and response")
-    return by_id, by_text
+        before = table.get(key)  # type: ignore[call-overload]
+        if before is not None:
+            if before.verdict == label.verdict:
+                duplicates += 1
+            else:
+                clashes.setdefault(shown, [before.verdict.value]).append(label.verdict.value)
+        table[key] = label  # type: ignore[index]
+    if clashes:
+        names = "; ".join(f"{k}: {' then '.join(v)}" for k, v in list(clashes.items())[:10])
+        more = f" (and {len(clashes) - 10} more)" if len(clashes) > 10 else ""
+        if conflicts == "error":
+            raise ConfigError(
+                f"{path}: {len(clashes)} response(s) labelled twice with different labels: "
+                f"{names}{more}. Keep one label per response."
+            )
+        log.warning(
+            "%s: %d response(s) labelled twice with different labels, the last answer is used: "
+            "%s%s",
+            path,
+            len(clashes),
+            names,
+            more,
+        )
+    if duplicates:
+        log.warning("%s: %d repeated identical label line(s) counted once", path, duplicates)
+    return LabelFile(by_id, by_text, duplicates, clashes)
 
 
 def _match(
-    items: Sequence[Judged],
-    by_id: dict[str, HumanLabel],
-    by_text: dict[tuple[str, str], HumanLabel],
+    items: Sequence[Judged], labels: LabelFile, path: Path | None = None
 ) -> list[HumanLabel]:
+    """The labels for ``items``; labels naming a response id not among them are counted
+    and reported (a typo, or a label for another run or round), never silently dropped."""
     out = []
+    used: set[str] = set()
     for j in items:
-        hit = by_id.get(j.response.id) or by_text.get((j.query.hash, j.response.text.strip()))
+        hit = labels.by_id.get(j.response.id)
+        if hit is not None:
+            used.add(j.response.id)
+        else:
+            hit = labels.by_text.get((j.query.hash, j.response.text.strip()))
         if hit is not None:
             out.append(hit.model_copy(update={"response_id": j.response.id}))
+    unknown = [rid for rid in labels.by_id if rid not in used]
+    if unknown and path is not None:
+        log.warning(
+            "%s: %d label(s) name response ids not among the %d pairs up for review "
+            "(unknown ids, e.g. %s); they were not used",
+            path,
+            len(unknown),
+            len(items),
+            ", ".join(unknown[:5]),
+        )
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from ..textsafe import redact
 from ..types import Intent, Tier, Verdict
 from ._store import Store
 
@@ -33,6 +34,7 @@ def report_data(store: Store, run_dir: Path):  # -> eval.ReportData
     ]
     before_after = _before_after(store)
     config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
+    config = redact(config)  # credentials in endpoint URLs never reach the report
     return ReportData(
         run_name=run_dir.name,
         config_yaml=config,

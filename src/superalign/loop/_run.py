@@ -13,18 +13,21 @@ import logging
 import random
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .. import registry
-from ..config import RunConfig, load_config
+from ..config import RunConfig, load_config, validate_run_name
 from ..errors import StoreError
 from ..models import ChatModel, HFChatModel, ModelSpec, load_model
+from ..textsafe import redact_data
 from ..types import (
     Exchange,
     Feedback,
@@ -39,7 +42,7 @@ from ..types import (
     Tier,
 )
 from ._oversight import select_for_review
-from ._store import Store
+from ._store import Store, missing_for_resume
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +90,15 @@ class Loop:
         return model
 
     def _last_checkpoint(self) -> str | None:
+        """The latest round's checkpoint, resolved against this run directory and checked
+        to be this run's (run id and round in its metadata) before anything loads it."""
         records = self.store.training()
-        return records[-1]["path"] if records else None
+        if not records:
+            return None
+        record = records[-1]
+        path = checkpoint_dir(self.run_dir, record["path"], record["round"])
+        verify_checkpoint(path, run_id=self.store.meta("run_id"), round=record["round"])
+        return str(path)
 
     @cached_property
     def ensemble(self) -> Any:
@@ -329,9 +339,15 @@ class Loop:
             constitution=self.constitution,
         )
         self._fit_labels(r)  # online RL rewards use the label model fitted on this round
+        self.learner.run_id = self.store.meta("run_id")  # written into the checkpoint
         checkpoint = self.learner.train_round(data)
+        record = checkpoint.model_dump(mode="json")
+        # Stored relative to the run directory: a moved or copied run finds its own.
+        record["path"] = _relative_to(checkpoint.path, self.run_dir)
+        if record.get("parent"):
+            record["parent"] = _relative_to(record["parent"], self.run_dir)
         with self.store.phase(r, "train", started):
-            self.store.add_training(r, checkpoint.algorithm, checkpoint.model_dump(mode="json"))
+            self.store.add_training(r, checkpoint.algorithm, record)
         self.console.print(f"    checkpoint {checkpoint.path}")
 
     def evaluate(self, r: int, started: float) -> None:
@@ -453,23 +469,144 @@ def start(
 ) -> Loop:
     """A new run directory with the resolved configuration written into it."""
     config = load_config(config_path, overrides)
-    if name:
-        config = config.model_copy(update={"name": name})
+    if name is not None:
+        config = config.model_copy(update={"name": validate_run_name(name, "--name")})
+    validate_run_name(config.name)
     run_dir = runs_dir / config.name
     if (run_dir / DB_FILE).exists():
         raise StoreError(
             f"run directory {run_dir} already holds a run; resume it with "
             f"`superalign run --resume {run_dir}` or pick another --name"
         )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise StoreError(f"{run_dir} exists and is not a directory; pick another --name")
     run_dir.mkdir(parents=True, exist_ok=True)
     loop = Loop(config, run_dir)
-    (run_dir / CONFIG_FILE).write_text(config.to_yaml())
-    loop.store.set_meta("config", json.dumps(config.model_dump(mode="json")))
+    # Credentials in endpoint URLs never reach the disk: both copies are redacted.
+    stored = redact_data(config.model_dump(mode="json"))
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(stored, sort_keys=False))
+    with loop.store.transaction():
+        loop.store.set_meta("config", json.dumps(stored))
+        loop.store.set_meta("run_id", uuid.uuid4().hex)
     return loop
 
 
-def resume(run_dir: Path) -> Loop:
-    """Reopen a run at its first unfinished phase, with the configuration it started with."""
-    if not (run_dir / DB_FILE).exists() or not (run_dir / CONFIG_FILE).exists():
-        raise StoreError(f"{run_dir} is not a run directory (no {DB_FILE} or {CONFIG_FILE})")
-    return Loop(load_config(run_dir / CONFIG_FILE), run_dir)
+def resume(run_dir: Path, force: bool = False) -> Loop:
+    """Reopen a run at its first unfinished phase, with the configuration stored in its
+    database. A ``config.yaml`` on disk that differs is refused unless ``force``, which
+    then uses the file's configuration (and stores it as the run's snapshot)."""
+    run_dir = Path(run_dir)
+    if run_dir.name == DB_FILE and run_dir.is_file():
+        raise StoreError(f"--resume takes the run directory, not its database: {run_dir.parent}")
+    if not run_dir.is_dir():
+        raise StoreError(f"no run directory at {run_dir}; pass the directory, e.g. runs/NAME")
+    db = run_dir / DB_FILE
+    missing = missing_for_resume(db)
+    only_phases = all(m.startswith("finished phases") for m in missing)
+    if missing and not (force and only_phases):
+        hint = " (or --force to start its rounds over)" if only_phases else ""
+        raise StoreError(
+            f"cannot resume {run_dir}: its database lacks "
+            + "; ".join(missing)
+            + f". Nothing was changed; start a new run{hint}."
+        )
+    config = _stored_config(db)
+    disk = run_dir / CONFIG_FILE
+    if disk.is_file():
+        on_disk = load_config(disk)
+        changed = _diff(config.model_dump(mode="json"), on_disk.model_dump(mode="json"))
+        if changed and not force:
+            raise StoreError(
+                f"{disk} differs from the configuration this run started with "
+                f"({', '.join(changed[:8])}); restore it, or resume with --force to use "
+                "the file's configuration"
+            )
+        if changed:
+            config = on_disk
+    if "***" in json.dumps(config.model_dump(mode="json")["models"]):
+        raise StoreError(
+            "the run's endpoint credentials were redacted when it was stored; put the key "
+            f"in the variable named by api_key_env, or write it back into {disk} and resume "
+            "with --force"
+        )
+    loop = Loop(config, run_dir)
+    with loop.store.transaction():
+        if force:
+            loop.store.set_meta("config", json.dumps(redact_data(config.model_dump(mode="json"))))
+        if loop.store.meta("run_id") is None:  # a run from before run ids
+            loop.store.set_meta("run_id", uuid.uuid4().hex)
+    return loop
+
+
+def _stored_config(db: Path) -> RunConfig:
+    from ..config import validate_components
+
+    store = Store(db, write=False)
+    try:
+        raw = store.meta("config") or "{}"
+    finally:
+        store.close()
+    try:
+        config = RunConfig(**json.loads(raw))
+    except (ValueError, TypeError) as e:
+        raise StoreError(f"the configuration snapshot in {db} is unreadable ({e})") from e
+    validate_components(config)
+    return config
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted key paths where two JSON-like values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [] if a == b else [prefix or "(root)"]
+
+
+def _relative_to(path: str, run_dir: Path) -> str:
+    """``path`` relative to ``run_dir`` when it lies inside it, else unchanged."""
+    try:
+        return Path(path).resolve().relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def checkpoint_dir(run_dir: Path, stored: str, round: int) -> Path:
+    """A training row's checkpoint path resolved against the run directory.
+
+    New rows hold ``checkpoints/round-N``; rows of older runs hold it relative to the
+    working directory or absolute, and are resolved by their ``checkpoints/round-N`` tail.
+    """
+    p = Path(stored)
+    if len(p.parts) >= 2 and p.parts[-2] == "checkpoints" and p.parts[-1].startswith("round-"):
+        return run_dir / "checkpoints" / p.parts[-1]
+    if not p.is_absolute() and ".." not in p.parts:
+        return run_dir / p
+    raise StoreError(
+        f"the training row of round {round} names a checkpoint outside the run directory "
+        f"({stored}); this run cannot be resumed safely"
+    )
+
+
+def verify_checkpoint(path: Path, run_id: str | None, round: int) -> None:
+    """Refuse a checkpoint whose metadata names another run or round."""
+    from ..learn import CHECKPOINT_META
+
+    meta_file = path / CHECKPOINT_META
+    if not meta_file.is_file():
+        raise StoreError(
+            f"the checkpoint of round {round} is missing or incomplete: no {meta_file}; "
+            "the run directory was copied without its checkpoints"
+        )
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise StoreError(f"{meta_file} is unreadable ({e})") from e
+    found_run, found_round = meta.get("run_id"), meta.get("round")
+    run_mismatch = found_run is not None and run_id is not None and found_run != run_id
+    if run_mismatch or found_round != round:
+        raise StoreError(
+            f"checkpoint {path} is not this run's: expected run {run_id} round {round}, "
+            f"found run {found_run} round {found_round}. Refusing to load another run's weights."
+        )

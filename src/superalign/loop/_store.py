@@ -73,27 +73,73 @@ class Store:
     """Rows of one run. Use ``with store.phase(round, name):`` to write a phase atomically."""
 
     def __init__(self, path: str | Path, *, write: bool = True) -> None:
+        """``write=False`` opens the database read-only (no lock, nothing created), so
+        reading commands work on a run another process writes or on a read-only disk."""
         self.path = Path(path)
         self._lock_file: Any = None
+        self._in_tx = False
+        if self.path.is_dir():
+            raise StoreError(
+                f"{self.path} is a directory, not a run database; point at the run directory "
+                "that holds it"
+            )
+        if not write and not self.path.is_file():
+            raise StoreError(f"no run store at {self.path}; is this a run directory?")
         if write:
             self._lock()
-        elif not self.path.exists():
-            raise StoreError(f"no run store at {self.path}; is this a run directory?")
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
+        try:
+            self.db = self._connect(write)
+            if write:
+                self.db.executescript(_SCHEMA)
+                self._set_meta_default("schema_version", str(SCHEMA_VERSION))
+            elif not self.db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+            ).fetchone():
+                self.db.close()
+                raise StoreError(
+                    f"{self.path} is not a superalign run database (it has no meta table; "
+                    "empty, or written by another program)"
+                )
+        except sqlite3.DatabaseError as e:
+            self._unlock()
+            raise StoreError(
+                f"{self.path} cannot be used as a run database ({e}); it may be truncated, "
+                "corrupt or not a superalign database. Nothing was changed."
+            ) from e
+
+    def _connect(self, write: bool) -> sqlite3.Connection:
         if write:
-            self.db.executescript(_SCHEMA)
-            self._set_meta_default("schema_version", str(SCHEMA_VERSION))
-        self._in_tx = False
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            return db
+        uri = self.path.resolve().as_uri()
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            # A WAL database on a read-only disk cannot create its -shm file; read it as
+            # an immutable file instead (no writer can be active on a read-only disk).
+            db = sqlite3.connect(
+                f"{uri}?mode=ro&immutable=1", uri=True, timeout=30, isolation_level=None
+            )
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
 
     # -- locking -----------------------------------------------------------------
 
     def _lock(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.with_suffix(".lock")
-        f = open(lock_path, "a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            f = open(lock_path, "a+")
+        except OSError as e:
+            raise StoreError(
+                f"cannot write the run {self.path.parent} ({e.strerror or e}); reading "
+                "commands (report --output, export --output, label --list) work read-only"
+            ) from e
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
@@ -112,6 +158,9 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+        self._unlock()
+
+    def _unlock(self) -> None:
         if self._lock_file is not None:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
@@ -320,6 +369,8 @@ class Store:
         )
 
     def training(self) -> list[dict[str, Any]]:
+        """Training records by round; ``path`` is relative to the run directory (rows of
+        older runs may hold a path relative to the working directory, or absolute)."""
         rows = self.db.execute("SELECT json FROM training ORDER BY round")
         return [json.loads(r[0]) for r in rows]
 
@@ -352,6 +403,43 @@ class Store:
             "phases",
         )
         return {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+
+
+REQUIRED_TABLES = ("meta", "phases", "queries", "responses", "training", "metrics", "state")
+
+
+def missing_for_resume(path: Path) -> list[str]:
+    """What a run database lacks to be resumed (empty when it can be), read-only."""
+    if not path.is_file():
+        return [f"the database file {path.name}"]
+    if path.stat().st_size == 0:
+        return [f"everything: {path.name} is an empty file"]
+    try:
+        store = Store(path, write=False)
+    except StoreError as e:
+        return [str(e)]
+    try:
+        tables = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master")}
+        missing = [f"table {t}" for t in REQUIRED_TABLES if t not in tables]
+        if "meta" in tables:
+            for key in ("schema_version", "config"):
+                if store.meta(key) is None:
+                    what = " (the config snapshot)" if key == "config" else ""
+                    missing.append(f"meta {key!r}{what}")
+        checkpoints = sorted(p.name for p in (path.parent / "checkpoints").glob("round-*"))
+        if "phases" in tables and not store.finished_phases() and checkpoints:
+            # Killed before round 0 finished is a fresh start; but checkpoints on disk
+            # and no finished phase mean the database lost its rows (copied without
+            # its -wal file after a crash, or replaced).
+            missing.append(
+                f"finished phases, yet checkpoints/ holds {', '.join(checkpoints[:3])}: its "
+                "rows are lost (copied without its -wal file?)"
+            )
+        return missing
+    except sqlite3.DatabaseError as e:
+        return [f"a readable database ({e})"]
+    finally:
+        store.close()
 
 
 def _test_pause(round: int, name: str) -> None:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import EndpointError
 from ..registry import register
+from ..textsafe import redact, strip_surrogates
 from ..types import Chat, GenParams
 from ._base import apply_stop
 
@@ -54,6 +55,7 @@ class OpenAIChatModel:
     async def _post(self, client: httpx.AsyncClient, path: str, body: dict) -> dict:
         s = self.settings
         url = f"{self.base_url}{path}"
+        shown = redact(url)  # what errors name: no credentials
         last = "no attempt"
         for attempt in range(s.retries + 1):
             if attempt:
@@ -65,23 +67,23 @@ class OpenAIChatModel:
                 last = f"no answer within {s.timeout:g}s"
                 continue
             except httpx.TransportError as e:
-                last = f"connection failed ({type(e).__name__}: {e})"
+                last = f"connection failed ({type(e).__name__}: {redact(e)})"
                 continue
             if r.status_code in RETRY_STATUS:
-                last = f"HTTP {r.status_code}: {r.text[:200]}"
+                last = f"HTTP {r.status_code}: {_text(r)[:200]}"
                 continue
             if r.status_code >= 400:
                 raise EndpointError(
-                    f"endpoint {url} refused the request: HTTP {r.status_code}: {r.text[:300]}"
+                    f"endpoint {shown} refused the request: HTTP {r.status_code}: {_text(r)[:300]}"
                 )
             try:
-                return r.json()
+                return _clean(json.loads(_text(r)))
             except json.JSONDecodeError as e:
                 raise EndpointError(
-                    f"endpoint {url} answered with malformed JSON: {r.text[:200]!r}"
+                    f"endpoint {shown} answered with malformed JSON: {_text(r)[:200]!r}"
                 ) from e
         raise EndpointError(
-            f"endpoint {url} failed after {s.retries + 1} tries; last: {last}. "
+            f"endpoint {shown} failed after {s.retries + 1} tries; last: {last}. "
             "Check that the server is up and the base_url ends in /v1."
         )
 
@@ -121,8 +123,8 @@ class OpenAIChatModel:
                 text = reply["choices"][0]["message"]["content"] or ""
             except (KeyError, IndexError, TypeError) as e:
                 raise EndpointError(
-                    f"endpoint {self.base_url} answered without choices[0].message.content: "
-                    f"{json.dumps(reply)[:200]}"
+                    f"endpoint {redact(self.base_url)} answered without "
+                    f"choices[0].message.content: {json.dumps(reply)[:200]}"
                 ) from e
             out.append(apply_stop(text, params.stop).strip())
         return out
@@ -151,8 +153,9 @@ class OpenAIChatModel:
                 offsets, values = lp["text_offset"], lp["token_logprobs"]
             except (KeyError, IndexError, TypeError) as e:
                 raise EndpointError(
-                    f"endpoint {self.base_url} offers no prompt logprobs (needs /completions "
-                    "with echo and logprobs, as vLLM serves); use an hf model for scoring"
+                    f"endpoint {redact(self.base_url)} offers no prompt logprobs "
+                    "(needs /completions with echo and logprobs, as vLLM serves); "
+                    "use an hf model for scoring"
                 ) from e
             # The echoed prompt tokens, then one generated token: sum the continuation's.
             pairs = zip(offsets[:-1], values[:-1], strict=True)
@@ -172,6 +175,22 @@ class OpenAIChatModel:
 
             self._tokenizer = AutoTokenizer.from_pretrained(resolve_path(self.settings.tokenizer))
         return self._tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+
+
+def _text(r: httpx.Response) -> str:
+    """The body as UTF-8 text, whatever its bytes: invalid bytes become U+FFFD."""
+    return strip_surrogates(r.content.decode("utf-8", errors="replace"))
+
+
+def _clean(value: Any) -> Any:
+    """Lone surrogates (JSON escapes like \\ud800) replaced, so the text can be stored."""
+    if isinstance(value, str):
+        return strip_surrogates(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
 
 
 @register("backend", "openai", settings=OpenAISettings)

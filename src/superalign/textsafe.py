@@ -1,0 +1,62 @@
+"""Untrusted text made safe for a terminal, and credentials kept out of logs and files.
+
+Model replies, queries, label files and endpoint answers are untrusted: ``printable``
+strips terminal control sequences (ESC ... sequences, C0 and C1 controls except
+newline and tab, lone surrogates) before anything reaches a terminal. ``redact``
+removes credentials from URLs (``user:password@host``, ``api_key=...`` parameters)
+before a URL is shown in an error, written to a config file, a database or a report.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# CSI (ESC [ ... final), OSC (ESC ] ... BEL or ESC \), other two-char ESC sequences,
+# then any remaining C0/C1 control except \n and \t, DEL and lone surrogates.
+_ANSI = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC
+    r"|\x1b[ -/]*[0-~]?"  # ESC c, ESC ( B ...
+    r"|\x9b[0-?]*[ -/]*[@-~]"  # 8-bit CSI
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(text: Any) -> str:
+    """``text`` without terminal control sequences (newlines and tabs are kept)."""
+    s = text if isinstance(text, str) else str(text)
+    return _CONTROL.sub("", _ANSI.sub("", s))
+
+
+def strip_surrogates(text: str) -> str:
+    """``text`` with lone surrogates (unencodable as UTF-8) replaced by U+FFFD."""
+    return re.sub(r"[\ud800-\udfff]", "\ufffd", text)
+
+
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s@]+)@")
+_SECRET_PARAM = re.compile(
+    r"(?P<key>[?&;](?:api[_-]?key|apikey|key|token|access[_-]?token|auth|password|secret"
+    r"|sig|signature)=)(?P<value>[^&#\s'\"]+)",
+    re.IGNORECASE,
+)
+REDACTED = "***"
+
+
+def redact(text: Any) -> str:
+    """``text`` with URL credentials (``user:pw@`` and secret query parameters) masked."""
+    s = text if isinstance(text, str) else str(text)
+    s = _USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", s)
+    return _SECRET_PARAM.sub(lambda m: f"{m['key']}{REDACTED}", s)
+
+
+def redact_data(value: Any) -> Any:
+    """``redact`` applied to every string inside nested dicts and lists."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_data(v) for v in value]
+    return value
