@@ -25,8 +25,10 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
+from rich.text import Text  # noqa: E402
 
 from .errors import SuperalignError  # noqa: E402
+from .textsafe import printable, redact  # noqa: E402
 
 app = typer.Typer(
     help="superalign: attacker, learner and critic in a closed alignment loop.",
@@ -49,15 +51,17 @@ def chat(
     ),
     prompt: str = typer.Argument(..., help="the user message"),
     system: str | None = typer.Option(None, "--system", help="system message"),
-    max_new_tokens: int = typer.Option(128, help="reply length in tokens"),
-    temperature: float = typer.Option(0.0, help="0 means greedy"),
-    top_p: float = typer.Option(1.0),
-    seed: int | None = typer.Option(None),
+    max_new_tokens: int = typer.Option(128, min=1, max=1_000_000, help="reply length in tokens"),
+    temperature: float = typer.Option(0.0, min=0.0, max=100.0, help="0 means greedy"),
+    top_p: float = typer.Option(1.0, max=1.0, help="nucleus share, above 0 and at most 1"),
+    seed: int | None = typer.Option(None, min=0, max=2**32 - 1, help="sampling seed"),
 ) -> None:
     """One-shot generation from any backend."""
     from .models import load_model
     from .types import GenParams
 
+    if not top_p > 0:
+        raise typer.BadParameter(f"{top_p} is not above 0", param_hint="'--top-p'")
     m = load_model(model)
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": prompt}
@@ -65,7 +69,8 @@ def chat(
     params = GenParams(
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
     )
-    console.print(m.generate([messages], params)[0], markup=False, highlight=False)
+    reply = m.generate([messages], params)[0]
+    console.print(printable(reply), markup=False, highlight=False)
 
 
 @app.command()
@@ -113,8 +118,21 @@ def main() -> None:
     try:
         app()
     except SuperalignError as e:
-        err_console.print(f"[bold red]error[/]: {e}", highlight=False)
+        print_error(str(e))
         sys.exit(2)
+    except OSError as e:  # a file the user named could not be read or written
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print_error(f"{e.strerror or e}{where}")
+        sys.exit(2)
+
+
+def print_error(message: str) -> None:
+    """An error on stderr. The message may echo untrusted text (a config value, an
+    endpoint's answer): it is printed as plain text, control characters stripped and
+    URL credentials masked, never parsed as rich markup."""
+    text = Text("error", style="bold red")
+    text.append(": " + printable(redact(message)))
+    err_console.print(text, highlight=False)
 
 
 if __name__ == "__main__":
