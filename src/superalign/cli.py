@@ -78,16 +78,16 @@ def models(
     fetch: bool = typer.Option(False, "--fetch", help="fetch and convert missing bundled models"),
 ) -> None:
     """Bundled model aliases and their cache state."""
-    from .models import _bundled
+    from .models import BUNDLED, bundled_home, bundled_status, resolve_bundled
 
     if fetch:
-        for alias in _bundled.BUNDLED:
-            _bundled.resolve(alias)
+        for alias in BUNDLED:
+            resolve_bundled(alias)
     table = Table("alias", "cached", "path", "description")
-    for row in _bundled.status():
+    for row in bundled_status():
         table.add_row(row["alias"], row["cached"], row["path"], row["description"])
     console.print(table)
-    console.print(f"cache: {_bundled.home()} (set SUPERALIGN_HOME to move it)")
+    console.print(f"cache: {bundled_home()} (set SUPERALIGN_HOME to move it)")
 
 
 @config_app.command("show")

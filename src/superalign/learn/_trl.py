@@ -1,9 +1,10 @@
-"""Plumbing shared by the learners that run on TRL trainers (GRPO, RLOO, DPO)."""
+"""Plumbing shared by the learners that run on TRL trainers (GRPO, RLOO, DPO), and the
+one adapter over TRL's private API (``margin_loss_dpo_trainer``)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,87 @@ def log_summary(log_history: list[dict[str, Any]]) -> dict[str, Any]:
     if runtime:
         out["trainer_seconds"] = round(float(runtime[-1]), 3)
     return out
+
+
+# -- TRL's private API ---------------------------------------------------------------
+# The one place this package overrides TRL internals. Each entry names a private method
+# and the parameters this code calls or overrides it with; tests/test_learn_trl.py checks
+# them against the installed TRL, so an upgrade that renames one fails there, loudly,
+# instead of silently training with TRL's own loss.
+PRIVATE_OVERRIDES: dict[tuple[str, str, str], tuple[str, ...]] = {
+    ("trl", "DPOTrainer", "_compute_loss"): ("self", "model", "inputs", "return_outputs"),
+    ("trl", "DPOTrainer", "_set_signature_columns_if_needed"): ("self",),
+    ("trl.trainer.dpo_trainer", "DataCollatorForPreference", "torch_call"): ("self", "examples"),
+}
+# Private attributes the override reads or writes on a DPOTrainer instance.
+PRIVATE_ATTRIBUTES = ("_metrics", "_signature_columns")
+
+# loss(margin (B,), beta, confidence (B,)) -> scalar loss over the batch
+MarginLoss = Callable[[Any, float, Any], Any]
+
+
+def margin_loss_dpo_trainer() -> type:
+    """TRL's DPOTrainer with its loss replaced by ``loss(margin, beta, confidence)`` and
+    each pair's ``confidence`` column carried through the collator. Built on call, so
+    importing a learner does not import TRL."""
+    from trl import DPOTrainer
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    class ConfidenceCollator(DataCollatorForPreference):
+        def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+            import torch
+
+            batch = super().torch_call(examples)
+            batch["confidence"] = torch.tensor([float(e["confidence"]) for e in examples])
+            return batch
+
+    class MarginLossDPOTrainer(DPOTrainer):
+        def __init__(self, *args: Any, loss: MarginLoss, **kwargs: Any) -> None:
+            tokenizer = kwargs["processing_class"]
+            kwargs["data_collator"] = ConfidenceCollator(
+                pad_token_id=tokenizer.pad_token_id, max_length=kwargs["args"].max_length
+            )
+            super().__init__(*args, **kwargs)
+            self.margin_loss = loss
+
+        def _set_signature_columns_if_needed(self) -> None:
+            super()._set_signature_columns_if_needed()
+            if "confidence" not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, "confidence"]
+
+        def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+            confidence = inputs["confidence"].to(inputs["input_ids"].device)
+            margin = self.margin(model, inputs)  # (B,)
+            loss = self.margin_loss(margin, self.beta, confidence)
+            mode = "train" if model.training else "eval"
+            seen = margin.detach()
+            self._metrics[mode]["rewards/margins"].append(float((self.beta * seen).mean()))
+            self._metrics[mode]["rewards/accuracies"].append(float((seen > 0).float().mean()))
+            return (loss, {}) if return_outputs else loss
+
+        def margin(self, model: Any, inputs: dict[str, Any]) -> Any:
+            """(log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l)), summed over tokens."""
+            import torch
+
+            mask = inputs["completion_mask"]
+            labels = inputs["input_ids"].masked_fill(mask == 0, -100)
+            kwargs = {
+                "input_ids": inputs["input_ids"],
+                "attention_mask": inputs["attention_mask"],
+                "labels": labels,
+                "use_cache": False,
+                "fused_lm_head": True,
+            }
+            seq_len = mask.shape[1] - 1
+            logps = model(**kwargs).log_probs[:, -seq_len:].sum(dim=1)  # (2B,)
+            with torch.no_grad():
+                if self.ref_model is not None:
+                    ref_logps = self.ref_model(**kwargs).log_probs[:, -seq_len:].sum(dim=1)
+                else:
+                    # LoRA: the round-0 model is the same network with the adapter off.
+                    with self.accelerator.unwrap_model(self.model).disable_adapter():
+                        ref_logps = model(**kwargs).log_probs[:, -seq_len:].sum(dim=1)
+            chosen, rejected = (logps - ref_logps).chunk(2, dim=0)
+            return chosen - rejected
+
+    return MarginLossDPOTrainer

@@ -125,81 +125,25 @@ PAIR_LOSSES: dict[str, PairLoss] = {
 }
 
 
-def _trainer_class() -> type:
-    """DPOTrainer with this file's pair losses and per-pair confidence (built lazily so
-    importing the learner does not import TRL)."""
-    from trl import DPOTrainer
-    from trl.trainer.dpo_trainer import DataCollatorForPreference
+def confidence_loss(settings: DPOSettings) -> _trl.MarginLoss:
+    """The batch loss from margins (B,), beta and each pair's confidence (B,): the chosen
+    pair loss at the configured flip rate, with confidence as a weight or a flip rate."""
+    pair_loss = PAIR_LOSSES[settings.loss]
 
-    class ConfidenceCollator(DataCollatorForPreference):
-        def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-            import torch
+    def loss(margin: Any, beta: float, confidence: Any) -> Any:
+        import torch
 
-            batch = super().torch_call(examples)
-            batch["confidence"] = torch.tensor([float(e["confidence"]) for e in examples])
-            return batch
+        s = settings
+        eps = torch.full_like(margin, s.label_smoothing if s.loss != "sigmoid" else 0.0)
+        weight = torch.ones_like(margin)
+        if s.confidence == "smoothing":
+            eps = torch.maximum(eps, 1 - confidence).clamp(max=MAX_FLIP)
+        elif s.confidence == "weight":
+            weight = confidence
+        per_pair = pair_loss(margin, beta, eps)
+        return (per_pair * weight).sum() / weight.sum().clamp(min=1e-8)
 
-    class NoisyDPOTrainer(DPOTrainer):
-        def __init__(self, *args: Any, settings: DPOSettings, **kwargs: Any) -> None:
-            tokenizer = kwargs["processing_class"]
-            kwargs["data_collator"] = ConfidenceCollator(
-                pad_token_id=tokenizer.pad_token_id, max_length=kwargs["args"].max_length
-            )
-            super().__init__(*args, **kwargs)
-            self.pair_loss = PAIR_LOSSES[settings.loss]
-            self.settings = settings
-
-        def _set_signature_columns_if_needed(self) -> None:
-            super()._set_signature_columns_if_needed()
-            if "confidence" not in self._signature_columns:
-                self._signature_columns = [*self._signature_columns, "confidence"]
-
-        def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
-            import torch
-
-            confidence = inputs["confidence"].to(inputs["input_ids"].device)
-            margin = self.margin(model, inputs)  # (B,)
-            s = self.settings
-            eps = torch.full_like(margin, s.label_smoothing if s.loss != "sigmoid" else 0.0)
-            weight = torch.ones_like(margin)
-            if s.confidence == "smoothing":
-                eps = torch.maximum(eps, 1 - confidence).clamp(max=MAX_FLIP)
-            elif s.confidence == "weight":
-                weight = confidence
-            per_pair = self.pair_loss(margin, self.beta, eps)
-            loss = (per_pair * weight).sum() / weight.sum().clamp(min=1e-8)
-            mode = "train" if model.training else "eval"
-            seen = margin.detach()
-            self._metrics[mode]["rewards/margins"].append(float((self.beta * seen).mean()))
-            self._metrics[mode]["rewards/accuracies"].append(float((seen > 0).float().mean()))
-            return (loss, {}) if return_outputs else loss
-
-        def margin(self, model: Any, inputs: dict[str, Any]) -> Any:
-            """(log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l)), summed over tokens."""
-            import torch
-
-            mask = inputs["completion_mask"]
-            labels = inputs["input_ids"].masked_fill(mask == 0, -100)
-            kwargs = {
-                "input_ids": inputs["input_ids"],
-                "attention_mask": inputs["attention_mask"],
-                "labels": labels,
-                "use_cache": False,
-                "fused_lm_head": True,
-            }
-            seq_len = mask.shape[1] - 1
-            logps = model(**kwargs).log_probs[:, -seq_len:].sum(dim=1)  # (2B,)
-            with torch.no_grad():
-                if self.ref_model is not None:
-                    ref_logps = self.ref_model(**kwargs).log_probs[:, -seq_len:].sum(dim=1)
-                else:
-                    # LoRA: the round-0 model is the same network with the adapter off.
-                    with self.accelerator.unwrap_model(self.model).disable_adapter():
-                        ref_logps = model(**kwargs).log_probs[:, -seq_len:].sum(dim=1)
-            chosen, rejected = (logps - ref_logps).chunk(2, dim=0)
-            return chosen - rejected
-
-    return NoisyDPOTrainer
+    return loss
 
 
 class DPOLearner(BaseLearner):
@@ -271,7 +215,7 @@ class DPOLearner(BaseLearner):
         if s.uses_trl_loss:
             trainer = DPOTrainer(**kwargs)
         else:
-            trainer = _trainer_class()(**kwargs, settings=s)
+            trainer = _trl.margin_loss_dpo_trainer()(**kwargs, loss=confidence_loss(s))
         _trl.drop_ref_adapter(self.chat_model.model)
         return trainer
 

@@ -2,6 +2,9 @@
 
 from ._base import ChatModel, apply_stop
 from ._bundled import BUNDLED, DEFAULT_MODEL
+from ._bundled import home as bundled_home
+from ._bundled import resolve as resolve_bundled
+from ._bundled import status as bundled_status
 from ._hf import HFChatModel, HFSettings
 from ._load import ModelSpec, load_model, parse_model_ref, validate_spec
 from ._mock import MockModel
@@ -18,7 +21,10 @@ __all__ = [
     "OpenAIChatModel",
     "OpenAISettings",
     "apply_stop",
+    "bundled_home",
+    "bundled_status",
     "load_model",
     "parse_model_ref",
+    "resolve_bundled",
     "validate_spec",
 ]

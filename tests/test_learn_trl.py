@@ -1,0 +1,51 @@
+"""TRL's private API that learn/_trl.py overrides: fails loudly when a TRL upgrade moves it."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+from superalign.learn import _trl
+
+
+@pytest.mark.parametrize(("where", "params"), sorted(_trl.PRIVATE_OVERRIDES.items()))
+def test_overridden_trl_method_exists_with_expected_signature(
+    where: tuple[str, str, str], params: tuple[str, ...]
+) -> None:
+    module, cls_name, method = where
+    cls = getattr(importlib.import_module(module), cls_name)
+    assert hasattr(cls, method), f"TRL's {cls_name}.{method} is gone: update learn/_trl.py"
+    found = tuple(inspect.signature(getattr(cls, method)).parameters)
+    assert found == params, f"TRL's {cls_name}.{method}{found} changed: update learn/_trl.py"
+
+
+def test_private_attributes_are_still_set_by_trl() -> None:
+    from transformers import Trainer
+    from trl import DPOTrainer
+
+    source = inspect.getsource(DPOTrainer) + inspect.getsource(Trainer)
+    for name in _trl.PRIVATE_ATTRIBUTES:
+        assert f"self.{name} =" in source, f"TRL no longer sets {name}: update learn/_trl.py"
+
+
+def test_adapter_overrides_exactly_the_listed_private_methods() -> None:
+    trainer = _trl.margin_loss_dpo_trainer()
+    assert trainer.__module__ == "superalign.learn._trl"
+    own = {n for n in vars(trainer) if n.startswith("_") and not n.startswith("__")}
+    listed = {m for (_, c, m) in _trl.PRIVATE_OVERRIDES if c == "DPOTrainer"}
+    assert own == listed
+
+
+def test_dpo_is_the_only_learner_touching_trl_private_methods() -> None:
+    from pathlib import Path
+
+    import superalign.learn as learn
+
+    for path in Path(learn.__file__).parent.glob("*.py"):
+        if path.name == "_trl.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        for _, _, method in _trl.PRIVATE_OVERRIDES:
+            assert method not in text, f"{path.name} uses TRL's {method}: keep it in _trl.py"
