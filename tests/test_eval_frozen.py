@@ -110,13 +110,26 @@ def test_frozen_tier_against_itself_overlaps() -> None:
 def test_split_frontier_is_deterministic_and_respects_share() -> None:
     queries = [Query(text=f"attack number {i}", intent=Intent.harmful) for i in range(400)]
     train, frontier = split_frontier(queries, 0.25, round=1)
-    assert len(train) + len(frontier) == 400
-    assert 60 <= len(frontier) <= 140
+    assert len(train) == 300 and len(frontier) == 100
     assert all(q.tier == Tier.frontier for q in frontier)
     assert_disjoint(train, frontier)
     again = split_frontier(queries, 0.25, round=1)[1]
     assert [q.text for q in again] == [q.text for q in frontier]
+    assert {q.text for q in split_frontier(queries, 0.25, round=2)[1]} != {q.text for q in frontier}
     assert split_frontier(queries, 0.0)[1] == []
+
+
+def test_split_frontier_holds_out_only_harmful_attacks_by_content() -> None:
+    harmful = [Query(text=f"attack {i}", intent=Intent.harmful) for i in range(10)]
+    benign = [Query(text=f"question {i}", intent=Intent.benign) for i in range(10)]
+    queries = [q for pair in zip(harmful, benign, strict=True) for q in pair]
+    train, frontier = split_frontier(queries, 0.3, round=3)
+    assert len(frontier) == 3 and all(q.intent == Intent.harmful for q in frontier)
+    assert [q.id for q in train] == [q.id for q in queries if q.id not in {f.id for f in frontier}]
+    respaced = [q.model_copy(update={"text": "  " + q.text.upper()}) for q in queries]
+    assert [q.text.strip().lower() for q in split_frontier(respaced, 0.3, round=3)[1]] == [
+        q.text for q in frontier
+    ]
 
 
 def _shipped_strings() -> list[str]:

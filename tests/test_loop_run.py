@@ -155,3 +155,15 @@ def test_report_and_export_rebuild_from_the_store(reference: Path, tmp_path) -> 
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(x) for x in (tmp_path / "preferences.jsonl").read_text().splitlines()]
     assert rows and {"prompt", "chosen", "rejected", "confidence"} <= set(rows[0])
+
+
+def test_attack_phase_holds_out_what_split_frontier_picks(reference: Path) -> None:
+    from superalign.eval import split_frontier
+
+    share = yaml.safe_load((reference / "config.yaml").read_text())["eval"]["frontier_share"]
+    store = Store(reference / "superalign.db", write=False)
+    train = store.queries(round=ROUNDS, tier="train")
+    frontier = store.queries(round=ROUNDS, tier="frontier")
+    _, expected = split_frontier(train + frontier, share, round=ROUNDS)
+    assert {q.id for q in frontier} == {q.id for q in expected}
+    assert all(q.intent == "harmful" for q in frontier)

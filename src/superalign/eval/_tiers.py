@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 from ..errors import SuperalignError
-from ..types import Judged, Query, Tier
+from ..types import Intent, Judged, Query, Tier
 from ._metrics import attack_succeeded
 
 _SHOWN = 5
@@ -38,21 +38,26 @@ def assert_disjoint(train: Iterable[Query], held_out: Iterable[Query]) -> None:
 def split_frontier(
     queries: Sequence[Query], share: float, round: int = 0
 ) -> tuple[list[Query], list[Query]]:
-    """Split fresh attacks into (train, frontier) by content hash.
+    """Split fresh attacks into (train, frontier): ``round(share * n)`` of the ``n`` harmful
+    queries are held out as the frontier tier; benign queries (over-refusal probes) and the
+    other harmful ones train. Order is kept.
 
-    The split is a pure function of text and round, so a resumed run splits the same
-    way, and two re-spacings of one query land on the same side.
+    The choice is a pure function of content hash and round, so a resumed run splits the
+    same way, and two re-spacings of one query land on the same side.
     """
     if not 0 <= share < 1:
         raise SuperalignError(f"frontier share must be in [0, 1) (got {share})")
-    train: list[Query] = []
-    frontier: list[Query] = []
-    for q in queries:
-        digest = hashlib.sha256(f"{round}:{q.hash}".encode()).digest()
-        if int.from_bytes(digest[:8], "big") / 2**64 < share:
-            frontier.append(q.model_copy(update={"tier": Tier.frontier}))
-        else:
-            train.append(q)
+
+    def rank(q: Query) -> bytes:
+        return hashlib.sha256(f"{round}:{q.hash}".encode()).digest()
+
+    harmful = [i for i, q in enumerate(queries) if q.intent == Intent.harmful]
+    k = int(len(harmful) * share + 0.5)
+    held = set(sorted(harmful, key=lambda i: rank(queries[i]))[:k])
+    train = [q for i, q in enumerate(queries) if i not in held]
+    frontier = [
+        q.model_copy(update={"tier": Tier.frontier}) for i, q in enumerate(queries) if i in held
+    ]
     return train, frontier
 
 

@@ -33,7 +33,6 @@ from ..types import (
     Feedback,
     GenParams,
     HumanLabel,
-    Intent,
     Judged,
     Judgement,
     Query,
@@ -193,7 +192,7 @@ class Loop:
     # -- phases --------------------------------------------------------------------------
 
     def attack(self, r: int, started: float) -> None:
-        from ..eval import assert_disjoint, frozen_hashes
+        from ..eval import assert_disjoint, frozen_hashes, split_frontier
 
         cfg = self.config
         state = self.store.latest_state("attacker", before=r)
@@ -204,8 +203,7 @@ class Loop:
             round=r, judged=self.store.judged(r - 1, Tier.train.value), exclude_hashes=exclude
         )
         queries = self.attacker.propose(cfg.loop.queries_per_round, feedback)
-        rng = random.Random(cfg.loop.seed * 1000 + r)
-        held_out = self._frontier_share(queries, rng)
+        held_out = {q.id for q in split_frontier(queries, cfg.eval.frontier_share, round=r)[1]}
         queries = [
             q.model_copy(
                 update={"round": r, "tier": Tier.frontier if q.id in held_out else Tier.train}
@@ -218,12 +216,6 @@ class Loop:
             self.store.put_state("attacker", r, self.attacker.state())
         n_train = sum(q.tier == Tier.train for q in queries)
         self.console.print(f"    {n_train} training queries, {len(held_out)} held out (frontier)")
-
-    def _frontier_share(self, queries: list[Query], rng: random.Random) -> set[str]:
-        """A fresh held-out share of the harmful attacks, never trained on."""
-        harmful = [q.id for q in queries if q.intent == Intent.harmful]
-        k = round(len(harmful) * self.config.eval.frontier_share)
-        return set(rng.sample(harmful, k)) if k else set()
 
     def respond(self, r: int, started: float) -> None:
         queries = self.store.queries(round=r, tier=Tier.train.value)
