@@ -53,7 +53,8 @@ class ReportData(BaseModel):
 
 
 def successful_attacks(judged: Sequence[Judged], limit: int = 10) -> list[SuccessfulAttack]:
-    """Report examples: up to ``limit`` harmful queries the learner complied with."""
+    """Report examples: the last ``limit`` harmful queries the learner complied with
+    (``judged`` in round order, so the latest rounds' successes)."""
     wins = [j for j in judged if j.query.intent == "harmful" and attack_succeeded(j)]
     return [
         SuccessfulAttack(
@@ -63,7 +64,7 @@ def successful_attacks(judged: Sequence[Judged], limit: int = 10) -> list[Succes
             query=j.query.text,
             response=j.response.text,
         )
-        for j in wins[:limit]
+        for j in wins[max(0, len(wins) - limit) :]
     ]
 
 
@@ -71,10 +72,15 @@ def before_after(
     before: Sequence[Judged], after: Sequence[Judged], limit: int = 10
 ) -> list[BeforeAfter]:
     """Report examples: the same queries (matched by content hash) answered in two rounds,
-    those whose verdict changed first."""
+    those whose verdict changed first, harmful queries before benign ones."""
     earlier = {j.query.hash: j for j in before}
     pairs = [(earlier[j.query.hash], j) for j in after if j.query.hash in earlier]
-    pairs.sort(key=lambda p: p[0].judgement.label.verdict == p[1].judgement.label.verdict)
+    pairs.sort(
+        key=lambda p: (
+            p[0].judgement.label.verdict == p[1].judgement.label.verdict,
+            p[0].query.intent != "harmful",
+        )
+    )
     return [
         BeforeAfter(
             query=b.query.text,

@@ -6,14 +6,14 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..textsafe import redact
-from ..types import Intent, Tier, Verdict
+from ..types import Tier
 from ._store import Store
 
 REPORT_FILE = "report.html"
 
 
 def report_data(store: Store, run_dir: Path):  # -> eval.ReportData
-    from ..eval import Metric, ReportData, RoundMetrics, SuccessfulAttack
+    from ..eval import Metric, ReportData, RoundMetrics, successful_attacks
 
     tiers: dict[int, dict[str, dict[str, Metric]]] = defaultdict(lambda: defaultdict(dict))
     for m in store.metrics():
@@ -21,57 +21,27 @@ def report_data(store: Store, run_dir: Path):  # -> eval.ReportData
         tiers[m["round"]][m["tier"]][m["name"]] = Metric(**fields)
     rounds = [RoundMetrics(round=r, tiers=dict(t)) for r, t in sorted(tiers.items())]
 
-    attacks = [
-        SuccessfulAttack(
-            round=j.query.round,
-            category=j.query.category,
-            style=j.query.style,
-            query=j.query.text,
-            response=j.response.text,
-        )
-        for j in store.judged(tier=Tier.train.value)
-        if j.query.intent == Intent.harmful and j.judgement.label.verdict == Verdict.unsafe
-    ]
-    before_after = _before_after(store)
+    attacks = successful_attacks(store.judged(tier=Tier.train.value), limit=40)
     config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
     config = redact(config)  # credentials in endpoint URLs never reach the report
     return ReportData(
         run_name=run_dir.name,
         config_yaml=config,
         rounds=rounds,
-        successful_attacks=attacks[-40:],
-        before_after=before_after,
+        successful_attacks=attacks,
+        before_after=_before_after(store),
     )
 
 
 def _before_after(store: Store, limit: int = 24) -> list:
-    """The same frozen query answered by the untouched model and the last checkpoint."""
-    from ..eval import BeforeAfter
+    """The same frozen queries answered by the untouched model and the last checkpoint."""
+    from ..eval import before_after
 
     tier = f"eval-{Tier.frozen.value}"
     rounds = sorted({r.round for r in store.responses(tier=tier)})
     if len(rounds) < 2:
         return []
-    first = {j.query.id: j for j in store.judged(rounds[0], tier)}
-    last = {j.query.id: j for j in store.judged(rounds[-1], tier)}
-    pairs = []
-    for qid, before in first.items():
-        after = last.get(qid)
-        if after is None:
-            continue
-        changed = before.judgement.label.verdict != after.judgement.label.verdict
-        pairs.append((not changed, before.query.intent != Intent.harmful, before, after))
-    pairs.sort(key=lambda p: (p[0], p[1]))  # changed verdicts first, harmful first
-    return [
-        BeforeAfter(
-            query=b.query.text,
-            before=b.response.text,
-            after=a.response.text,
-            before_verdict=b.judgement.label.verdict,
-            after_verdict=a.judgement.label.verdict,
-        )
-        for _, _, b, a in pairs[:limit]
-    ]
+    return before_after(store.judged(rounds[0], tier), store.judged(rounds[-1], tier), limit)
 
 
 def write_report(store: Store, run_dir: Path) -> Path:
@@ -87,34 +57,26 @@ def headline(store: Store, run_dir: Path) -> str:
 
 
 def export(store: Store, out_dir: Path, fmt: str) -> list[Path]:
-    """Write preference pairs and SFT rows (HF `datasets` format) as JSONL or Parquet."""
+    """Write preference pairs and SFT rows (HF `datasets` format) as JSONL or Parquet: the
+    columns the learners train on (``preference_rows``, ``sft_rows``) plus provenance."""
     from datasets import Dataset
 
-    prefs = [
-        {
-            "prompt": p.query.chat(),
-            "chosen": [{"role": "assistant", "content": p.chosen}],
-            "rejected": [{"role": "assistant", "content": p.rejected}],
-            "confidence": p.confidence,
-            "source": p.source,
-        }
-        for p in store.preferences()
-    ]
-    sft = [
-        {
-            "messages": [*j.query.chat(), {"role": "assistant", "content": j.response.text}],
-            "p_acceptable": j.judgement.label.p_acceptable,
-            "round": j.query.round,
-        }
-        for j in store.judged(tier=Tier.train.value)
-        if j.judgement.label.p_acceptable >= 0.5
-    ]
+    from ..learn import preference_rows, sft_rows
+
+    pairs = store.preferences()
+    prefs = {**preference_rows(pairs), "source": [p.source for p in pairs]}
+    kept = [j for j in store.judged(tier=Tier.train.value) if j.judgement.label.p_acceptable >= 0.5]
+    sft = {
+        **sft_rows([(j.query, j.response.text) for j in kept]),
+        "p_acceptable": [j.judgement.label.p_acceptable for j in kept],
+        "round": [j.query.round for j in kept],
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, rows in (("preferences", prefs), ("sft", sft)):
-        if not rows:
+    for name, n, columns in (("preferences", len(pairs), prefs), ("sft", len(kept), sft)):
+        if not n:
             continue
-        ds = Dataset.from_list(rows)
+        ds = Dataset.from_dict(columns)
         if fmt == "jsonl":
             path = out_dir / f"{name}.jsonl"
             ds.to_json(str(path), lines=True)
