@@ -10,7 +10,7 @@ the config is loaded, so a typo fails at start-up rather than mid-run.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -39,6 +39,7 @@ class Component:
     factory: Callable[..., Any]
     settings: type[BaseModel] | None = None
     summary: str = ""
+    needs_model: bool = False  # a critic that calls a chat model (judge, pairwise...)
 
 
 _REGISTRY: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
@@ -46,15 +47,17 @@ _loaded = False
 
 
 def register(
-    kind: str, name: str, settings: type[BaseModel] | None = None
+    kind: str, name: str, settings: type[BaseModel] | None = None, *, needs_model: bool = False
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register ``factory`` as component ``name`` of ``kind``."""
+    """Decorator: register ``factory`` as component ``name`` of ``kind``; ``needs_model``
+    says it calls a chat model, so callers load one only when some component does."""
     if kind not in _REGISTRY:
         raise ValueError(f"unknown component kind {kind!r}; kinds are {', '.join(KINDS)}")
 
     def wrap(factory: Callable[..., Any]) -> Callable[..., Any]:
         doc = (factory.__doc__ or "").strip().splitlines()
-        _REGISTRY[kind][name] = Component(kind, name, factory, settings, doc[0] if doc else "")
+        summary = doc[0] if doc else ""
+        _REGISTRY[kind][name] = Component(kind, name, factory, settings, summary, needs_model)
         return factory
 
     return wrap
@@ -91,6 +94,11 @@ def get(kind: str, name: str, where: str = "") -> Component:
         valid = ", ".join(sorted(_REGISTRY[kind])) or "(none registered)"
         raise UnknownComponentError(f"unknown {kind} {name!r}{at}; valid names: {valid}")
     return found
+
+
+def needs_model(kind: str, names: Iterable[str], where: str = "") -> bool:
+    """Whether any of the named components calls a chat model (declared at registration)."""
+    return any([get(kind, name, where).needs_model for name in names])  # checks every name
 
 
 def create(kind: str, name: str, args: dict[str, Any] | None = None, **deps: Any) -> Any:

@@ -73,9 +73,7 @@ def _ensemble(critics: str, judge_model: str, learner: ChatModel, target: str) -
     from ..models import load_model
 
     names = [c.strip() for c in critics.split(",") if c.strip()]
-    for name in names:
-        registry.get("critic", name, where="--critics")
-    needs_model = {"judge", "self_critique", "pairwise", "query_risk"} & set(names)
+    needs_model = registry.needs_model("critic", names, "--critics")
     # Reuse the loaded target when it is also the judge, so one copy sits in memory.
     lm = (learner if judge_model == target else load_model(judge_model)) if needs_model else None
     const = load_constitution("default", None)

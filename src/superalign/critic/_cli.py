@@ -41,11 +41,8 @@ def critic_eval(
     if not test:
         raise ConfigError(f"no rows with split {split!r} in the data; pick another --split")
     names = [n.strip() for n in critics.split(",") if n.strip()]
-    for n in names:
-        registry.get("critic", n, where="--critics")
     const = load_constitution(constitution, locale)
-    needs_model = {"judge", "self_critique", "pairwise", "query_risk"} & set(names)
-    lm = load_model(model) if needs_model else None
+    lm = load_model(model) if registry.needs_model("critic", names, "--critics") else None
     # Explanations are not scored here; generating them would only cost time.
     args = {"judge": {"explain": False}, "self_critique": {"explain": False}}
     built = [registry.create("critic", n, args.get(n), model=lm, constitution=const) for n in names]

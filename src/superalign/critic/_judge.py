@@ -134,7 +134,7 @@ def _need_model(model: ChatModel | None, critic: str) -> ChatModel:
     return model
 
 
-@register("critic", "judge", settings=JudgeSettings)
+@register("critic", "judge", settings=JudgeSettings, needs_model=True)
 def judge_critic(
     settings: JudgeSettings, model: ChatModel | None = None, **deps: object
 ) -> LMJudge:
@@ -142,7 +142,7 @@ def judge_critic(
     return LMJudge(_need_model(model, "judge"), _constitution(deps), settings)
 
 
-@register("critic", "self_critique", settings=JudgeSettings)
+@register("critic", "self_critique", settings=JudgeSettings, needs_model=True)
 def self_critique_critic(
     settings: JudgeSettings,
     model: ChatModel | None = None,

@@ -97,7 +97,7 @@ class PairwiseCritic:
         return out
 
 
-@register("critic", "pairwise", settings=PairwiseSettings)
+@register("critic", "pairwise", settings=PairwiseSettings, needs_model=True)
 def pairwise_critic(
     settings: PairwiseSettings,
     model: ChatModel | None = None,

@@ -100,7 +100,7 @@ class QueryRiskCritic:
         )
 
 
-@register("critic", "query_risk", settings=QueryRiskSettings)
+@register("critic", "query_risk", settings=QueryRiskSettings, needs_model=True)
 def query_risk_critic(
     settings: QueryRiskSettings, model: ChatModel | None = None, **deps: object
 ) -> QueryRiskCritic:
