@@ -41,7 +41,7 @@ app.add_typer(config_app, name="config")
 console = Console()
 err_console = Console(stderr=True)
 
-_ROLE_CLIS = ("critic", "attack", "learn", "loop", "eval", "models")
+_ROLE_CLIS = ("critic", "attack", "loop", "eval")  # each has a _cli module
 
 
 @app.command()
@@ -94,21 +94,26 @@ def models(
 def config_show(
     file: Path | None = typer.Argument(None, help="YAML config (default: built-in defaults)"),
     set_: list[str] = typer.Option([], "--set", help="dotted override, e.g. learner.lr=1e-5"),
+    explain: bool = typer.Option(
+        False, "--explain", help="list every field: key path, type, default, description"
+    ),
 ) -> None:
-    """Print the resolved, validated configuration."""
-    from .config import load_config
+    """Print the resolved, validated configuration (or, with --explain, what each field means)."""
+    from .config import explain_fields, load_config
 
-    console.print(load_config(file, set_).to_yaml(), markup=False, highlight=False)
+    config = load_config(file, set_)
+    if not explain:
+        console.print(config.to_yaml(), markup=False, highlight=False)
+        return
+    for row in explain_fields():
+        default = f" = {row['default']}" if row["default"] else ""
+        console.print(f"{row['key']}: {row['type']}{default}", markup=False, soft_wrap=True)
+        if row["description"]:
+            console.print(f"    {row['description']}", markup=False, soft_wrap=True)
 
 
 for _role in _ROLE_CLIS:
-    try:
-        _module = importlib.import_module(f"superalign.{_role}._cli")
-    except ModuleNotFoundError as _e:
-        if _e.name != f"superalign.{_role}._cli":
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(f"superalign.{_role}._cli").register(app)
 
 
 def main() -> None:

@@ -9,12 +9,14 @@ any model loads, with the key path and the valid values in the message.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import to_jsonable_python
 
 from . import registry
 from .attack.settings import AttackerSection
@@ -221,3 +223,51 @@ def validate_components(config: RunConfig) -> None:
     )
     registry.get("attacker", config.attacker.name, where="attacker.name")
     _check_component("label_source", config.loop.labels, "loop.labels")
+
+
+def explain_fields(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[dict[str, str]]:
+    """Every field of ``model``, nested sections included: key path, type, default and
+    description (``superalign config show --explain``). A mapping of sections shows its
+    key as ``<name>``, a list of sections as ``[i]``."""
+    rows: list[dict[str, str]] = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        if field.is_required():
+            shown = "(required)"
+        elif isinstance(default, BaseModel):
+            shown = ""  # a section: its fields follow
+        else:
+            shown = json.dumps(to_jsonable_python(default))
+        rows.append(
+            {
+                "key": path,
+                "type": _type_name(field.annotation),
+                "default": shown,
+                "description": field.description or "",
+            }
+        )
+        nested, suffix = _nested_model(field.annotation)
+        if nested is not None:
+            rows.extend(explain_fields(nested, f"{path}{suffix}."))
+    return rows
+
+
+def _nested_model(annotation: Any) -> tuple[type[BaseModel] | None, str]:
+    """The section model inside ``annotation`` (itself, a dict's values or a list's items)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, ""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is dict and len(args) == 2:
+        inner, _ = _nested_model(args[1])
+        return inner, ".<name>"
+    if origin is list and args:
+        inner, _ = _nested_model(args[0])
+        return inner, "[i]"
+    return None, ""
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", str(annotation))  # drop module paths

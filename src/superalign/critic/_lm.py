@@ -26,15 +26,6 @@ def sigmoid(x: float) -> float:
     return z / (1.0 + z)
 
 
-def logit(p: float, eps: float = 1e-6) -> float:
-    p = min(max(p, eps), 1 - eps)
-    return math.log(p / (1 - p))
-
-
-class ScoreFailure(Exception):
-    """The model's answer to a binary question could not be read."""
-
-
 def binary_logodds(
     model: ChatModel, chats: Sequence[Chat], positive: str, negative: str
 ) -> list[float | None]:

@@ -9,7 +9,7 @@ import math
 import random
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -273,12 +273,3 @@ def _cycle(first: list[Query], then: list[Query], rng: random.Random) -> Iterato
         yield from items
         items = items[:]
         rng.shuffle(items)
-
-
-@contextmanager
-def train_mode(module: Any) -> Iterator[Any]:
-    module.train()
-    try:
-        yield module
-    finally:
-        module.eval()
