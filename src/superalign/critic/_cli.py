@@ -56,8 +56,41 @@ def _print(results: list[dict], n_cal: int, n_test: int) -> None:
     table = Table("critic", *COLUMNS, title=f"critics on {n_test} test rows ({n_cal} calibrate)")
     for r in results:
         table.add_row(r["name"], *(f"{r[c]:.3f}" for c in COLUMNS))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    ens = next((r for r in results if r["name"] == "ensemble"), None)
+    if ens is None or not ens.get("fitted_accuracies"):
+        return
+    fitted = Table(
+        "critic",
+        "fitted accuracy",
+        "sensitivity",
+        "specificity",
+        "held-out acc, lambda=1",
+        title=f"label model ({ens['label_model']}) fitted on the {n_cal} calibration rows",
+    )
+    heldout = ens.get("heldout_accuracy") or {}
+    for name, acc in ens["fitted_accuracies"].items():
+        alone = heldout.get(name, {}).get("1")
+        fitted.add_row(
+            name,
+            f"{acc:.3f}",
+            f"{ens['fitted_sensitivity'][name]:.3f}",
+            f"{ens['fitted_specificity'][name]:.3f}",
+            "-" if alone is None else f"{alone:.3f}",
+        )
+    console.print(fitted)
+    critic = ens.get("shrink_critic")
+    toward = f"toward {critic}" if critic else "(ensemble kept as fitted)"
+    console.print(
+        f"shrinkage: lambda={ens.get('shrink_lambda', 0.0):g} {toward}; "
+        f"P(acceptable) prior {ens['prior_acceptable']:.3f}",
+        markup=False,
+    )
 
 
 def register(app: typer.Typer) -> None:
+    from ._train import register as register_train
+
     app.command("critic-eval")(critic_eval)
+    register_train(app)

@@ -37,13 +37,20 @@ def evaluate(
         out.append({"name": name, **metrics(truth, probs)})
     judgements = ensemble.aggregate(exchanges[len(calibration) :], tst)
     probs = [j.label.p_acceptable if j.label.verdict is not None else None for j in judgements]
-    fitted = ensemble.accuracies()
+    lm = ensemble.label_model
     out.append(
         {
             "name": "ensemble",
             **metrics(truth, probs),
-            "label_model": ensemble.label_model.used,
-            "fitted_accuracies": fitted,
+            "label_model": lm.used,
+            "fitted_accuracies": ensemble.accuracies(),
+            "fitted_sensitivity": dict(zip(lm.names, map(float, lm.sens), strict=True)),
+            "fitted_specificity": dict(zip(lm.names, map(float, lm.spec), strict=True)),
+            "prior_acceptable": float(lm.prior),
+            # Shrinkage toward one critic, chosen on the calibration labels out of sample.
+            "shrink_lambda": lm.shrink_lambda,
+            "shrink_critic": lm.shrink_critic,
+            "heldout_accuracy": lm.shrink_scores,
             "critique_seconds": seconds,
         }
     )
