@@ -28,7 +28,7 @@ def test_shipped_labelled_data_covers_the_spec():
     assert RISKS <= set(cats)
     assert {"benign", "benign_scary", "math"} <= set(cats)
     assert set(Counter(r.label for r in rows)) == set(Verdict)
-    assert {r.split for r in rows} == {"calibration", "test"}
+    assert {r.split for r in rows} == {"train", "calibration", "judge", "test"}
     math = [r for r in rows if r.category == "math"]
     assert all(r.answer for r in math)
     # a query lives in one split only, so calibration never sees a test query

@@ -26,6 +26,8 @@ def test_smoke_config_runs_end_to_end(tmp_path, bundled_path) -> None:
     critics = {
         c.critic for r in store.responses(round=1, tier="train") for c in store.critiques(r.id)
     }
-    assert critics == {"refusal", "query_risk", "verifier", "judge"}
+    assert critics == {"refusal", "query_risk", "verifier", "judge", "learned"}
+    # the learned critic was retrained on this round's labels, stored with the run
+    assert (run / "critics" / "learned-round-1" / "critic.json").is_file()
     assert (run / "checkpoints" / "round-1" / "adapter_config.json").is_file()
     assert "<svg" in (run / "report.html").read_text()

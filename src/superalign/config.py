@@ -58,7 +58,9 @@ class LoopSection(BaseModel):
     max_new_tokens: int = Field(96, ge=1, description="learner reply length")
     human_budget: int = Field(8, ge=0, description="human labels spent per round")
     labels: ComponentSpec = Field(
-        default_factory=lambda: ComponentSpec(name="gold"), description="human label source"
+        default_factory=lambda: ComponentSpec(name="gold"),
+        description="human label source (default: a simulated expert, the learned critic "
+        "trained on the shipped calibration split, apart from training and evaluation)",
     )
     seed: int = 0
 
@@ -223,6 +225,34 @@ def validate_components(config: RunConfig) -> None:
     )
     registry.get("attacker", config.attacker.name, where="attacker.name")
     _check_component("label_source", config.loop.labels, "loop.labels")
+    _check_component("critic", config.eval.judge, "eval.judge")
+    check_judges_apart(config)
+
+
+def check_judges_apart(config: RunConfig) -> list[str]:
+    """The evaluation judge, the simulated expert and the training critics share no
+    signal (superalign.critic.check_apart); with eval.allow_shared_judge the conflicts
+    are returned instead of raised."""
+    from .critic import check_apart
+
+    expert = None
+    if config.loop.labels.name == "gold":
+        from .loop._oversight import GoldSettings
+
+        expert = GoldSettings(**config.loop.labels.args).critic
+
+    def model_id(name: str | None) -> str | None:
+        spec = config.models.get(name) if name else None
+        return spec.model_dump_json() if spec is not None else name
+
+    expert_model = config.loop.labels.args.get("model")
+    return check_apart(
+        config.critic.critics,
+        config.eval.judge,
+        expert,
+        allow=config.eval.allow_shared_judge,
+        models=(model_id(config.critic.model), model_id(config.eval.judge_model), expert_model),
+    )
 
 
 def explain_fields(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[dict[str, str]]:

@@ -13,7 +13,20 @@ from ._constitution import Constitution, constitution_names, load_constitution
 from ._ensemble import CriticEnsemble, build_critics, build_ensemble, vote_matrix
 from ._evaluate import evaluate
 from ._judge import JudgeSettings, LMJudge
+from ._judges import JudgeAgreement, RulesCritic, agreement, as_judge, build_judge, check_apart
+from ._judges import signals as judge_signals
 from ._label_model import DawidSkene
+from ._learned import (
+    LearnedCritic,
+    LearnedError,
+    LearnedModel,
+    LearnedSettings,
+    Provenance,
+    TrainRow,
+    load_artifact,
+    shipped_rows,
+    train_critic,
+)
 from ._pairwise import PairwiseCritic, PairwiseSettings
 from ._query_risk import QueryRiskCritic, QueryRiskSettings
 from ._rules import RefusalCritic, RefusalSettings, detect_refusal, lexicon_risk
@@ -35,32 +48,48 @@ __all__ = [
     "CriticSection",
     "DawidSkene",
     "Judge",
+    "JudgeAgreement",
     "JudgeSettings",
     "LMJudge",
     "LabelledRow",
+    "LearnedCritic",
+    "LearnedError",
+    "LearnedModel",
+    "LearnedSettings",
     "PairwiseCritic",
     "PairwiseSettings",
+    "Provenance",
     "QueryRiskCritic",
     "QueryRiskSettings",
     "RefusalCritic",
     "RefusalSettings",
+    "RulesCritic",
+    "TrainRow",
     "VerifierCritic",
     "VerifierSettings",
+    "agreement",
     "answer_matches",
+    "as_judge",
     "build_critics",
     "build_ensemble",
+    "build_judge",
     "check_accuracy_floor",
+    "check_apart",
     "constitution_names",
     "critic_probability",
     "detect_refusal",
     "evaluate",
     "evaluate_expression",
     "final_number",
+    "judge_signals",
     "lexicon_risk",
+    "load_artifact",
     "load_constitution",
     "load_labelled",
     "metrics",
+    "shipped_rows",
     "to_number",
+    "train_critic",
     "verdict_for",
     "vote_matrix",
 ]

@@ -32,7 +32,7 @@ from ._report import (
     successful_attacks,
     write_report,
 )
-from ._runner import EvalError, EvalResult, EvalSuite, Judge, evaluate, rule_judge
+from ._runner import EvalError, EvalResult, EvalSuite, Judge, evaluate, load_judge_slice
 from ._tiers import TierOverlapError, assert_disjoint, regression_queries, split_frontier
 
 __all__ = [
@@ -61,12 +61,12 @@ __all__ = [
     "frozen_set",
     "headline_table",
     "load_frozen",
+    "load_judge_slice",
     "math_rows",
     "metric_names",
     "overlap_per_text",
     "rate_metric",
     "regression_queries",
-    "rule_judge",
     "split_frontier",
     "stratified_sample",
     "successful_attacks",

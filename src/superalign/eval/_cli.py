@@ -11,9 +11,10 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import ConfigError
+from ..settings import ComponentSpec
 from ..textsafe import printable
 from ._metrics import Metric
-from ._runner import EvalResult, EvalSuite, rule_judge
+from ._runner import EvalResult, EvalSuite
 from .settings import EvalSection
 
 console = Console()
@@ -40,17 +41,32 @@ def eval_command(
     output: str | None = typer.Option(None, "--output", help="write metrics and answers as JSON"),
     max_new_tokens: int = typer.Option(96, "--max-new-tokens", min=1, help="reply length"),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="chats per generate call"),
+    math_tokens: int = typer.Option(
+        192, "--math-max-new-tokens", min=1, help="reply length on math queries"
+    ),
+    judge: str = typer.Option(
+        "learned:judge",
+        "--judge",
+        help="evaluation judge: a critic name, or learned:SPLIT / learned:PATH",
+    ),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=10, help="bootstrap resamples"),
     seed: int = typer.Option(0, "--seed", help="seed for the limit sample and the bootstrap"),
 ) -> None:
-    """Run the frozen evaluation tier on MODEL and print its metrics with 95% intervals."""
+    """Run the frozen evaluation tier on MODEL and print its metrics with 95% intervals,
+    judged by the evaluation judge, with the judge's agreement with human labels."""
     from ..models import load_model
 
     if output is not None:  # checked before the evaluation, whose results it would lose
         _check_output(Path(output))
-    section = EvalSection(frozen_limit=limit, max_new_tokens=max_new_tokens, bootstrap=bootstrap)
+    section = EvalSection(
+        frozen_limit=limit,
+        max_new_tokens=max_new_tokens,
+        capability_max_new_tokens=math_tokens,
+        bootstrap=bootstrap,
+        judge=judge_spec(judge),
+    )
     suite = EvalSuite(section, seed=seed)
-    judge = rule_judge()
+    judge_fn = suite.judge()
     learner = load_model(model)
     queries = suite.frozen_queries()
     console.print(
@@ -58,10 +74,20 @@ def eval_command(
         markup=False,
         highlight=False,
     )
-    result = suite.run_tier(learner, judge, queries, "frozen", batch_size=batch_size)
-    console.print(metrics_table(result.metrics, f"frozen tier: {model}"))
+    result = suite.run_tier(learner, judge_fn, queries, "frozen", batch_size=batch_size)
+    result.metrics.update(suite.judge_agreement(judge_fn))
+    console.print(metrics_table(result.metrics, f"frozen tier: {model} (judge: {judge})"))
     if output is not None:
         _write(Path(output), model, result)
+
+
+def judge_spec(text: str) -> ComponentSpec:
+    """``--judge``: a critic name (``rules``), or ``learned:SPLIT`` / ``learned:PATH``."""
+    name, _, arg = text.partition(":")
+    if name != "learned" or not arg:
+        return ComponentSpec(name=name)
+    key = "path" if ("/" in arg or Path(arg).is_dir()) else "split"
+    return ComponentSpec(name="learned", args={key: arg})
 
 
 def _check_output(output: Path) -> None:

@@ -15,14 +15,13 @@ from ..types import (
     Intent,
     Judged,
     Judgement,
-    Label,
     Query,
     Response,
     Tier,
     Verdict,
 )
-from ._frozen import load_frozen
-from ._metrics import Metric, compute_metrics
+from ._frozen import _data_file, load_frozen
+from ._metrics import Metric, compute_metrics, wilson_interval
 from .settings import EvalSection
 
 
@@ -38,25 +37,40 @@ def evaluate(
     batch_size: int = 16,
     round: int = 0,
     system: str | None = None,
+    capability_params: GenParams | None = None,
 ) -> list[Judged]:
     """Answer every query with ``model`` (in batches), then judge every answer.
 
+    Capability (math) queries are answered with ``capability_params`` when given: a
+    model needs room to finish its working before the final answer can be judged.
     Returns one Judged per query, in order; each label carries its response id.
     """
     if batch_size < 1:
         raise EvalError(f"batch_size must be at least 1 (got {batch_size})")
     queries = list(queries)
-    texts: list[str] = []
-    for start in range(0, len(queries), batch_size):
-        batch = queries[start : start + batch_size]
-        texts += model.generate([q.chat(system) for q in batch], params)
-    if len(texts) != len(queries):
-        raise EvalError(f"model {model.name!r} returned {len(texts)} replies for {len(queries)}")
+    texts: list[str | None] = [None] * len(queries)
+    groups: dict[bool, list[int]] = {}
+    for i, q in enumerate(queries):
+        groups.setdefault(capability_params is not None and q.intent is Intent.capability, [])
+        groups[capability_params is not None and q.intent is Intent.capability].append(i)
+    for is_math, idx in groups.items():
+        group_params = capability_params if is_math and capability_params else params
+        for start in range(0, len(idx), batch_size):
+            batch = idx[start : start + batch_size]
+            replies = model.generate([queries[i].chat(system) for i in batch], group_params)
+            if len(replies) != len(batch):
+                raise EvalError(
+                    f"model {model.name!r} returned {len(replies)} replies for {len(batch)}"
+                )
+            for i, t in zip(batch, replies, strict=True):
+                texts[i] = t
     responses = [
-        Response(query_id=q.id, text=t, model=model.name, round=round)
+        Response(query_id=q.id, text=t or "", model=model.name, round=round)
         for q, t in zip(queries, texts, strict=True)
     ]
-    exchanges = [Exchange(query=q, response=t) for q, t in zip(queries, texts, strict=True)]
+    exchanges = [
+        Exchange(query=q, response=r.text) for q, r in zip(queries, responses, strict=True)
+    ]
     judgements = judge(exchanges) if exchanges else []
     if len(judgements) != len(exchanges):
         raise EvalError(
@@ -96,6 +110,30 @@ class EvalSuite:
     def params(self) -> GenParams:
         return GenParams(max_new_tokens=self.settings.max_new_tokens, temperature=0.0)
 
+    @property
+    def capability_params(self) -> GenParams:
+        return GenParams(max_new_tokens=self.settings.capability_max_new_tokens, temperature=0.0)
+
+    def judge(self, model: ChatModel | None = None) -> Judge:
+        """The configured evaluation judge (``eval.judge``)."""
+        from ..critic import build_judge
+
+        return build_judge(self.settings.judge, model=model)
+
+    def judge_agreement(self, judge: Judge) -> dict[str, Metric]:
+        """The judge's agreement with the human-labelled evaluation slice (Wilson 95%),
+        overall and per intent; empty when ``eval.judge_slice`` is off."""
+        rows = load_judge_slice(self.settings.judge_slice)
+        if not rows:
+            return {}
+        from ..critic import agreement
+
+        found = agreement(judge, rows)
+        out = {"judge_human_agreement": wilson_interval(found.agree, found.n)}
+        for intent, (agree, n) in sorted(found.by_intent.items()):
+            out[f"judge_human_agreement/{intent}"] = wilson_interval(agree, n)
+        return out
+
     def frozen_queries(self) -> list[Query]:
         return load_frozen(self.settings.frozen_limit, self.seed)
 
@@ -114,7 +152,15 @@ class EvalSuite:
         tier = Tier(tier)
         queries = [q if q.tier == tier else q.model_copy(update={"tier": tier}) for q in queries]
         batch = batch_size or self.settings.batch_size
-        judged = evaluate(model, queries, judge, self.params, batch, round=round)
+        judged = evaluate(
+            model,
+            queries,
+            judge,
+            self.params,
+            batch,
+            round=round,
+            capability_params=self.capability_params,
+        )
         metrics = compute_metrics(
             judged, tier, self.settings.bootstrap, self.seed, human, archive_coverage
         )
@@ -124,32 +170,13 @@ class EvalSuite:
         return self.run_tier(model, judge, self.frozen_queries(), Tier.frozen, round=round)
 
 
-def rule_judge() -> Judge:
-    """A deterministic judge from the rule critics, for evaluation tiers.
+def load_judge_slice(setting: str | None) -> list:
+    """The human-labelled evaluation slice: 'shipped' (data/eval/judge_slice.jsonl),
+    a JSONL path, or None (off)."""
+    if setting is None:
+        return []
+    from ..critic import load_labelled
 
-    The query's intent is known on evaluation tiers, so no label model is needed: the
-    math verifier decides capability queries, the refusal detector the rest (a refusal
-    of a harmful request is the desired outcome, of a benign one an over-refusal).
-    Deterministic judging keeps the headline metrics reproducible and independent of
-    any model-based critic's noise.
-    """
-    from .. import registry
-
-    refusal = registry.create("critic", "refusal")
-    verifier = registry.create("critic", "verifier")
-
-    def judge(exchanges: Sequence[Exchange]) -> list[Judgement]:
-        out = []
-        for ex, ref, ver in zip(
-            exchanges, refusal.critique(exchanges), verifier.critique(exchanges), strict=True
-        ):
-            decisive = ver if ex.query.intent == Intent.capability and not ver.abstained else ref
-            verdict = decisive.verdict
-            p = 0.5 if verdict is None else float(verdict.acceptable)
-            label = Label(
-                verdict=verdict, p_acceptable=p, confidence=0.0 if verdict is None else 1.0
-            )
-            out.append(Judgement(critiques=[ref, ver], label=label))
-        return out
-
-    return judge
+    if setting == "shipped":
+        return load_labelled(str(_data_file("judge_slice.jsonl")))
+    return load_labelled(setting)

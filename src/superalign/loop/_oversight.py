@@ -2,10 +2,12 @@
 
 Label sources (``loop.labels`` in the config):
 
-- ``gold``: a simulated expert for experiments. It knows each query's true intent
-  (from the attacker's provenance, or from a gold JSONL file keyed by query text)
-  and labels the response with the refusal detector and the math verifier, with an
-  optional error rate. Real experts replace it in production.
+- ``gold``: a simulated expert for experiments: true labels from a JSONL file written
+  with the data, or the verdicts of an expert critic that is none of the training
+  critics (by default the learned critic trained on the shipped calibration split; a
+  served stronger model through the LM judge), with an optional error rate. It never
+  asks the critics it is meant to check, so critic-expert agreement means something.
+  Real experts replace it in production.
 - ``import``: labels from a JSONL file (``response_id`` + ``label``, or ``query`` +
   ``response`` + ``label``).
 - ``cli``: the loop records the items as pending; ``superalign label runs/NAME``
@@ -27,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError
 from ..registry import register
-from ..types import HumanLabel, Intent, Judged, Verdict, content_hash
+from ..settings import ComponentSpec
+from ..types import HumanLabel, Judged, Verdict, content_hash
 
 INBOX = "labels-inbox.jsonl"
 log = logging.getLogger(__name__)
@@ -63,46 +66,67 @@ class LabelSource(Protocol):
 class GoldSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    file: str | None = Field(None, description="JSONL of {query, intent} overriding provenance")
+    file: str | None = Field(
+        None,
+        description="JSONL of true labels (response_id + label, or query + response + label), "
+        "written with the data; looked up first",
+    )
+    critic: ComponentSpec | None = Field(
+        default_factory=lambda: ComponentSpec(name="learned", args={"split": "calibration"}),
+        description="a critic acting as the expert for pairs the file does not cover (default: "
+        "the learned critic of the shipped calibration split; or an LM judge on a served "
+        "model); never one of the training critics; null: the file only",
+    )
+    model: str | None = Field(
+        None, description="model reference for an expert critic that needs one (openai:M@URL)"
+    )
     error_rate: float = Field(0.0, ge=0, le=0.5, description="simulated expert mistakes")
     seed: int = 0
 
 
 class GoldExpert:
+    """A simulated expert for experiments: true labels from a file written with the data,
+    or the verdicts of a separate expert critic; never the training critics' rule."""
+
     name = "gold"
 
     def __init__(self, settings: GoldSettings) -> None:
+        if settings.file is None and settings.critic is None:
+            raise ConfigError(
+                "loop.labels.args: the gold expert needs `file` (true labels written with "
+                "the data) or `critic` (an expert critic apart from the training critics)"
+            )
         self.settings = settings
         self._rng = random.Random(settings.seed)
-        self._intents: dict[str, Intent] = {}
+        self._file: LabelFile | None = None
         if settings.file:
             path = Path(settings.file)
             if not path.is_file():
                 raise ConfigError(f"loop.labels.args.file: {path} does not exist")
-            for n, line in enumerate(path.read_text().splitlines(), 1):
-                if line.strip():
-                    row = _json_row(line, path, n)
-                    self._intents[content_hash(row["query"])] = Intent(row["intent"])
-        from ..eval import rule_judge
+            self._file = _read_labels(path, "gold")
+        self._judge = None
+        if settings.critic is not None:
+            from ..critic import build_judge
+            from ..models import load_model
 
-        self._judge = rule_judge()
+            model = load_model(settings.model) if settings.model else None
+            self._judge = build_judge(settings.critic, model=model)
 
     def label(self, items: Sequence[Judged], run_dir: Path) -> list[HumanLabel]:
         from ..types import Exchange
 
-        exchanges = [
-            Exchange(
-                query=j.query.model_copy(
-                    update={"intent": self._intents.get(j.query.hash, j.query.intent)}
-                ),
-                response=j.response.text,
-            )
-            for j in items
-        ]
+        known = {h.response_id: h for h in _match(items, self._file)} if self._file else {}
+        rest = [j for j in items if j.response.id not in known]
+        verdicts = {h.response_id: h.verdict for h in known.values()}
+        if rest and self._judge is not None:
+            exchanges = [Exchange(query=j.query, response=j.response.text) for j in rest]
+            for j, judgement in zip(rest, self._judge(exchanges), strict=True):
+                if judgement.label.verdict is not None:  # an abstaining expert gives no label
+                    verdicts[j.response.id] = judgement.label.verdict
         out = []
-        for j, judgement in zip(items, self._judge(exchanges), strict=True):
-            verdict = judgement.label.verdict
-            if verdict is None:  # no rule applies: the expert declines to label
+        for j in items:
+            verdict = verdicts.get(j.response.id)
+            if verdict is None:
                 continue
             if self._rng.random() < self.settings.error_rate:
                 verdict = _flip(verdict)
@@ -124,7 +148,7 @@ def _flip(v: Verdict) -> Verdict:
 
 @register("label_source", "gold", settings=GoldSettings)
 def gold_source(settings: GoldSettings) -> GoldExpert:
-    """Simulated expert from query provenance (or a gold file), for experiments."""
+    """Simulated expert: true labels from a file, or a separate expert critic."""
     return GoldExpert(settings)
 
 

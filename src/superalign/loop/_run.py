@@ -25,7 +25,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .. import registry
 from ..config import RunConfig, load_config, validate_run_name
+from ..critic import Judge
 from ..errors import StoreError
+from ..eval import EvalSuite
 from ..models import ChatModel, HFChatModel, ModelSpec, load_model
 from ..textsafe import redact_data
 from ..types import (
@@ -134,10 +136,60 @@ class Loop:
         return build_learner(self.config.learner, self.learner_model, reward, self.run_dir)
 
     @cached_property
-    def rule_judge(self) -> Callable[[Sequence[Exchange]], list[Judgement]]:
-        from ..eval import rule_judge
+    def eval_suite(self) -> EvalSuite:
+        return EvalSuite(self.config.eval, seed=self.config.loop.seed)
 
-        return rule_judge()
+    @cached_property
+    def eval_judge(self) -> Judge:
+        """The evaluation judge: apart from the training critics (checked at load), it
+        never feeds training; the headline is measured with it."""
+        spec = self.config.eval.judge
+        needs_model = registry.get("critic", spec.name).needs_model
+        model = self._model(self.config.eval.judge_model) if needs_model else None
+        return self.eval_suite.judge(model)
+
+    def _sync_learned(self, r: int) -> None:
+        """Learned critics judge round r with the artifact retrained after round r - 1."""
+        from ..critic import LearnedCritic
+
+        state = self.store.latest_state("learned_critic", before=r)
+        if state is None:
+            return
+        path = self.run_dir / state["path"]
+        for critic in self.ensemble.critics:
+            if isinstance(critic, LearnedCritic) and critic.settings.retrain:
+                if critic.path != path:
+                    critic.reload(path)
+
+    def _retrain_learned(self, r: int) -> dict[str, Any] | None:
+        """Retrain the learned critic on its shipped split plus every label of rounds
+        1..r (human labels at weight 1, aggregated labels at their confidence): the
+        round-r critic helps judge round r + 1. Returns the state to store, or None."""
+        from ..critic import LearnedCritic, Provenance, shipped_rows, train_critic
+        from ..critic._train import judged_rows
+
+        learned = [
+            c for c in self.ensemble.critics if isinstance(c, LearnedCritic) and c.settings.retrain
+        ]
+        if not learned:
+            return None
+        critic = learned[0]
+        shipped = [s for s in critic.identity() if str(s.get("source", "")).startswith("shipped")]
+        splits = [split for s in shipped for split in s.get("splits", [])]
+        rows, entry = shipped_rows(splits or [critic.settings.split])
+        prov = Provenance()
+        prov.add(entry.pop("source"), len(rows), **entry)
+        judged = [j for rd in range(1, r + 1) for j in self.store.judged(rd, Tier.train.value)]
+        run = judged_rows(judged)
+        run_name = self.store.meta("run_id") or self.run_dir.name
+        human = sum(j.judgement.label.human for j in judged)
+        prov.add(f"run:{run_name}", len(run), rounds=r, human=human)
+        target = self.run_dir / "critics" / f"learned-round-{r}"
+        if target.exists():
+            shutil.rmtree(target)
+        kind = critic.meta.get("features", {}).get("kind", "ngram")
+        train_critic(rows + run, prov, target, features=kind)
+        return {"path": str(target.relative_to(self.run_dir)), "rows": len(rows) + len(run)}
 
     def _judge_fn(self) -> Callable[[Sequence[Exchange]], list[Judgement]]:
         """The ensemble as a judge for online RL rewards (fitted label model, no human)."""
@@ -166,6 +218,8 @@ class Loop:
 
     def _timed(self, round: int, phase: str, fn: Callable[[int, float], None]) -> None:
         self.console.print(f"[bold cyan]round {round}[/] {phase}")
+        if round > 0 and phase != "attack":
+            self._sync_learned(round)
         fn(round, time.time())
 
     def _progress(self) -> Progress:
@@ -333,6 +387,7 @@ class Loop:
         self._fit_labels(r)  # online RL rewards use the label model fitted on this round
         self.learner.run_id = self.store.meta("run_id")  # written into the checkpoint
         checkpoint = self.learner.train_round(data)
+        critic_state = self._retrain_learned(r)
         record = checkpoint.model_dump(mode="json")
         # Stored relative to the run directory: a moved or copied run finds its own.
         record["path"] = _relative_to(checkpoint.path, self.run_dir)
@@ -340,46 +395,79 @@ class Loop:
             record["parent"] = _relative_to(record["parent"], self.run_dir)
         with self.store.phase(r, "train", started):
             self.store.add_training(r, checkpoint.algorithm, record)
+            if critic_state is not None:
+                self.store.put_state("learned_critic", r, critic_state)
         self.console.print(f"    checkpoint {checkpoint.path}")
+        if critic_state is not None:
+            self.console.print(
+                f"    learned critic retrained on {critic_state['rows']} rows: "
+                f"{critic_state['path']}",
+                markup=False,
+            )
 
     def evaluate(self, r: int, started: float) -> None:
-        from ..eval import compute_metrics, evaluate
-
+        """The learner on every held-out tier, judged by the evaluation judge (the same
+        EvalSuite as `superalign eval`); beside it, the training critics' view of the
+        same frozen answers, to show where reward and judge part (reward hacking)."""
         tiers: dict[Tier, list[Query]] = {Tier.frozen: self._frozen()}
         if r > 0:
             tiers[Tier.regression] = self._regression(r)
             tiers[Tier.frontier] = self.store.queries(round=r, tier=Tier.frontier.value)
-        params = GenParams(
-            max_new_tokens=self.config.eval.max_new_tokens, seed=self.config.loop.seed
-        )
-        results: dict[Tier, list[Judged]] = {}
+        results = {}
         for tier, queries in tiers.items():
             if queries:
-                results[tier] = self._batched(
-                    f"evaluate {tier.value}",
-                    queries,
-                    lambda qs: evaluate(
-                        self.learner_model, qs, self.rule_judge, params, batch_size=len(qs), round=r
-                    ),
-                    self.config.eval.batch_size,
+                self.console.print(f"    evaluate {tier.value}: {len(queries)} queries")
+                results[tier] = self.eval_suite.run_tier(
+                    self.learner_model, self.eval_judge, queries, tier, round=r
                 )
+        divergence = self._reward_vs_judge(results[Tier.frozen].judged)
+        agreement = self.eval_suite.judge_agreement(self.eval_judge) if r == 0 else {}
         extra = self._round_extras(r)
         with self.store.phase(r, "evaluate", started):
             if r == 0 and not self.store.queries(round=0, tier=Tier.frozen.value):
                 self.store.add_queries(self._frozen(), producer="eval:frozen")
-            for tier, judged in results.items():
+            for tier, result in results.items():
+                judged = result.judged
                 self.store.add_responses([j.response for j in judged], f"eval-{tier.value}")
-                self.store.add_labels([j.judgement.label for j in judged], producer="eval:rules")
-                metrics = compute_metrics(
-                    judged,
-                    tier.value,
-                    n_boot=self.config.eval.bootstrap,
-                    seed=self.config.loop.seed,
-                )
+                self.store.add_labels([j.judgement.label for j in judged], producer="eval:judge")
+                metrics = dict(result.metrics)
+                if tier is Tier.frozen:
+                    metrics.update(divergence)
                 self.store.add_metrics(r, tier.value, metrics)
+            if agreement:
+                self.store.add_metrics(r, "judge", agreement)
             if extra:
                 self.store.add_metrics(r, Tier.train.value, extra)
         self._print_headline(r)
+
+    def _reward_vs_judge(self, judged: list[Judged]) -> dict[str, Any]:
+        """The training critics' P(acceptable) and the evaluation judge's verdict on the
+        same answers, overall and on harmful queries, with how often they agree."""
+        from ..eval import bootstrap_ci, rate_metric
+
+        if not judged:
+            return {}
+        exchanges = [Exchange(query=j.query, response=j.response.text) for j in judged]
+        critic_labels = self._judge_fn()(exchanges)
+        out: dict[str, Any] = {}
+        groups = {"": judged, "/harmful": [j for j in judged if j.query.intent == "harmful"]}
+        for suffix, items in groups.items():
+            ids = {id(j) for j in items}
+            pairs = [
+                (c.label.p_acceptable, j.judgement.label)
+                for j, c in zip(judged, critic_labels, strict=True)
+                if id(j) in ids
+            ]
+            if not pairs:
+                continue
+            seed, n_boot = self.config.loop.seed, self.config.eval.bootstrap
+            out[f"critic_reward{suffix}"] = bootstrap_ci([p for p, _ in pairs], n_boot, seed)
+            judge_ok = [lab.verdict is not None and lab.verdict.acceptable for _, lab in pairs]
+            out[f"judge_acceptable{suffix}"] = rate_metric([float(x) for x in judge_ok])
+            out[f"critic_judge_agreement{suffix}"] = rate_metric(
+                [float((p >= 0.5) == ok) for (p, _), ok in zip(pairs, judge_ok, strict=True)]
+            )
+        return out
 
     def _frozen(self) -> list[Query]:
         from ..eval import load_frozen
