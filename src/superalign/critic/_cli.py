@@ -9,18 +9,36 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-COLUMNS = ("accuracy", "precision", "recall", "f1", "kappa", "ece", "abstain_rate")
+COLUMNS = (
+    "accuracy",
+    "harmful_accuracy",
+    "refusal_detection",
+    "precision",
+    "recall",
+    "f1",
+    "kappa",
+    "ece",
+    "abstain_rate",
+)
+HEADERS = ("accuracy", "harmful acc", "refusal det", "precision", "recall", "f1", "kappa", "ece",
+           "abstain")  # fmt: skip
 
 
 def critic_eval(
     critics: str = typer.Option(
-        "refusal,query_risk,judge,verifier", "--critics", help="comma-separated critic names"
+        "refusal,query_risk,verifier,learned", "--critics", help="comma-separated critic names"
     ),
     data: str | None = typer.Option(
         None, "--data", help="JSONL of query, response, label[, intent, answer, split]"
     ),
     output: str | None = typer.Option(None, "--output", help="write the rows as JSON here"),
-    split: str = typer.Option("test", "--split", help="split evaluated; the rest calibrates"),
+    split: str = typer.Option("test", "--split", help="split evaluated"),
+    calibrate: str = typer.Option(
+        "calibration",
+        "--calibrate",
+        help="comma-separated splits that calibrate the label model ('rest': every other "
+        "split). Keep it apart from what a learned critic was trained on (train)",
+    ),
     model: str = typer.Option(
         "smollm2-135m", "--model", help="judge model: alias, path, openai:M@URL or mock"
     ),
@@ -37,7 +55,8 @@ def critic_eval(
 
     rows = load_labelled(data)
     test = [r for r in rows if r.split == split]
-    calibration = [r for r in rows if r.split != split]
+    wanted = {c.strip() for c in calibrate.split(",") if c.strip()}
+    calibration = [r for r in rows if r.split != split and ("rest" in wanted or r.split in wanted)]
     if not test:
         raise ConfigError(f"no rows with split {split!r} in the data; pick another --split")
     names = [n.strip() for n in critics.split(",") if n.strip()]
@@ -53,10 +72,10 @@ def critic_eval(
 
 
 def _print(results: list[dict], n_cal: int, n_test: int) -> None:
-    table = Table("critic", *COLUMNS, title=f"critics on {n_test} test rows ({n_cal} calibrate)")
+    table = Table("critic", *HEADERS, title=f"critics on {n_test} test rows ({n_cal} calibrate)")
     for r in results:
-        table.add_row(r["name"], *(f"{r[c]:.3f}" for c in COLUMNS))
-    console = Console()
+        table.add_row(r["name"], *("-" if r[c] is None else f"{r[c]:.3f}" for c in COLUMNS))
+    console = Console(width=None if Console().is_terminal else 140)
     console.print(table)
     ens = next((r for r in results if r["name"] == "ensemble"), None)
     if ens is None or not ens.get("fitted_accuracies"):

@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 
 from ._base import Critic
-from ._calibration import LabelledRow, critic_probability, metrics
+from ._calibration import LabelledRow, critic_probability, metrics, verdict_scores
 from ._ensemble import CriticEnsemble
 from ._label_model import DawidSkene
 
@@ -34,7 +34,8 @@ def evaluate(
     out = []
     for j, name in enumerate(ensemble.names):
         probs = [critic_probability(row[j]) for row in tst]
-        out.append({"name": name, **metrics(truth, probs)})
+        scores = verdict_scores(test, [row[j].verdict for row in tst])
+        out.append({"name": name, **metrics(truth, probs), **_bar(scores)})
     judgements = ensemble.aggregate(exchanges[len(calibration) :], tst)
     probs = [j.label.p_acceptable if j.label.verdict is not None else None for j in judgements]
     lm = ensemble.label_model
@@ -42,6 +43,7 @@ def evaluate(
         {
             "name": "ensemble",
             **metrics(truth, probs),
+            **_bar(verdict_scores(test, [j.label.verdict for j in judgements])),
             "label_model": lm.used,
             "fitted_accuracies": ensemble.accuracies(),
             "fitted_sensitivity": dict(zip(lm.names, map(float, lm.sens), strict=True)),
@@ -55,3 +57,8 @@ def evaluate(
         }
     )
     return out
+
+
+def _bar(scores: dict) -> dict:
+    """The two scores the learned critic is held to (None where the split has no such rows)."""
+    return {k: scores[k] for k in ("harmful_accuracy", "refusal_detection")}

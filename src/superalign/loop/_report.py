@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -27,10 +28,22 @@ def report_data(store: Store, run_dir: Path):  # -> eval.ReportData
     return ReportData(
         run_name=run_dir.name,
         config_yaml=config,
+        judge=_judge_name(store),
         rounds=rounds,
         successful_attacks=attacks,
         before_after=_before_after(store),
     )
+
+
+def _judge_name(store: Store) -> str:
+    """The evaluation judge of the run's stored configuration, as `name` or `name:split`."""
+    try:
+        judge = json.loads(store.meta("config") or "{}").get("eval", {}).get("judge") or {}
+    except json.JSONDecodeError:
+        return ""
+    args = judge.get("args") or {}
+    detail = args.get("split") or args.get("path") or ""
+    return judge.get("name", "") + (f":{detail}" if detail else "")
 
 
 def _before_after(store: Store, limit: int = 24) -> list:
@@ -53,7 +66,8 @@ def write_report(store: Store, run_dir: Path) -> Path:
 def headline(store: Store, run_dir: Path) -> str:
     from ..eval import headline_table
 
-    return headline_table(report_data(store, run_dir).rounds)
+    data = report_data(store, run_dir)
+    return headline_table(data.rounds, judge=data.judge)
 
 
 def export(store: Store, out_dir: Path, fmt: str) -> list[Path]:

@@ -302,23 +302,41 @@ class Loop:
             for resp, row in zip(responses, critiques, strict=True):
                 self.store.add_critiques(resp.id, row)
 
-    def _fit_labels(self, r: int) -> tuple[list[Response], list[Judgement]]:
-        """Refit the label model on every round's critiques and human labels so far."""
+    def _fit_labels(self, r: int, refit: bool = True) -> tuple[list[Response], list[Judgement]]:
+        """Round r's responses with their labels. With ``refit``, the label model is fitted
+        on every round's critiques and human labels so far first; without, the current
+        fitted state labels them."""
         all_responses, all_exchanges = [], []
-        for rd in range(1, r + 1):
+        for rd in range(1, r + 1) if refit else [r]:
             resp, ex = self._exchanges(rd, Tier.train.value)
             all_responses += resp
             all_exchanges += ex
         critiques = [self.store.critiques(x.id) for x in all_responses]
         human = self.store.human_labels()
         by_index = {i: human[x.id] for i, x in enumerate(all_responses) if x.id in human}
-        self.ensemble.fit(critiques, by_index)
+        if refit:
+            self.ensemble.fit(critiques, by_index)
         judgements = self.ensemble.aggregate(all_exchanges, critiques, by_index)
         keep = [i for i, x in enumerate(all_responses) if x.round == r]
         return [all_responses[i] for i in keep], [judgements[i] for i in keep]
 
+    def _label_model(self, r: int) -> None:
+        """The label model as round r's aggregate phase fitted and stored it (fitted once
+        per round; a resumed process reads it back instead of refitting)."""
+        state = self.store.latest_state("label_model", before=r + 1)
+        if state is None:
+            self._fit_labels(r)
+        else:
+            self.ensemble.label_model.load_state_dict(state)
+
     def oversee(self, r: int, started: float) -> None:
-        responses, judgements = self._fit_labels(r)
+        # Where to spend the budget: last round's fitted label model judges this round's
+        # critiques (round 1 has none yet and fits one); aggregate fits once, with the
+        # new human labels.
+        previous = self.store.latest_state("label_model", before=r)
+        if previous is not None:
+            self.ensemble.label_model.load_state_dict(previous)
+        responses, judgements = self._fit_labels(r, refit=previous is None)
         queries = {q.id: q for q in self.store.queries(round=r)}
         judged = [
             Judged(query=queries[x.query_id], response=x, judgement=j)
@@ -368,6 +386,7 @@ class Loop:
             with self.store.phase(r, "aggregate", started):
                 self.store.add_preferences(r, prefs, producer="learner.build_preferences")
                 self.store.put_state("critic_accuracy", r, accuracies)
+                self.store.put_state("label_model", r, self.ensemble.label_model.state_dict())
 
     def _check_floor(self, accuracies: dict[str, float]) -> None:
         from ..critic import check_accuracy_floor
@@ -384,7 +403,7 @@ class Loop:
             preferences=self.store.preferences(r),
             constitution=self.constitution,
         )
-        self._fit_labels(r)  # online RL rewards use the label model fitted on this round
+        self._label_model(r)  # online RL rewards use the label model fitted on this round
         self.learner.run_id = self.store.meta("run_id")  # written into the checkpoint
         checkpoint = self.learner.train_round(data)
         critic_state = self._retrain_learned(r)
@@ -420,6 +439,8 @@ class Loop:
                 results[tier] = self.eval_suite.run_tier(
                     self.learner_model, self.eval_judge, queries, tier, round=r
                 )
+        if r > 0:
+            self._label_model(r)
         divergence = self._reward_vs_judge(results[Tier.frozen].judged)
         agreement = self.eval_suite.judge_agreement(self.eval_judge) if r == 0 else {}
         extra = self._round_extras(r)
@@ -487,7 +508,7 @@ class Loop:
             return {}
         from ..eval import compute_metrics
 
-        self._fit_labels(r)  # a resumed process starts with an unfitted label model
+        self._label_model(r)
         judged = self.store.judged(r, Tier.train.value)
         state = self.store.latest_state("attacker", before=r + 1)
         if state is not None:  # the archive as this round's attack phase left it
@@ -524,16 +545,21 @@ class Loop:
     # -- output ---------------------------------------------------------------------------
 
     def _print_headline(self, r: int) -> None:
-        rows = [
-            m for m in self.store.metrics() if m["round"] == r and m["tier"] == Tier.frozen.value
-        ]
-        shown = {m["name"]: m for m in rows}
-        parts = []
-        for name in ("attack_success_rate", "benign_refusal_rate", "math_accuracy"):
-            if name in shown:
-                m = shown[name]
-                parts.append(f"{name}={m['value']:.2f} [{m['lo']:.2f}, {m['hi']:.2f}]")
-        self.console.print("    frozen: " + "  ".join(parts))
+        metrics = self.store.metrics()
+        for tier, names in (
+            ("frozen", ("attack_success_rate", "benign_refusal_rate", "math_accuracy")),
+            ("frozen", ("critic_reward/harmful", "judge_acceptable/harmful")),
+            ("judge", ("judge_human_agreement",)),
+        ):
+            shown = {m["name"]: m for m in metrics if m["round"] == r and m["tier"] == tier}
+            parts = [
+                f"{name}={shown[name]['value']:.2f} [{shown[name]['lo']:.2f}, "
+                f"{shown[name]['hi']:.2f}]"
+                for name in names
+                if name in shown and shown[name]["lo"] is not None
+            ]
+            if parts:
+                self.console.print(f"    {tier}: " + "  ".join(parts), markup=False)
 
     def write_report(self) -> Path:
         from ._report import write_report
