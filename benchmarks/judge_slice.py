@@ -7,13 +7,13 @@ reading each (query, response) pair, never from the project's critics.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/judge_slice.py --out /tmp/slice_raw.jsonl \\
         --model smollm2-135m=smollm2-135m \\
-        --model smollm2-135m+smoke-round-1=runs/slice-ckpt/checkpoints/round-1 \\
-        --sampled smollm2-135m
+        --model smollm2-135m+smoke-round-1=runs/slice-ckpt/checkpoints/round-1
 
 The checkpoint comes from one round of the loop:
 ``superalign run --config configs/smoke.yaml --name slice-ckpt --set loop.rounds=1``.
 Every model answers every prompt greedily (96 new tokens, 160 for math); models named by
-``--sampled`` also give one sampled reply per prompt (temperature 0.8, fixed seed).
+``--sampled NAME`` also give one sampled reply per prompt (temperature 0.8, fixed seed);
+the shipped slice holds greedy replies only.
 """
 
 from __future__ import annotations
