@@ -57,6 +57,8 @@ def critic_eval(
     test = [r for r in rows if r.split == split]
     wanted = {c.strip() for c in calibrate.split(",") if c.strip()}
     calibration = [r for r in rows if r.split != split and ("rest" in wanted or r.split in wanted)]
+    if not calibration and data:  # e.g. the hand-labelled slice: calibrate on the shipped set
+        calibration = [r for r in load_labelled() if "rest" in wanted or r.split in wanted]
     if not test:
         raise ConfigError(f"no rows with split {split!r} in the data; pick another --split")
     names = [n.strip() for n in critics.split(",") if n.strip()]

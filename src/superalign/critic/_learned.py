@@ -6,11 +6,14 @@ over_refusal, unsafe, incoherent; capability: answered, over_refusal, incoherent
 A capability answer with an answer key is then decided by the one answer extractor
 (``final_number``), so the critic never guesses arithmetic.
 
-Two feature families, chosen by measurement (docs/benchmarks.md, "learned critic"):
+Feature backbones, chosen by measurement (docs/benchmarks.md, "Learned critic"): on
+this CPU the LM features cost about a second per pair and were no more accurate than
+the n-grams on the held-out split, so ``ngram`` is the default.
 
-- ``ngram``: hashed word 1-2-grams and character 3-5-grams of the response (and,
-  in their own namespace, of the query's words), tf-weighted and L2-normalised. No
-  model, microseconds per pair.
+- ``ngram`` (the default): hashed word 1-2-grams of the response, its opening words,
+  the words after its first sentence (a refusal that goes on to give steps is
+  compliance), character 3-5-grams, and the query's words; each family square-root
+  tf-weighted and L2-normalised on its own. No model: about a millisecond per pair.
 - ``lm``: hidden states of a frozen chat model (the bundled SmolLM2 by default),
   mean-pooled over the response tokens at a third and two thirds of its depth and
   over the response's first tokens, standardised.
@@ -120,7 +123,6 @@ class Provenance:
 
 # -- features ----------------------------------------------------------------------------
 
-CHAR_WEIGHT = 1.0
 _FAMILY = {
     "w": "words",
     "b": "words",
@@ -179,7 +181,7 @@ class NgramFeatures:
         squeezed = re.sub(r"\s+", " ", text)
         for n in (3, 4, 5):
             for i in range(0, max(0, len(squeezed) - n + 1)):
-                add(f"c{n}:" + squeezed[i : i + n], CHAR_WEIGHT)
+                add(f"c{n}:" + squeezed[i : i + n])
         for w in _WORD.findall(query.lower()[:500]):
             add("q:" + w, 0.5)
         # Degenerate text: repeated words and odd characters.
