@@ -44,6 +44,10 @@ class Attacker(Protocol):
 
     def load_state(self, state: dict[str, Any]) -> None: ...
 
+    def coverage(self, threshold: float | None = None) -> float:
+        """Share of the attack space (category x style) holding a successful attack."""
+        ...
+
 
 class Pending(BaseModel):
     """What the attacker remembers about a proposal until its judgement comes back."""

@@ -28,6 +28,9 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "learn"
 
 
 class Learner(Protocol):
+    uses_preferences: bool  # the loop builds preference pairs before training when True
+    run_id: str | None  # written into each checkpoint's metadata (the loop sets it)
+
     def train_round(self, data: RoundData) -> Checkpoint: ...
 
 

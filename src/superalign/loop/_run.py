@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
@@ -42,8 +42,13 @@ from ..types import (
     RoundData,
     Tier,
 )
-from ._oversight import select_for_review
+from ._oversight import LabelSource, select_for_review
 from ._store import Store, missing_for_resume
+
+if TYPE_CHECKING:  # the role protocols; the packages themselves load on first use
+    from ..attack import Attacker
+    from ..critic import CriticEnsemble
+    from ..learn import Learner
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +107,7 @@ class Loop:
         return str(path)
 
     @cached_property
-    def ensemble(self) -> Any:
+    def ensemble(self) -> CriticEnsemble:
         from ..critic import build_ensemble
 
         return build_ensemble(self.config.critic, self._model(self.config.critic.model))
@@ -116,7 +121,7 @@ class Loop:
         ).as_text()
 
     @cached_property
-    def attacker(self) -> Any:
+    def attacker(self) -> Attacker:
         from ..attack import build_attacker
 
         return build_attacker(
@@ -124,15 +129,15 @@ class Loop:
         )
 
     @cached_property
-    def label_source(self) -> Any:
+    def label_source(self) -> LabelSource:
         spec = self.config.loop.labels
         return registry.create("label_source", spec.name, spec.args)
 
     @cached_property
-    def learner(self) -> Any:
+    def learner(self) -> Learner:
         from ..learn import CriticReward, build_learner
 
-        reward = CriticReward(self._judge_fn(), getattr(self.config.learner, "reward", None))
+        reward = CriticReward(self._judge_fn(), self.config.learner.reward)
         return build_learner(self.config.learner, self.learner_model, reward, self.run_dir)
 
     @cached_property
@@ -376,7 +381,7 @@ class Loop:
                 constitution=self.constitution,
             )
             prefs = []
-            if getattr(self.learner, "uses_preferences", False):
+            if self.learner.uses_preferences:
                 prefs = build_preferences(
                     data,
                     self.learner_model,
@@ -513,14 +518,13 @@ class Loop:
         state = self.store.latest_state("attacker", before=r + 1)
         if state is not None:  # the archive as this round's attack phase left it
             self.attacker.load_state(state)
-        coverage = getattr(self.attacker, "coverage", None)
         metrics = compute_metrics(
             self._critic_only_labels(judged),
             Tier.train.value,
             n_boot=self.config.eval.bootstrap,
             seed=self.config.loop.seed,
             human=self.store.human_labels(),
-            archive_coverage=float(coverage()) if callable(coverage) else None,
+            archive_coverage=float(self.attacker.coverage()),
         )
         wanted = (
             "critic_human_agreement",
