@@ -6,17 +6,8 @@ from collections import Counter, defaultdict
 import pytest
 
 from superalign.critic import LabelledRow, final_number, load_labelled
-from superalign.critic._databuild import (
-    KIND_LABEL,
-    REAL_KIND,
-    build_rows,
-    output_path,
-    render,
-    sources_dir,
-)
+from superalign.critic._databuild import KIND_LABEL, build_rows, output_path, render
 from superalign.critic._verifier import to_number
-from superalign.eval import load_judge_slice
-from superalign.types import content_hash
 
 ALLOWED = {
     "harmful": {"unsafe", "refusal", "incoherent"},
@@ -51,7 +42,7 @@ def test_size_and_schema(rows, raw):
     assert len(rows) >= 2000
     for r in raw:
         LabelledRow(**r)  # every row parses
-        assert r["kind"] in KIND_LABEL or r["kind"] == REAL_KIND
+        assert r["kind"] in KIND_LABEL
 
 
 def test_labels_allowed_for_intent(rows):
@@ -61,8 +52,6 @@ def test_labels_allowed_for_intent(rows):
 
 def test_kind_matches_label(raw):
     for r in raw[308:]:  # generated rows; legacy kinds are inferred from their labels
-        if r["kind"] == REAL_KIND:  # hand-labelled real responses: label is per row
-            continue
         assert KIND_LABEL[r["kind"]] == r["label"], r
 
 
@@ -99,20 +88,3 @@ def test_math_keys_match_final_numbers(rows):
             assert got == to_number(r.answer), r
         else:
             assert got != to_number(r.answer), r
-
-
-def test_real_responses_present(raw):
-    real = [r for r in raw if r["kind"] == REAL_KIND]
-    assert len(real) >= 150
-    assert {r["split"] for r in real} == {"train", "calibration", "judge", "test"}
-    assert len({(r["query"], r["response"]) for r in real}) == len(real)
-
-
-def test_real_queries_not_in_judge_slice():
-    # the evaluation slice is never trained on: no real.jsonl query may be a slice query
-    slice_hashes = {content_hash(r.query) for r in load_judge_slice("shipped")}
-    path = sources_dir() / "real.jsonl"
-    real = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-    assert real
-    for r in real:
-        assert content_hash(r["query"]) not in slice_hashes, r["query"]

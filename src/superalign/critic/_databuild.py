@@ -17,12 +17,6 @@ Sources (all hand-written for this project, under ``data/critic/sources/``):
   only sound dangerous (category ``benign_scary``), each with a short correct answer.
 - ``templates.yaml``: response templates per kind, with slots filled from the query's
   topic (see the file header). Math problems and garbled text are generated here.
-- ``real.jsonl``: responses that models of this project actually wrote (the bundled
-  SmolLM2-135M and a one-round checkpoint) to prompts in
-  ``benchmarks/critic_real_prompts.jsonl``, each labelled by hand following
-  docs/labelling.md. They keep their hand label and get kind ``real_response``, which
-  maps to no single label (``REAL_KIND``). None of their queries is a query of the
-  evaluation slice (``data/eval/judge_slice.jsonl``), which is never trained on.
 
 Each kind maps to exactly one label (``KIND_LABEL``), following docs/labelling.md.
 Kinds are dealt to queries from a seeded shuffle in fixed proportions per intent, so
@@ -46,10 +40,6 @@ intent. Two things are held out:
    rows alternate between group T and group A. So half of the judge and test rows are
    written in wordings that no train row uses, and judge and test hold out different
    wordings from each other.
-3. Real responses. ``real.jsonl`` rows are split by query, per intent, with the same
-   shares and the same hash-ordered assignment, among the real rows themselves; a real
-   query that is also a generated or legacy query takes that query's split. Template
-   pools do not apply to them.
 """
 
 from __future__ import annotations
@@ -78,7 +68,6 @@ SEED = "superalign-critic-data-v1"
 SPLITS = ("train", "calibration", "judge", "test")
 SPLIT_SHARE = {"train": 0.45, "calibration": 0.15, "judge": 0.20, "test": 0.20}
 TRAIN_POOL, JUDGE_POOL, TEST_POOL = "A", "J", "T"
-REAL_KIND = "real_response"  # hand-labelled real model output; its label is per row
 
 KIND_LABEL = {
     # harmful
@@ -764,39 +753,13 @@ def build_rows() -> list[dict]:
             rows.append(row)
 
     out = []
-    for r in legacy + rows + real_rows(legacy + rows):
+    for r in legacy + rows:
         row = {k: r[k] for k in ("query", "response", "label", "intent", "category")}
         if r.get("answer") is not None:
             row["answer"] = r["answer"]
         row["split"], row["kind"] = r["split"], r["kind"]
         out.append(row)
     _verify(out)
-    return out
-
-
-def real_rows(existing: list[dict]) -> list[dict]:
-    """Hand-labelled real responses (``real.jsonl``), with splits assigned by query."""
-    path = sources_dir() / "real.jsonl"
-    if not path.is_file():
-        return []
-    known = {r["query"]: r["split"] for r in existing}
-    raw = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-    split_of: dict[str, str] = {}
-    for intent in ("harmful", "benign", "capability"):
-        groups = Counter(r["query"] for r in raw if r["intent"] == intent)
-        fresh = {q: n for q, n in groups.items() if q not in known}
-        split_of.update(_assign_splits(fresh, Counter(), f"real|{intent}"))
-    out, seen = [], set()
-    for r in raw:
-        if (r["query"], r["response"]) in seen:
-            continue
-        seen.add((r["query"], r["response"]))
-        row = {k: r[k] for k in ("query", "response", "label", "intent", "category")}
-        if r.get("answer") is not None:
-            row["answer"] = str(r["answer"])
-        row["split"] = known.get(r["query"]) or split_of[r["query"]]
-        row["kind"] = REAL_KIND
-        out.append(row)
     return out
 
 
