@@ -167,3 +167,31 @@ def test_attack_phase_holds_out_what_split_frontier_picks(reference: Path) -> No
     _, expected = split_frontier(train + frontier, share, round=ROUNDS)
     assert {q.id for q in frontier} == {q.id for q in expected}
     assert all(q.intent == "harmful" for q in frontier)
+
+
+def test_label_model_is_fitted_once_per_round_and_read_back(reference: Path, tmp_path) -> None:
+    """Aggregate stores the fitted label model; train and evaluate read it, never refit."""
+    import shutil
+
+    from superalign.loop import resume
+
+    store = Store(reference / "superalign.db", write=False)
+    state = store.latest_state("label_model", before=ROUNDS + 1)
+    assert state is not None and state["fitted"]
+    assert state["names"] == ["refusal", "query_risk", "verifier", "judge"]
+    store.close()
+
+    copy = tmp_path / "ref"
+    shutil.copytree(reference, copy)
+    loop = resume(copy)
+    try:
+
+        def refit(*args, **kwargs):
+            raise AssertionError("the label model was refitted after aggregate")
+
+        loop.ensemble.label_model.fit = refit
+        loop._label_model(ROUNDS)  # what train and evaluate do
+        assert loop.ensemble.label_model.state_dict() == state
+        loop._round_extras(ROUNDS)
+    finally:
+        loop.close()
