@@ -237,7 +237,7 @@ def check_judges_apart(config: RunConfig) -> list[str]:
 
     expert = None
     if config.loop.labels.name == "gold":
-        from .loop._oversight import GoldSettings
+        from .loop import GoldSettings
 
         expert = GoldSettings(**config.loop.labels.args).critic
 

@@ -10,7 +10,7 @@ import random
 
 from pydantic import BaseModel, Field
 
-from ..critic._verifier import answer_matches, evaluate_expression
+from ..critic import answer_matches, evaluate_expression
 from ..types import Intent, Query
 from ._data import load_yaml
 

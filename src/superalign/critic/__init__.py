@@ -30,6 +30,7 @@ from ._learned import (
 from ._pairwise import PairwiseCritic, PairwiseSettings
 from ._query_risk import QueryRiskCritic, QueryRiskSettings
 from ._rules import RefusalCritic, RefusalSettings, detect_refusal, lexicon_risk
+from ._train import judged_rows, run_rows
 from ._verifier import (
     VerifierCritic,
     VerifierSettings,
@@ -82,11 +83,13 @@ __all__ = [
     "evaluate_expression",
     "final_number",
     "judge_signals",
+    "judged_rows",
     "lexicon_risk",
     "load_artifact",
     "load_constitution",
     "load_labelled",
     "metrics",
+    "run_rows",
     "shipped_rows",
     "to_number",
     "train_critic",

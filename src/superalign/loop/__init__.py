@@ -4,6 +4,7 @@ from ..config import LoopSection
 from ._oversight import (
     CliSource,
     GoldExpert,
+    GoldSettings,
     ImportSource,
     LabelSource,
     priority,
@@ -17,6 +18,7 @@ __all__ = [
     "PHASES",
     "CliSource",
     "GoldExpert",
+    "GoldSettings",
     "ImportSource",
     "LabelSource",
     "Loop",

@@ -170,8 +170,7 @@ class Loop:
         """Retrain the learned critic on its shipped split plus every label of rounds
         1..r (human labels at weight 1, aggregated labels at their confidence): the
         round-r critic helps judge round r + 1. Returns the state to store, or None."""
-        from ..critic import LearnedCritic, Provenance, shipped_rows, train_critic
-        from ..critic._train import judged_rows
+        from ..critic import LearnedCritic, Provenance, judged_rows, shipped_rows, train_critic
 
         learned = [
             c for c in self.ensemble.critics if isinstance(c, LearnedCritic) and c.settings.retrain
@@ -196,7 +195,7 @@ class Loop:
         train_critic(rows + run, prov, target, features=kind)
         return {"path": str(target.relative_to(self.run_dir)), "rows": len(rows) + len(run)}
 
-    def _judge_fn(self) -> Callable[[Sequence[Exchange]], list[Judgement]]:
+    def _judge_fn(self) -> Judge:
         """The ensemble as a judge for online RL rewards (fitted label model, no human)."""
 
         def judge(exchanges: Sequence[Exchange]) -> list[Judgement]:
