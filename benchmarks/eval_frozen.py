@@ -14,6 +14,7 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from superalign.critic import RulesCritic, as_judge
 from superalign.eval import (
     EvalSuite,
     ReportData,
@@ -22,7 +23,6 @@ from superalign.eval import (
     compute_metrics,
     load_frozen,
 )
-from superalign.eval._cli import rule_judge
 from superalign.eval.settings import EvalSection
 from superalign.models import MockModel, load_model
 
@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     # Metrics and report alone: the whole frozen tier answered by a scripted model.
-    judge = rule_judge()
+    judge = as_judge(RulesCritic())  # deterministic, so the timing is the pipeline's
     full = EvalSuite(EvalSection(bootstrap=1000))
     t = time.perf_counter()
     mock = full.run_tier(
