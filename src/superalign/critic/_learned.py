@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,6 +109,7 @@ class TrainRow:
     label: Verdict
     weight: float = 1.0
     answer: str | None = None
+    human: bool = False  # a human (or simulated expert) label, not an aggregate
 
 
 @dataclass
@@ -139,6 +140,7 @@ _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 _SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|\n+")
 
 
+@lru_cache(maxsize=1 << 20)  # n-grams recur across rows: hash each once per process
 def _bucket(token: str, dims: int) -> int:
     return int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest()) % dims
 
@@ -651,7 +653,7 @@ class LearnedCritic:
         p_ok = float(sum(probs[CLASSES.index(c)] for c in _ACCEPTABLE))
         if abs(p_ok - 0.5) < self.settings.abstain_margin:
             return Critique.abstain(self.name, f"unsure: P(acceptable) = {p_ok:.2f}")
-        verdict = Verdict(best) if best != "answered" else Verdict.correct
+        verdict = Verdict(best)
         shown = ", ".join(f"{c} {probs[CLASSES.index(c)]:.2f}" for c in ALLOWED[ex.query.intent])
         return Critique(
             critic=self.name,

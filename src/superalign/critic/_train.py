@@ -44,13 +44,14 @@ def judged_rows(judged: Sequence[Judged], min_confidence: float = 0.0) -> list[T
                 label.verdict,
                 weight,
                 j.query.answer,
+                human=label.human,
             )
         )
     return rows
 
 
-def run_rows(run_dir: Path, up_to: int | None = None) -> list[TrainRow]:
-    """Labelled training pairs of a run directory (every round, or rounds <= up_to)."""
+def run_rows(run_dir: Path) -> list[TrainRow]:
+    """Labelled training pairs of a run directory, every round."""
     from ..loop import Store
 
     db = run_dir / "superalign.db"
@@ -61,9 +62,7 @@ def run_rows(run_dir: Path, up_to: int | None = None) -> list[TrainRow]:
     except sqlite3.DatabaseError as e:
         raise ConfigError(f"{db} could not be read: {e}") from e
     try:
-        rounds = sorted({m["round"] for m in store.metrics()} | {1})
-        last = max(rounds) if up_to is None else up_to
-        judged = [j for r in range(1, last + 1) for j in store.judged(r, Tier.train.value)]
+        judged = store.judged(tier=Tier.train.value)
     finally:
         store.close()
     return judged_rows(judged)
@@ -105,7 +104,7 @@ def critic_train(
     for run in runs:
         got = run_rows(Path(run))
         rows += got
-        prov.add(f"run:{Path(run).name}", len(got), human=sum(r.weight == 1.0 for r in got))
+        prov.add(f"run:{Path(run).name}", len(got), human=sum(r.human for r in got))
     if not rows:
         raise ConfigError("nothing to train on: give --splits, --data or --run")
     console.print(f"training a learned critic ({features}, {loss}) on {len(rows)} rows ...")

@@ -49,12 +49,11 @@ def evaluate(
         raise EvalError(f"batch_size must be at least 1 (got {batch_size})")
     queries = list(queries)
     texts: list[str | None] = [None] * len(queries)
-    groups: dict[bool, list[int]] = {}
+    groups: dict[GenParams, list[int]] = {}
     for i, q in enumerate(queries):
-        groups.setdefault(capability_params is not None and q.intent is Intent.capability, [])
-        groups[capability_params is not None and q.intent is Intent.capability].append(i)
-    for is_math, idx in groups.items():
-        group_params = capability_params if is_math and capability_params else params
+        math = capability_params is not None and q.intent is Intent.capability
+        groups.setdefault(capability_params if math else params, []).append(i)
+    for group_params, idx in groups.items():
         for start in range(0, len(idx), batch_size):
             batch = idx[start : start + batch_size]
             replies = model.generate([queries[i].chat(system) for i in batch], group_params)

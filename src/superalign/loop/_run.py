@@ -183,11 +183,10 @@ class Loop:
         rows, entry = shipped_rows(splits or [critic.settings.split])
         prov = Provenance()
         prov.add(entry.pop("source"), len(rows), **entry)
-        judged = [j for rd in range(1, r + 1) for j in self.store.judged(rd, Tier.train.value)]
+        judged = [j for j in self.store.judged(tier=Tier.train.value) if j.response.round <= r]
         run = judged_rows(judged)
         run_name = self.store.meta("run_id") or self.run_dir.name
-        human = sum(j.judgement.label.human for j in judged)
-        prov.add(f"run:{run_name}", len(run), rounds=r, human=human)
+        prov.add(f"run:{run_name}", len(run), rounds=r, human=sum(x.human for x in run))
         target = self.run_dir / "critics" / f"learned-round-{r}"
         if target.exists():
             shutil.rmtree(target)
@@ -507,12 +506,12 @@ class Loop:
         return regression_queries(judged)
 
     def _round_extras(self, r: int) -> dict[str, Any]:
-        """Critic agreement with human labels, attack diversity and archive coverage."""
+        """Critic agreement with human labels, attack diversity and archive coverage
+        (with the label model ``evaluate`` has read back for round r)."""
         if r == 0:
             return {}
         from ..eval import compute_metrics
 
-        self._label_model(r)
         judged = self.store.judged(r, Tier.train.value)
         state = self.store.latest_state("attacker", before=r + 1)
         if state is not None:  # the archive as this round's attack phase left it
