@@ -45,6 +45,7 @@ class Tier(StrEnum):
     frozen = "frozen"
     regression = "regression"
     frontier = "frontier"
+    external = "external"  # public sets imported from files or wheels (eval._import)
 
 
 class Dimension(StrEnum):
@@ -99,6 +100,11 @@ class Query(BaseModel):
     tier: Tier = Tier.train
     answer: str | None = None  # exact expected answer for capability (math) queries
     difficulty: int | None = None
+    # Template family (attack/_families.py): which wrapper or phrasing produced the text;
+    # families reserved for evaluation never reach training.
+    family: str | None = None
+    # Provenance of an imported query: set, source, file, row, licence, sha256 of the file.
+    meta: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def hash(self) -> str:
