@@ -395,12 +395,23 @@ class LearnedModel:
         lr: float = 0.05,
         weight_decay: float = 1e-4,
         seed: int = 0,
+        aux_weight: float = 0.0,
+        aux_warmup: float = 0.2,
     ) -> dict[str, Any]:
-        """Train the head on ``rows`` (full-batch Adam; the features are fixed)."""
+        """Train the head on ``rows`` (full-batch Adam; the features are fixed).
+
+        ``aux_weight`` > 0 adds the auxiliary confidence loss of Burns et al. 2023
+        (weak-to-strong generalization, eq. 1): the target becomes a mix of the row's
+        label and the head's own hardened (argmax) prediction, the mix weight ramped
+        linearly from 0 to ``aux_weight`` over the first ``aux_warmup`` of the epochs,
+        so a strong student can overrule a weak supervisor's mistakes it is sure of.
+        """
         import torch
 
         if not rows:
             raise LearnedError("no labelled rows to train the learned critic on")
+        if not 0.0 <= aux_weight <= 1.0:
+            raise LearnedError(f"aux_weight {aux_weight} must lie in [0, 1]")
         torch.manual_seed(seed)
         feats = self.featurise([(r.query, r.response) for r in rows], [r.intent for r in rows])
         if "dense" in feats:
@@ -415,19 +426,23 @@ class LearnedModel:
         mask = _mask([r.intent for r in rows])
         opt = torch.optim.Adam(self.parameters(), lr=lr)
         started = time.perf_counter()
-        for _ in range(epochs):
+        ramp = max(1.0, aux_warmup * epochs)
+        for epoch in range(epochs):
             opt.zero_grad()
             logp = torch.log_softmax(self.logits(feats).masked_fill(~mask, -1e9), dim=1)
-            picked = logp.gather(1, y[:, None]).squeeze(1)
-            if loss == "gce":  # (1 - p^q) / q: bounded, so a wrong label cannot dominate
-                per_row = (1 - torch.exp(0.7 * picked)) / 0.7
-            else:
-                per_row = -picked
+            per_row = _row_loss(logp, y, loss)
+            if aux_weight > 0:
+                alpha = aux_weight * min(1.0, (epoch + 1) / ramp)
+                hardened = logp.detach().argmax(1)  # (N,) the head's own verdicts
+                per_row = (1 - alpha) * per_row + alpha * _row_loss(logp, hardened, loss)
             value = (w * per_row).sum() / w.sum().clamp_min(1e-6)
             l2 = sum((p**2).sum() for p in self.parameters() if p.dim() > 1)
             (value + weight_decay * l2).backward()
             opt.step()
-        return {"epochs": epochs, "loss": loss, "seconds": time.perf_counter() - started}
+        info: dict[str, Any] = {"epochs": epochs, "loss": loss}
+        if aux_weight > 0:
+            info["aux_weight"] = aux_weight
+        return {**info, "seconds": time.perf_counter() - started}
 
     # -- prediction --------------------------------------------------------------
 
@@ -468,6 +483,14 @@ class LearnedModel:
             self.dense.weight.data = w
             self.dense.bias.data = state["dense_b"].float()
             self.mean, self.std = state["mean"].float(), state["std"].float()
+
+
+def _row_loss(logp: Any, target: Any, loss: LossKind) -> Any:
+    """(N,) loss of log-probabilities ``logp`` (N, K) against class indices ``target``."""
+    picked = logp.gather(1, target[:, None]).squeeze(1)
+    if loss == "gce":  # (1 - p^q) / q: bounded, so a wrong label cannot dominate
+        return (1 - (0.7 * picked).exp()) / 0.7
+    return -picked
 
 
 def _mask(intents: Sequence[Intent]) -> Any:
