@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ModelError
 from ..registry import register
+from ..timing import charge
 from ..types import Chat, GenParams
 from . import _bundled
 from ._base import apply_stop
@@ -164,19 +165,19 @@ class HFChatModel:
         prompts = self.encode_prompts(chats, params.max_new_tokens)
         if params.seed is not None:
             self._torch.manual_seed(params.seed)
-        if self.fast is not None:
-            token_lists = self.fast.generate_ids(prompts, params)
-        else:
-            token_lists = []
-            # Sort by length so each batch pads little; restore order afterwards.
-            order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-            results: dict[int, list[int]] = {}
-            bs = self.settings.batch_size
-            for start in range(0, len(order), bs):
-                idx = order[start : start + bs]
-                batch = self.generate_ids([prompts[i] for i in idx], params)
-                results.update(zip(idx, batch, strict=True))
-            token_lists = [results[i] for i in range(len(prompts))]
+        with charge("generate"):
+            if self.fast is not None:
+                token_lists = self.fast.generate_ids(prompts, params)
+            else:
+                # Sort by length so each batch pads little; restore order afterwards.
+                order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+                results: dict[int, list[int]] = {}
+                bs = self.settings.batch_size
+                for start in range(0, len(order), bs):
+                    idx = order[start : start + bs]
+                    batch = self.generate_ids([prompts[i] for i in idx], params)
+                    results.update(zip(idx, batch, strict=True))
+                token_lists = [results[i] for i in range(len(prompts))]
         texts = self.tokenizer.batch_decode(token_lists, skip_special_tokens=True)
         return [apply_stop(t, params.stop).strip() for t in texts]
 
