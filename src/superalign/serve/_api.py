@@ -1,0 +1,264 @@
+"""An OpenAI-compatible chat server for any ChatModel: ``/v1/models`` and
+``/v1/chat/completions`` (with ``stream``), so scanners and clients that speak the
+OpenAI API can test a learner checkpoint.
+
+A malformed request gets HTTP 400 with an OpenAI-style body,
+``{"error": {"message", "type": "invalid_request_error", "param", "code"}}``, whose
+message names the field and what it must be. An unknown model name gets 404.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..models import ChatModel
+from ..types import GenParams
+from ._batch import Batcher
+
+ROLES = ("system", "user", "assistant")
+MAX_TOKENS_LIMIT = 4096
+
+
+class BadRequest(Exception):
+    """A request field is missing or invalid; ``param`` names it."""
+
+    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.param = param
+        self.status = status
+
+
+def error_body(message: str, param: str | None = None, kind: str = "invalid_request_error") -> dict:
+    """The error object OpenAI clients parse."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
+
+
+def create_app(
+    model: ChatModel,
+    served_name: str,
+    *,
+    window_ms: float = 10.0,
+    max_batch: int = 32,
+    max_tokens_limit: int = MAX_TOKENS_LIMIT,
+) -> Starlette:
+    """The server app for ``model``, known to clients as ``served_name``."""
+    batcher = Batcher(model, window_ms=window_ms, max_batch=max_batch)
+    created = int(time.time())
+    count_tokens = _token_counter(model)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    async def models(request: Request) -> Response:
+        entry = {"id": served_name, "object": "model", "created": created, "owned_by": "superalign"}
+        return JSONResponse({"object": "list", "data": [entry]})
+
+    async def chat_completions(request: Request) -> Response:
+        try:
+            body = await _json_body(request)
+            messages, params, stream = parse_chat_request(body, served_name, max_tokens_limit)
+        except BadRequest as e:
+            kind = "invalid_request_error" if e.status == 400 else "not_found_error"
+            return JSONResponse(error_body(str(e), e.param, kind), status_code=e.status)
+        try:
+            text = await batcher.generate(messages, params)
+        except Exception as e:  # the model failed: a 500 that says so, not a dropped socket
+            return JSONResponse(
+                error_body(f"generation failed: {type(e).__name__}: {e}", kind="server_error"),
+                status_code=500,
+            )
+        rid = f"chatcmpl-{uuid.uuid4().hex}"
+        prompt_tokens = sum(count_tokens(m["content"]) for m in messages)
+        completion_tokens = count_tokens(text)
+        finish = "length" if completion_tokens >= params.max_new_tokens else "stop"
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        if stream:
+            return StreamingResponse(
+                _stream(rid, served_name, text, finish), media_type="text/event-stream"
+            )
+        return JSONResponse(
+            {
+                "id": rid,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": served_name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": finish,
+                    }
+                ],
+                "usage": usage,
+            }
+        )
+
+    async def no_route(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        return JSONResponse(
+            error_body(
+                f"no route {request.method} {request.url.path}; this server offers "
+                "GET /v1/models and POST /v1/chat/completions",
+                kind="not_found_error" if status == 404 else "invalid_request_error",
+            ),
+            status_code=status,
+        )
+
+    app = Starlette(
+        routes=[
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        ],
+        lifespan=lifespan,
+        exception_handlers={404: no_route, 405: no_route},
+    )
+    app.state.batcher = batcher
+    return app
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(
+            f"the request body is not valid JSON ({e}); send a JSON object with "
+            "'model' and 'messages'"
+        ) from e
+
+
+def parse_chat_request(
+    body: Any, served_name: str, max_tokens_limit: int = MAX_TOKENS_LIMIT
+) -> tuple[list[dict[str, str]], GenParams, bool]:
+    """Validated messages, sampling parameters and the stream flag of a request body."""
+    if not isinstance(body, dict):
+        raise BadRequest(f"the request body must be a JSON object, not {type(body).__name__}")
+    name = body.get("model")
+    if not isinstance(name, str) or not name:
+        raise BadRequest(f"'model' must be a non-empty string (this server: {served_name!r})")
+    if name != served_name:
+        raise BadRequest(
+            f"model {name!r} is not served here; GET /v1/models lists {served_name!r}",
+            "model",
+            status=404,
+        )
+    messages = _messages(body.get("messages"))
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens", 256))
+    if max_tokens is None:
+        max_tokens = 256
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise BadRequest(
+            f"'max_tokens' must be a positive integer, not {max_tokens!r}", "max_tokens"
+        )
+    if max_tokens > max_tokens_limit:
+        raise BadRequest(
+            f"'max_tokens' {max_tokens} is above this server's limit of {max_tokens_limit}",
+            "max_tokens",
+        )
+    temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
+    top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
+    if top_p == 0:
+        raise BadRequest("'top_p' must be above 0", "top_p")
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise BadRequest(f"'seed' must be a non-negative integer, not {seed!r}", "seed")
+    n = body.get("n", 1)
+    if n != 1:
+        raise BadRequest(f"'n' must be 1 on this server, not {n!r}", "n")
+    stop = body.get("stop")
+    if stop is None:
+        stops: tuple[str, ...] = ()
+    elif isinstance(stop, str):
+        stops = (stop,)
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 4:
+        stops = tuple(stop)
+    else:
+        raise BadRequest("'stop' must be a string or a list of up to 4 strings", "stop")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest(f"'stream' must be true or false, not {stream!r}", "stream")
+    params = GenParams(
+        max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stops
+    )
+    return messages, params, stream
+
+
+def _messages(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise BadRequest("'messages' must be a non-empty list of {role, content}", "messages")
+    out = []
+    for i, m in enumerate(value):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise BadRequest(f"'{where}' must be an object with role and content", where)
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            raise BadRequest(
+                f"'{where}.role' must be one of {', '.join(ROLES)}, not {role!r}", f"{where}.role"
+            )
+        if isinstance(content, list):  # content parts: text parts only
+            texts = [p.get("text") for p in content if isinstance(p, dict)]
+            if len(texts) != len(content) or not all(isinstance(t, str) for t in texts):
+                raise BadRequest(
+                    f"'{where}.content' parts must be text parts ({{type: text, text}})",
+                    f"{where}.content",
+                )
+            content = "".join(texts)  # type: ignore[arg-type]
+        if not isinstance(content, str):
+            raise BadRequest(f"'{where}.content' must be a string", f"{where}.content")
+        out.append({"role": role, "content": content})
+    return out
+
+
+def _number(body: dict, key: str, default: float, lo: float, hi: float) -> float:
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise BadRequest(f"'{key}' must be a number from {lo:g} to {hi:g}, not {value!r}", key)
+    return float(value)
+
+
+async def _stream(rid: str, name: str, text: str, finish: str) -> AsyncIterator[str]:
+    """The whole reply as one content chunk, then the finish chunk and [DONE]."""
+
+    def chunk(delta: dict, reason: str | None) -> str:
+        body = {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": name,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
+        }
+        return f"data: {json.dumps(body)}\n\n"
+
+    yield chunk({"role": "assistant", "content": text}, None)
+    yield chunk({}, finish)
+    yield "data: [DONE]\n\n"
+
+
+def _token_counter(model: ChatModel) -> Any:
+    """Tokens in a text by the model's tokenizer (words where it has none)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        return lambda text: len(text.split())
+    return lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)

@@ -1,0 +1,119 @@
+"""Micro-batching: requests that arrive within a few milliseconds share one generate call.
+
+A chat model answers a batch of chats in about the time it answers one (the forward
+pass is padded and run once per step), so a server that calls ``generate`` per
+request wastes most of it under concurrent load. ``Batcher`` queues requests, waits
+``window_ms`` after the first one (or until ``max_batch`` are queued), groups them by
+sampling parameters and runs one ``generate`` per group on a single worker thread:
+the model is never called from two threads at once, and the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ..models import ChatModel
+from ..types import Chat, GenParams
+
+
+@dataclass
+class _Pending:
+    chat: Chat
+    params: GenParams
+    future: asyncio.Future[str] = field(repr=False)
+
+
+@dataclass
+class BatchStats:
+    """What the batcher did: calls to ``generate`` and the chats they carried."""
+
+    calls: int = 0
+    chats: int = 0
+    largest: int = 0
+
+
+class Batcher:
+    """Collects concurrent requests and answers them with batched ``generate`` calls."""
+
+    def __init__(self, model: ChatModel, window_ms: float = 10.0, max_batch: int = 32) -> None:
+        if window_ms < 0:
+            raise ValueError(f"window_ms must be 0 or more, not {window_ms}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        self.model = model
+        self.window = window_ms / 1000.0
+        self.max_batch = max_batch
+        self.stats = BatchStats()
+        self._queue: list[_Pending] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for p in self._queue:
+            if not p.future.done():
+                p.future.set_exception(RuntimeError("the server is shutting down"))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def generate(self, chat: Chat, params: GenParams) -> str:
+        """The model's reply to one chat, generated in a batch with its neighbours."""
+        if self._wake is None:
+            raise RuntimeError("Batcher.start() was not awaited")
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(chat, params, future))
+        self._wake.set()
+        return await future
+
+    async def _loop(self) -> None:
+        assert self._wake is not None  # set by start(); internal invariant
+        while True:
+            await self._wake.wait()
+            deadline = asyncio.get_running_loop().time() + self.window
+            while len(self._queue) < self.max_batch:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                await asyncio.sleep(min(left, 0.002))
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            if not self._queue:
+                self._wake.clear()
+            for params, group in _by_params(batch):
+                await self._run(params, group)
+
+    async def _run(self, params: GenParams, group: Sequence[_Pending]) -> None:
+        chats = [p.chat for p in group]
+        loop = asyncio.get_running_loop()
+        try:
+            replies = await loop.run_in_executor(self._pool, self.model.generate, chats, params)
+        except Exception as e:  # one failed batch answers each of its requests with the error
+            for p in group:
+                if not p.future.done():
+                    p.future.set_exception(e)
+            return
+        self.stats.calls += 1
+        self.stats.chats += len(group)
+        self.stats.largest = max(self.stats.largest, len(group))
+        for p, reply in zip(group, replies, strict=True):
+            if not p.future.done():  # a client that hung up cancelled its future
+                p.future.set_result(reply)
+
+
+def _by_params(batch: Sequence[_Pending]) -> list[tuple[GenParams, list[_Pending]]]:
+    """Requests grouped by identical sampling parameters, in arrival order."""
+    groups: dict[GenParams, list[_Pending]] = {}
+    for p in batch:
+        groups.setdefault(p.params, []).append(p)
+    return list(groups.items())

@@ -1,0 +1,60 @@
+"""The `serve` command: an OpenAI-compatible server for a model or a round checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from ..errors import ConfigError
+
+console = Console()
+
+
+def serve_command(
+    model: str = typer.Argument(
+        ..., help="bundled alias (smollm2-135m), checkpoint dir (runs/NAME/checkpoints/round-N)"
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port (0: a free one)"),
+    name: str | None = typer.Option(
+        None, "--name", help="model name clients send (default: alias, or NAME-round-N)"
+    ),
+    window_ms: float = typer.Option(
+        10.0, "--window-ms", min=0.0, max=1000.0, help="how long to collect requests per batch"
+    ),
+    max_batch: int = typer.Option(32, "--max-batch", min=1, help="most chats per generate call"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+) -> None:
+    """Serve a model on /v1/chat/completions and /v1/models (OpenAI-compatible)."""
+    from ..models import load_model, parse_model_ref
+    from ._api import create_app
+    from ._run import free_port, run_app, served_name, warn_if_open
+
+    spec = parse_model_ref(model)
+    if spec.backend != "hf":
+        raise ConfigError(
+            f"serve loads local models only (a bundled alias or a checkpoint directory), not "
+            f"{model!r}; an openai: endpoint is already a server"
+        )
+    path = Path(model)
+    if ("/" in model or path.exists()) and not path.is_dir():
+        raise ConfigError(
+            f"{model} is not a directory; give a checkpoint directory such as "
+            "runs/NAME/checkpoints/round-1, or a bundled alias such as smollm2-135m"
+        )
+    loaded = load_model({"backend": "hf", "model": model, "device": device})
+    served = name or served_name(model)
+    app = create_app(loaded, served, window_ms=window_ms, max_batch=max_batch)
+    port = port or free_port(host)
+    warn_if_open(host, "the model server")
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/v1"
+    console.print(f"serving {served} at {url}", markup=False, highlight=False)
+    console.print(f'try: superalign chat "openai:{served}@{url}" "hello"', markup=False)
+    run_app(app, host, port)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_command)

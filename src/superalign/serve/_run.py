@@ -1,0 +1,64 @@
+"""Running an app with uvicorn on a local address, and the names a server goes by."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+err_console = Console(stderr=True)
+
+
+def is_local(host: str) -> bool:
+    if host in LOCAL_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_open(host: str, what: str) -> None:
+    """A loud warning when a server listens beyond this machine."""
+    if not is_local(host):
+        err_console.print(
+            f"warning: {what} listens on {host}: anyone who can reach this machine on that "
+            "address can connect. Use --host 127.0.0.1 (the default) unless you mean it.",
+            style="bold yellow",
+            markup=False,
+            highlight=False,
+        )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on now (for tests and `--port 0`)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def run_app(app: Any, host: str, port: int) -> None:
+    """Serve ``app`` until interrupted (Ctrl-C)."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+_CHECKPOINT = re.compile(r"(?:^|/)([^/]+)/checkpoints/(round-\d+)/?$")
+
+
+def served_name(ref: str) -> str:
+    """The model name clients use: a bundled alias as is; ``runs/NAME/checkpoints/round-N``
+    becomes ``NAME-round-N``; any other path its directory name."""
+    m = _CHECKPOINT.search(ref.rstrip("/"))
+    if m:
+        return f"{m[1]}-{m[2]}"
+    path = Path(ref)
+    if path.exists():
+        return path.resolve().name
+    return ref
