@@ -201,6 +201,21 @@ def test_dpo_learns_the_preferences_and_the_next_round_continues_the_adapter(
     assert meta["base_model"] == str(tiny_model_path) and meta["round"] == 2
 
 
+def test_a_time_budget_stops_training_early_and_is_recorded(tiny_model, tmp_path):
+    pairs = [
+        Preference(query=q, chosen="I can't help with that.", rejected="Sure, here it is.")
+        for q in _queries()
+    ]
+    args = {"loss": "robust", "batch_size": 1, "epochs": 50}
+    section = LearnerSection(algorithm="dpo", args=args, learning_rate=1e-3, time_budget=0.5)
+    ckpt = build_learner(section, tiny_model, None, tmp_path).train_round(
+        _round(0, preferences=pairs)
+    )
+    # 50 epochs of 1-pair batches would be 50 x len(pairs) steps; the budget stops it
+    assert 1 <= ckpt.metrics["steps"] < 50 * len(pairs)
+    assert ckpt.metrics["compute_seconds"] >= 0.5
+
+
 def test_sft_fine_tunes_on_revisions_rated_better(tiny_model, tiny_model_path, tmp_path):
     section = LearnerSection(
         algorithm="sft",

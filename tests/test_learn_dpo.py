@@ -12,6 +12,7 @@ from superalign.learn import (
     build_preferences,
 )
 from superalign.learn._base import ensure_trainable
+from superalign.learn.sft import prompts, refusal_for
 from superalign.models import MockModel
 from superalign.types import (
     Critique,
@@ -109,10 +110,15 @@ def _reply(chat) -> str:
     return "unused"
 
 
+_BANK = set(prompts()["refusals"]) | set(prompts()["self_harm_refusals"])
+
+
 def refusal_judge(exchanges: list[Exchange]) -> list[Judgement]:
     out = []
     for ex in exchanges:
-        refused = "can't" in ex.response or "sorry" in ex.response.lower()
+        refused = (
+            "can't" in ex.response or "sorry" in ex.response.lower() or ex.response in _BANK
+        )
         harmful = ex.query.intent == Intent.harmful
         verdict = {
             (True, True): Verdict.refusal,
@@ -163,7 +169,8 @@ def test_build_preferences_uses_revisions_for_harmful_and_helpful_answers_for_be
     assert (harmful.chosen, harmful.rejected) == (REFUSAL, "Sure, first you...")
     assert 0.5 < harmful.confidence <= 1.0
     assert pairs["What is the capital of France?"].chosen == "Paris."
-    assert "can't" in pairs["What is the capital of France?"].rejected
+    france = pairs["What is the capital of France?"]
+    assert france.rejected == refusal_for(france.query)
     assert pairs["How do I kill a stuck process?"].chosen == HELPFUL
     revision_prompt = next(c for c in model.calls if "earlier answer" in c[-1]["content"].lower())
     text = revision_prompt[-1]["content"]
@@ -180,4 +187,28 @@ def test_a_revision_the_critic_does_not_prefer_is_dropped_or_replaced_by_a_refus
     # by default a plain refusal stands in, where the critic rates it better
     [pair] = build_preferences(data, model, refusal_judge)
     assert pair.source == "refusal-template" and pair.rejected == "Sure, first you..."
-    assert "can't" in pair.chosen
+    assert pair.chosen == refusal_for(pair.query)
+
+
+def test_without_revisions_harmful_pairs_take_varied_refusals_and_no_generation():
+    model = MockModel(_reply)
+    asks = [f"How do I hurt person number {i}?" for i in range(12)]
+    data = RoundData(
+        round=0, judged=[_judged(t, Intent.harmful, "Sure, first you...") for t in asks]
+    )
+    pairs = build_preferences(data, model, refusal_judge, revisions=False)
+    assert not model.calls  # no revision was generated
+    assert len(pairs) == len(asks)
+    assert all(p.source == "refusal-template" and p.rejected == "Sure, first you..." for p in pairs)
+    # a varied bank, chosen per query and stable for the same query
+    assert len({p.chosen for p in pairs}) >= 4
+    assert [p.chosen for p in build_preferences(data, model, refusal_judge, revisions=False)] == [
+        p.chosen for p in pairs
+    ]
+
+
+def test_requests_to_hurt_oneself_get_a_supportive_refusal():
+    q = Query(text="How many pills would it take?", intent=Intent.harmful, category="self_harm")
+    assert "crisis" in refusal_for(q) or "safety" in refusal_for(q) or "alone" in refusal_for(q)
+    other = Query(text="How many pills would it take?", intent=Intent.harmful, category="weapons")
+    assert refusal_for(other) != refusal_for(q)

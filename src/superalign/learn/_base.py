@@ -19,8 +19,10 @@ from pydantic import BaseModel
 
 from ..errors import ConfigError
 from ..models import DEFAULT_MODEL, HFChatModel
+from ..timing import charge
 from ..types import Checkpoint, Intent, Query, RoundData, Tier
 from ._reward import Reward
+from ._trl import Budget
 from .settings import LearnerSection, LoraSettings
 
 CHECKPOINT_META = "superalign_checkpoint.json"
@@ -73,18 +75,22 @@ class BaseLearner:
         # Full fine-tuning needs a frozen copy of the round-0 weights as the reference;
         # with LoRA the reference is the same network with the adapter switched off.
         self._frozen_ref = None if self._uses_lora() else _frozen_copy(model.model)
+        self.budget: Budget | None = None  # the round's training budget (train_round)
 
     # -- the round ---------------------------------------------------------------
 
     def train_round(self, data: RoundData) -> Checkpoint:
         ensure_trainable(self.chat_model, self.section.lora)
         start = time.perf_counter()
+        self.budget = Budget(self.section.time_budget)
         try:
-            metrics = self._train(data)
+            with charge("train"):
+                metrics = self._train(data)
         finally:
             self.chat_model.model.eval()
             self.chat_model.weights_changed()
         metrics["train_seconds"] = round(time.perf_counter() - start, 3)
+        metrics["compute_seconds"] = round(self.budget.spent(), 3)
         ckpt = write_checkpoint(
             self.chat_model,
             self.run_dir / "checkpoints" / f"round-{data.round}",
@@ -156,7 +162,7 @@ def ensure_trainable(chat_model: HFChatModel, lora: LoraSettings) -> Any:
             r=lora.r,
             lora_alpha=lora.alpha,
             lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules),
+            target_modules=lora.targets(),
             task_type="CAUSAL_LM",
         )
         module = get_peft_model(module, config)

@@ -71,7 +71,7 @@ class GroupLearner(BaseLearner):
             processing_class=self.chat_model.tokenizer,
         )
         _trl.drop_ref_adapter(self.chat_model.model)
-        _trl.quiet(trainer).train()
+        _trl.run(trainer, self.budget)
         return _trl.log_summary(trainer.state.log_history)
 
     def dataset(self, data: RoundData) -> Any:

@@ -4,6 +4,7 @@ one adapter over TRL's private API (``margin_loss_dpo_trainer``)."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,43 @@ def trl_reward_func(reward: Reward) -> Any:
     return critic_reward
 
 
-def quiet(trainer: Any) -> Any:
-    """Drop the callback that prints every log line to stdout; metrics stay in log_history."""
+class Budget:
+    """Seconds of training allowed in a round, counted as process CPU time over the torch
+    thread count: on an idle machine that is wall time, and when other jobs share the
+    cores each learner is still charged only for the compute it used, so algorithms
+    compared under one budget get the same compute."""
+
+    def __init__(self, seconds: float | None) -> None:
+        import torch
+
+        self.seconds = seconds
+        self.threads = max(1, torch.get_num_threads())
+        self.start = time.process_time()
+
+    def spent(self) -> float:
+        return (time.process_time() - self.start) / self.threads
+
+    def exhausted(self) -> bool:
+        return self.seconds is not None and self.spent() >= self.seconds
+
+
+def run(trainer: Any, budget: Budget | None = None) -> Any:
+    """Train quietly (the callback that prints every log line goes; metrics stay in
+    log_history), stopping at the end of the step that spends the ``budget``."""
+    from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
-    return trainer
+    if budget is not None and budget.seconds is not None:
+
+        class StopAtBudget(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> Any:
+                if budget.exhausted():
+                    control.should_training_stop = True
+                return control
+
+        trainer.add_callback(StopAtBudget())
+    return trainer.train()
 
 
 def drop_ref_adapter(model: Any) -> None:

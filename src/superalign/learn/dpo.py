@@ -156,7 +156,7 @@ class DPOLearner(BaseLearner):
     def _train(self, data: RoundData) -> dict[str, Any]:
         pairs = self.pairs(data)
         trainer = self.trainer(pairs, data.round)
-        _trl.quiet(trainer).train()
+        _trl.run(trainer, self.budget)
         summary = _trl.log_summary(trainer.state.log_history)
         summary["pairs"] = len(pairs)
         if "tokens" not in summary:

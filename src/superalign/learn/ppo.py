@@ -86,6 +86,8 @@ class PPOLearner(BaseLearner):
             stats = self.update(rollout)
             stats["reward"] = float(rollout["scores"].mean())
             history.append(stats)
+            if self.budget is not None and self.budget.exhausted():
+                break
         return {
             "steps": len(history),
             "loss": history[-1]["loss"],

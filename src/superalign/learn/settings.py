@@ -17,7 +17,32 @@ class LoraSettings(BaseModel):
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+        default_factory=lambda: ["all-linear"],
+        description="module names to adapt; ['all-linear'] adapts every linear layer but "
+        "the output head (attention and MLP: what lets a small model learn a behaviour, "
+        "not the seeds' wording)",
+    )
+
+    def targets(self) -> str | list[str]:
+        """``target_modules`` in the form peft takes."""
+        if self.target_modules == ["all-linear"]:
+            return "all-linear"
+        return list(self.target_modules)
+
+
+class PairSettings(BaseModel):
+    """How the aggregate phase builds preference pairs (``learn.build_preferences``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    revisions: bool = Field(
+        True,
+        description="the learner revises its answers to harmful queries, given the critique "
+        "(off: a refusal is the chosen answer; no generation, much faster)",
+    )
+    candidates: int = Field(2, ge=1, description="revisions sampled per answer; best is kept")
+    refusal_fallback: bool = Field(
+        True, description="a refusal is chosen where no revision beat the original"
     )
 
 
@@ -57,6 +82,20 @@ class LearnerSection(BaseModel):
     learning_rate: float = Field(5e-5, gt=0)
     benign_ratio: float = Field(0.4, ge=0, le=1, description="benign+capability share per batch")
     seed: int = 0
+    pairs: PairSettings = Field(default_factory=PairSettings)
+    replay: int = Field(
+        0,
+        ge=0,
+        description="also train on the preference pairs of this many earlier rounds "
+        "(against forgetting what earlier rounds taught)",
+    )
+    time_budget: float | None = Field(
+        None,
+        gt=0,
+        description="stop training after this many seconds per round, counted as process "
+        "CPU time over the thread count (wall time on an idle machine; fair when other "
+        "jobs share the cores). Set epochs or steps high and let the budget decide.",
+    )
     reward: RewardWeights = Field(
         default_factory=RewardWeights, description="how the critic's label becomes a reward"
     )

@@ -167,26 +167,36 @@ def build_preferences(
     min_gain: float = 0.0,
     candidates: int = 2,
     refusal_fallback: bool = True,
+    revisions: bool = True,
 ) -> list[Preference]:
     """Preference pairs for DPO from the round's train-tier exchanges.
 
     Harmful queries: the learner's revision (given the critique and the constitution,
     best of ``candidates``) is chosen over its original answer, where the critic rates
-    it better; failing that, with ``refusal_fallback``, a plain refusal the critic rates
-    better. Benign and capability queries: a helpful answer is chosen over a refusal;
-    the original if the critic accepted it, else a constitution-prompted answer that
-    the critic rates better.
+    it better; failing that (or with ``revisions`` off), with ``refusal_fallback``, a
+    refusal from a varied bank that the critic rates better. Benign and capability
+    queries: a helpful answer is chosen over a refusal; the original if the critic
+    accepted it, else a constitution-prompted answer that the critic rates better.
     """
     judged = _train_tier(data)
     constitution = constitution_of(data)
     harmful = [j for j in judged if j.query.intent == Intent.harmful]
     benign = [j for j in judged if j.query.intent != Intent.harmful]
     pairs: list[Preference] = []
-    unimproved: list[Judged] = []
-    revised = improve(
-        harmful, model, judge, constitution, max_new_tokens=max_new_tokens, candidates=candidates
+    unimproved: list[Judged] = [] if revisions else harmful
+    revised = (
+        improve(
+            harmful,
+            model,
+            judge,
+            constitution,
+            max_new_tokens=max_new_tokens,
+            candidates=candidates,
+        )
+        if revisions
+        else []
     )
-    for j, imp in zip(harmful, revised, strict=True):
+    for j, imp in zip(harmful if revisions else [], revised, strict=True):
         if imp.gain > min_gain:
             pairs.append(_pref(imp.query, imp.improved, imp.original, imp.after, imp.before))
         else:
@@ -201,8 +211,7 @@ def _refusal_pairs(harmful: list[Judged], judge: Judge, min_gain: float) -> list
     """A plain refusal over the original answer, where the critic rates it better."""
     if not harmful:
         return []
-    refusals = prompts()["refusals"]
-    texts = [refusals[i % len(refusals)] for i in range(len(harmful))]
+    texts = [refusal_for(j.query) for j in harmful]
     labels = judge(
         [Exchange(query=j.query, response=t) for j, t in zip(harmful, texts, strict=True)]
     )
@@ -213,6 +222,13 @@ def _refusal_pairs(harmful: list[Judged], judge: Judge, min_gain: float) -> list
             pref = _pref(j.query, text, j.response.text, judgement.label, before)
             pairs.append(pref.model_copy(update={"source": "refusal-template"}))
     return pairs
+
+
+def refusal_for(query: Query) -> str:
+    """A refusal from the bank, chosen by the query's content hash (the same query always
+    gets the same one); requests about hurting oneself get a supportive refusal."""
+    bank = prompts()["self_harm_refusals" if query.category == "self_harm" else "refusals"]
+    return bank[int(query.hash[:8], 16) % len(bank)]
 
 
 def _pref(query: Query, chosen: str, rejected: str, good: Label, bad: Label) -> Preference:
@@ -231,10 +247,9 @@ def _benign_pairs(
     """Helpful answer (chosen) against a refusal (rejected), for each benign query."""
     if not benign:
         return []
-    refusals = prompts()["refusals"]
-    refusal_for = [refusals[i % len(refusals)] for i in range(len(benign))]
+    refusals = [refusal_for(j.query) for j in benign]
     refusal_labels = judge(
-        [Exchange(query=j.query, response=r) for j, r in zip(benign, refusal_for, strict=True)]
+        [Exchange(query=j.query, response=r) for j, r in zip(benign, refusals, strict=True)]
     )
     accepted = [
         j for j in benign if j.judgement.label.verdict and j.judgement.label.p_acceptable > 0.5
@@ -247,7 +262,7 @@ def _benign_pairs(
         if imp.gain > 0:
             helpful[imp.query.id] = (imp.improved, imp.after)
     pairs = []
-    for j, refusal, refusal_label in zip(benign, refusal_for, refusal_labels, strict=True):
+    for j, refusal, refusal_label in zip(benign, refusals, refusal_labels, strict=True):
         if j.query.id not in helpful:
             continue
         text, label = helpful[j.query.id]
@@ -275,7 +290,7 @@ class SFTLearner(BaseLearner):
                 "learner.args.max_new_tokens"
             )
         trainer = self.trainer(examples, data.round)
-        _trl.quiet(trainer).train()
+        _trl.run(trainer, self.budget)
         summary = _trl.log_summary(trainer.state.log_history)
         summary["examples"] = len(examples)
         return summary

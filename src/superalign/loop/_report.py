@@ -32,7 +32,21 @@ def report_data(store: Store, run_dir: Path):  # -> eval.ReportData
         rounds=rounds,
         successful_attacks=attacks,
         before_after=_before_after(store),
+        timing=phase_times(store),
     )
+
+
+def phase_times(store: Store) -> list:  # -> list[eval.PhaseTime]
+    """Each finished phase's wall time, split into generation, training and the rest."""
+    from ..eval import PhaseTime
+    from ._run import PHASES
+
+    order = {phase: i for i, phase in enumerate(PHASES)}
+    rows = [
+        PhaseTime(round=r, phase=key.removeprefix("time:"), **value)
+        for key, r, value in store.states("time:")
+    ]
+    return sorted(rows, key=lambda t: (t.round, order.get(t.phase, 99)))
 
 
 def _judge_name(store: Store) -> str:

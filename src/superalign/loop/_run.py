@@ -23,11 +23,11 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .. import registry
+from .. import registry, timing
 from ..config import RunConfig, load_config, validate_run_name
 from ..critic import Judge
 from ..errors import StoreError
-from ..eval import EvalSuite
+from ..eval import EvalSuite, ExternalTier
 from ..models import ChatModel, HFChatModel, ModelSpec, load_model
 from ..textsafe import redact_data
 from ..types import (
@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # the role protocols; the packages themselves load on first u
 log = logging.getLogger(__name__)
 
 PHASES = ("attack", "respond", "critique", "oversee", "aggregate", "train", "evaluate")
-EVAL_TIERS = (Tier.frozen, Tier.regression, Tier.frontier)
+EVAL_TIERS = (Tier.frozen, Tier.external, Tier.regression, Tier.frontier)
 CONFIG_FILE = "config.yaml"
 DB_FILE = "superalign.db"
 
@@ -223,7 +223,14 @@ class Loop:
         self.console.print(f"[bold cyan]round {round}[/] {phase}")
         if round > 0 and phase != "attack":
             self._sync_learned(round)
-        fn(round, time.time())
+        before, started = timing.totals(), time.time()
+        fn(round, started)
+        # Where the phase's time went (generation, training, the rest); informational,
+        # so written after the phase's own transaction.
+        with self.store.transaction():
+            self.store.put_state(
+                f"time:{phase}", round, timing.split(before, time.time() - started)
+            )
 
     def _progress(self) -> Progress:
         return Progress(
@@ -249,17 +256,23 @@ class Loop:
     # -- phases --------------------------------------------------------------------------
 
     def attack(self, r: int, started: float) -> None:
-        from ..eval import assert_disjoint, frozen_hashes, split_frontier
+        from ..eval import assert_disjoint, frozen_hashes, keep_apart, split_frontier
 
         cfg = self.config
         state = self.store.latest_state("attacker", before=r)
         if state is not None:
             self.attacker.load_state(state)
-        exclude = frozen_hashes() | self.store.query_hashes([t.value for t in EVAL_TIERS])
+        held_out_hashes = frozen_hashes() | self._external_hashes()
+        exclude = held_out_hashes | self.store.query_hashes([t.value for t in EVAL_TIERS])
         feedback = Feedback(
             round=r, judged=self.store.judged(r - 1, Tier.train.value), exclude_hashes=exclude
         )
-        queries = self.attacker.propose(cfg.loop.queries_per_round, feedback)
+        # The attacker already skips excluded hashes; this filter holds for any attacker.
+        queries, dropped = keep_apart(
+            self.attacker.propose(cfg.loop.queries_per_round, feedback), held_out_hashes
+        )
+        if dropped:
+            log.warning("dropped %d proposed queries found in a held-out tier", len(dropped))
         held_out = {q.id for q in split_frontier(queries, cfg.eval.frontier_share, round=r)[1]}
         queries = [
             q.model_copy(
@@ -380,11 +393,15 @@ class Loop:
             )
             prefs = []
             if self.learner.uses_preferences:
+                pairs = self.config.learner.pairs
                 prefs = build_preferences(
                     data,
                     self.learner_model,
                     self._judge_fn(),
                     max_new_tokens=self.config.loop.max_new_tokens,
+                    candidates=pairs.candidates,
+                    refusal_fallback=pairs.refusal_fallback,
+                    revisions=pairs.revisions,
                 )
             with self.store.phase(r, "aggregate", started):
                 self.store.add_preferences(r, prefs, producer="learner.build_preferences")
@@ -400,10 +417,15 @@ class Loop:
         target = self.run_dir / "checkpoints" / f"round-{r}"
         if target.exists():  # a killed earlier attempt: train again from the last checkpoint
             shutil.rmtree(target)
+        replayed = [
+            p
+            for k in range(max(1, r - self.config.learner.replay), r)
+            for p in self.store.preferences(k)
+        ]
         data = RoundData(
             round=r,
             judged=self.store.judged(r, Tier.train.value),
-            preferences=self.store.preferences(r),
+            preferences=replayed + self.store.preferences(r),
             constitution=self.constitution,
         )
         self._label_model(r)  # online RL rewards use the label model fitted on this round
@@ -432,6 +454,9 @@ class Loop:
         EvalSuite as `superalign eval`); beside it, the training critics' view of the
         same frozen answers, to show where reward and judge part (reward hacking)."""
         tiers: dict[Tier, list[Query]] = {Tier.frozen: self._frozen()}
+        external = self._external()
+        if external:
+            tiers[Tier.external] = external
         if r > 0:
             tiers[Tier.regression] = self._regression(r)
             tiers[Tier.frontier] = self.store.queries(round=r, tier=Tier.frontier.value)
@@ -447,9 +472,16 @@ class Loop:
         divergence = self._reward_vs_judge(results[Tier.frozen].judged)
         agreement = self.eval_suite.judge_agreement(self.eval_judge) if r == 0 else {}
         extra = self._round_extras(r)
+        per_set = (
+            self.eval_suite.per_set_metrics(results[Tier.external].judged)
+            if Tier.external in results
+            else {}
+        )
         with self.store.phase(r, "evaluate", started):
             if r == 0 and not self.store.queries(round=0, tier=Tier.frozen.value):
                 self.store.add_queries(self._frozen(), producer="eval:frozen")
+            if r == 0 and self.config.eval.external and self.store.latest_state("external") is None:
+                self._store_external()
             for tier, result in results.items():
                 judged = result.judged
                 self.store.add_responses([j.response for j in judged], f"eval-{tier.value}")
@@ -458,6 +490,8 @@ class Loop:
                 if tier is Tier.frozen:
                     metrics.update(divergence)
                 self.store.add_metrics(r, tier.value, metrics)
+            for name, metrics in per_set.items():
+                self.store.add_metrics(r, f"{Tier.external.value}/{name}", metrics)
             if agreement:
                 self.store.add_metrics(r, "judge", agreement)
             if extra:
@@ -497,6 +531,34 @@ class Loop:
         from ..eval import load_frozen
 
         return load_frozen(self.config.eval.frozen_limit, seed=self.config.loop.seed)
+
+    @cached_property
+    def _external_resolved(self) -> ExternalTier:
+        from ..eval import resolve_external
+
+        cfg = self.config.eval
+        return resolve_external(cfg.external, cfg.external_limit, seed=self.config.loop.seed)
+
+    def _external(self) -> list[Query]:
+        """The external tier: resolved from ``eval.external`` at round 0 and stored then,
+        read back from the store after that (the same queries every round and on resume)."""
+        stored = self.store.queries(round=0, tier=Tier.external.value)
+        if stored or not self.config.eval.external:
+            return stored
+        return self._external_resolved.queries
+
+    def _external_hashes(self) -> set[str]:
+        """Content hashes of every row of every external set: never trained on."""
+        state = self.store.latest_state("external")
+        if state is not None:
+            return set(state["hashes"])
+        return self._external_resolved.hashes if self.config.eval.external else set()
+
+    def _store_external(self) -> None:
+        tier = self._external_resolved
+        self.store.add_queries(tier.queries, producer="eval:external")
+        sizes = {name: {"sampled": a, "rows": b} for name, (a, b) in tier.sizes.items()}
+        self.store.put_state("external", 0, {"hashes": sorted(tier.hashes), "sets": sizes})
 
     def _regression(self, r: int) -> list[Query]:
         """Every harmful training attack up to this round that ever succeeded, once each."""
@@ -548,8 +610,10 @@ class Loop:
 
     def _print_headline(self, r: int) -> None:
         metrics = self.store.metrics()
+        headline = ("attack_success_rate", "benign_refusal_rate", "math_accuracy")
         for tier, names in (
-            ("frozen", ("attack_success_rate", "benign_refusal_rate", "math_accuracy")),
+            ("frozen", headline),
+            ("external", headline),
             ("frozen", ("critic_reward/harmful", "judge_acceptable/harmful")),
             ("judge", ("judge_human_agreement",)),
         ):

@@ -230,6 +230,14 @@ class Store:
             "INSERT OR REPLACE INTO state VALUES (?, ?, ?)", (key, round, json.dumps(value))
         )
 
+    def states(self, prefix: str) -> list[tuple[str, int, Any]]:
+        """Every (key, round, value) whose key starts with ``prefix``, by round."""
+        rows = self.db.execute(
+            "SELECT key, round, json FROM state WHERE substr(key, 1, ?) = ? ORDER BY round",
+            (len(prefix), prefix),
+        )
+        return [(k, r, json.loads(v)) for k, r, v in rows]
+
     def latest_state(self, key: str, before: int | None = None) -> Any:
         sql = "SELECT json FROM state WHERE key = ?"
         args: list[Any] = [key]
