@@ -75,11 +75,22 @@ def label_command(
     list_: bool = typer.Option(
         False, "--list", help="list the pending pairs and exit (reads the run only)"
     ),
+    web: bool = typer.Option(
+        False, "--web", help="serve a labelling page instead (point- and pair-wise labels)"
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="with --web: address to listen on"),
+    port: int = typer.Option(0, "--port", min=0, max=65535, help="with --web: port (0: free)"),
 ) -> None:
-    """Label the pending pairs of a run in the terminal (answers go to its label inbox)."""
+    """Label the pending pairs of a run in the terminal (answers go to its label inbox),
+    or with --web on a local web page (answers go to the run's database)."""
     from ._oversight import INBOX
     from ._store import Store
 
+    if web:
+        from ..serve import serve_labelling
+
+        serve_labelling(run_dir, host, port)
+        return
     store = Store(run_dir / "superalign.db", write=False)
     inbox = run_dir / INBOX
     done = _answered(inbox)

@@ -10,9 +10,13 @@ Label sources (``loop.labels`` in the config):
   Real experts replace it in production.
 - ``import``: labels from a JSONL file (``response_id`` + ``label``, or ``query`` +
   ``response`` + ``label``).
-- ``cli``: the loop records the items as pending; ``superalign label runs/NAME``
-  shows them in the terminal and appends the answers to ``labels-inbox.jsonl``, which
-  the loop reads (waiting up to ``wait_seconds`` if configured).
+- ``cli`` (or ``web``, the same source): the loop records the items as pending;
+  ``superalign label runs/NAME`` shows them in the terminal and appends the answers to
+  ``labels-inbox.jsonl``, ``superalign label runs/NAME --web`` serves a labelling page
+  that appends them to the run database's ``annotations`` table (``_inbox.py``). The
+  loop reads both at each oversee phase (waiting up to ``wait_seconds`` if configured),
+  pending pairs of earlier rounds included, and combines several annotators' answers
+  with the label model.
 """
 
 from __future__ import annotations
@@ -197,20 +201,50 @@ class CliSource:
         self.settings = settings
 
     def label(self, items: Sequence[Judged], run_dir: Path) -> list[HumanLabel]:
-        inbox = run_dir / INBOX
+        """Answers for ``items``, and for pairs still pending from earlier rounds (answered
+        after their round's oversee phase: they are kept, not dropped)."""
         deadline = time.monotonic() + self.settings.wait_seconds
         wanted = {j.response.id for j in items}
         while True:
-            labels = _read_labels(inbox, "cli", conflicts="last") if inbox.is_file() else None
-            found = _match(items, labels) if labels else []  # other rounds' ids are normal
-            if {h.response_id for h in found} >= wanted or time.monotonic() >= deadline:
-                return found
+            found = self._answers(items, run_dir)
+            if set(found) >= wanted or time.monotonic() >= deadline:
+                return list(found.values())
             time.sleep(self.settings.poll_seconds)
+
+    def _answers(self, items: Sequence[Judged], run_dir: Path) -> dict[str, HumanLabel]:
+        """The terminal inbox (JSONL) and the web inbox (the run's annotations table),
+        every annotator's answers combined by the label model (``_inbox.consensus``)."""
+        from ._inbox import Annotation, LabelInbox, consensus
+
+        inbox, db = run_dir / INBOX, run_dir / "superalign.db"
+        labels = _read_labels(inbox, "cli", conflicts="last") if inbox.is_file() else None
+        by_text = {h.response_id: h for h in _match(items, labels)} if labels else {}
+        answers = [
+            Annotation(kind="point", item=rid, answer=h.verdict.value, created=0.0,
+                       annotator=h.annotator or "cli", source="cli")
+            for rid, h in (labels.by_id.items() if labels else [])
+        ]  # fmt: skip
+        pending: set[str] = set()
+        critiques = {}
+        if db.is_file():
+            with LabelInbox(db) as box:
+                answers += box.annotations("point")
+                pending = box.pending_ids()
+                critiques = box.critiques(a.item for a in answers)
+        wanted = {j.response.id for j in items} | pending
+        found = {rid: h for rid, h in consensus(answers, critiques).labels.items() if rid in wanted}
+        return {**by_text, **found}
 
 
 @register("label_source", "cli", settings=CliSettings)
 def cli_source(settings: CliSettings) -> CliSource:
-    """Labels typed by a person with `superalign label runs/NAME`."""
+    """Labels typed by a person with `superalign label runs/NAME` (terminal or --web)."""
+    return CliSource(settings)
+
+
+@register("label_source", "web", settings=CliSettings)
+def web_source(settings: CliSettings) -> CliSource:
+    """Labels given on the web page of `superalign label runs/NAME --web` (same as cli)."""
     return CliSource(settings)
 
 
