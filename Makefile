@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install model demo test lint format bench clean
+.PHONY: install model browser demo test lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,18 @@ demo: model
 		$(BIN)/superalign run --config configs/default.yaml --name demo; \
 	fi
 
-test: model
+# The web labeller's browser test drives Debian's chromium through playwright (dev extra;
+# its own browser download cannot work offline). Installed here when missing (as root, or
+# with passwordless sudo); if that is impossible the test skips with a loud reason.
+APT := $(if $(filter 0,$(shell id -u)),,sudo -n)
+browser:
+	@command -v chromium >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+		$(APT) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+		{ $(APT) env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && $(APT) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || true
+	@command -v chromium >/dev/null 2>&1 || \
+		echo "WARNING: chromium could not be installed: the browser test will SKIP" >&2
+
+test: model browser
 	$(BIN)/python -m pytest -q
 
 lint: install
