@@ -38,11 +38,11 @@ demo: model
 # The web labeller's browser test drives Debian's chromium through playwright (dev extra;
 # its own browser download cannot work offline). Installed here when missing (as root, or
 # with passwordless sudo); if that is impossible the test skips with a loud reason.
-APT := $(if $(filter 0,$(shell id -u)),,sudo -n)
+APT := $(if $(filter 0,$(shell id -u)),,sudo -n) env DEBIAN_FRONTEND=noninteractive apt-get -y -q
 browser:
 	@command -v chromium >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
-		$(APT) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
-		{ $(APT) env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && $(APT) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || true
+		$(APT) install chromium >/dev/null 2>&1 || \
+		{ $(APT) update >/dev/null && $(APT) install chromium >/dev/null; } || true
 	@command -v chromium >/dev/null 2>&1 || \
 		echo "WARNING: chromium could not be installed: the browser test will SKIP" >&2
 
