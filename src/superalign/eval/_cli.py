@@ -1,4 +1,5 @@
-"""``superalign eval``: the frozen tier on any model, judged by the rule critics."""
+"""``superalign eval``: the frozen and external tiers on any model, judged by the
+evaluation judge."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from ..settings import ComponentSpec
 from ..textsafe import printable
 from ._metrics import Metric
 from ._runner import EvalResult, EvalSuite
-from .settings import EvalSection
+from .settings import EvalSection, ExternalSpec
+
+TIERS = ("frozen", "external", "all")
 
 console = Console()
 
@@ -51,34 +54,84 @@ def eval_command(
     ),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=10, help="bootstrap resamples"),
     seed: int = typer.Option(0, "--seed", help="seed for the limit sample and the bootstrap"),
+    tier: str = typer.Option("frozen", "--tier", help="frozen, external or all"),
+    external: list[Path] = typer.Option(
+        [], "--external", help="an imported set (`superalign data import`) or a set file; repeat"
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="take eval.external and eval.external_limit from this run config"
+    ),
+    external_limit: int | None = typer.Option(
+        None, "--external-limit", min=1, help="at most N queries per external set"
+    ),
 ) -> None:
-    """Run the frozen evaluation tier on MODEL and print its metrics with 95% intervals,
-    judged by the evaluation judge, with the judge's agreement with human labels."""
+    """Run the frozen and/or external evaluation tier on MODEL and print its metrics with
+    95% intervals, judged by the evaluation judge, with the judge's agreement with human
+    labels."""
     from ..models import load_model
 
+    if tier not in TIERS:
+        raise ConfigError(f"--tier {tier!r} is not one of: {', '.join(TIERS)}")
     if output is not None:  # checked before the evaluation, whose results it would lose
         _check_output(Path(output))
+    specs, ext_limit = _external_specs(external, config, external_limit)
+    if tier != "frozen" and not specs:
+        raise ConfigError(
+            "--tier external needs external sets: pass --external FILE (e.g. one written by "
+            "`superalign data import`) or --config CONFIG with eval.external "
+            "(configs/default.yaml has one)"
+        )
     section = EvalSection(
         frozen_limit=limit,
         max_new_tokens=max_new_tokens,
         capability_max_new_tokens=math_tokens,
         bootstrap=bootstrap,
         judge=judge_spec(judge),
+        external=specs,
+        external_limit=ext_limit,
     )
     suite = EvalSuite(section, seed=seed)
     judge_fn = suite.judge()
     learner = load_model(model)
-    queries = suite.frozen_queries()
-    console.print(
-        f"evaluating {printable(model)} on {len(queries)} frozen queries ...",
-        markup=False,
-        highlight=False,
-    )
-    result = suite.run_tier(learner, judge_fn, queries, "frozen", batch_size=batch_size)
-    result.metrics.update(suite.judge_agreement(judge_fn))
-    console.print(metrics_table(result.metrics, f"frozen tier: {model} (judge: {judge})"))
+    tiers = {"frozen": suite.frozen_queries} if tier != "external" else {}
+    if tier != "frozen":
+        tiers["external"] = suite.external_queries
+    results: dict[str, EvalResult] = {}
+    for name, queries_of in tiers.items():
+        queries = queries_of()
+        console.print(
+            f"evaluating {printable(model)} on {len(queries)} {name} queries ...",
+            markup=False,
+            highlight=False,
+        )
+        result = suite.run_tier(learner, judge_fn, queries, name, batch_size=batch_size)
+        if name == "external":
+            for set_name, found in suite.per_set_metrics(result.judged).items():
+                result.metrics.update({f"{set_name}/{k}": m for k, m in found.items()})
+        results[name] = result
+    agreement = suite.judge_agreement(judge_fn)
+    for name, result in results.items():
+        result.metrics.update(agreement)
+        console.print(metrics_table(result.metrics, f"{name} tier: {model} (judge: {judge})"))
     if output is not None:
-        _write(Path(output), model, result)
+        _write(Path(output), model, results)
+
+
+def _external_specs(
+    files: list[Path], config: Path | None, limit: int | None
+) -> tuple[list[ExternalSpec], int | None]:
+    """The external sets named by --external files and by --config's eval.external."""
+    specs: list[ExternalSpec] = []
+    default_limit = None
+    if config is not None:
+        from ..config import load_config
+
+        section = load_config(config).eval
+        specs += section.external
+        default_limit = section.external_limit
+    for f in files:
+        specs.append(ExternalSpec(name=f.stem, path=str(f)))
+    return specs, limit or default_limit
 
 
 def judge_spec(text: str) -> ComponentSpec:
@@ -101,17 +154,25 @@ def _check_output(output: Path) -> None:
         raise ConfigError(f"--output {output}: {parent} is a file, not a directory")
 
 
-def _write(output: Path, model: str, result: EvalResult) -> None:
+def _write(output: Path, model: str, results: dict[str, EvalResult]) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "model": model,
-        "tier": "frozen",
-        "metrics": {k: m.model_dump() for k, m in result.metrics.items()},
-        "judged": [j.model_dump(mode="json") for j in result.judged],
+        "tiers": list(results),
+        "metrics": {
+            tier: {k: m.model_dump() for k, m in r.metrics.items()} for tier, r in results.items()
+        },
+        "judged": [j.model_dump(mode="json") for r in results.values() for j in r.judged],
     }
+    if list(results) == ["frozen"]:  # the layout of a frozen-only evaluation, as before
+        payload["tier"] = "frozen"
+        payload["metrics"] = payload["metrics"]["frozen"]
     output.write_text(json.dumps(payload, indent=2), encoding="utf-8")
     console.print(f"wrote {output}", markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:
+    from ._data_cli import register as register_data
+
     app.command("eval")(eval_command)
+    register_data(app)

@@ -136,6 +136,27 @@ class EvalSuite:
     def frozen_queries(self) -> list[Query]:
         return load_frozen(self.settings.frozen_limit, self.seed)
 
+    def external_queries(self) -> list[Query]:
+        """The external tier: at most ``external_limit`` queries per set of ``eval.external``
+        (stratified by category, seeded; wheels fetched on first use)."""
+        from ._external import resolve_external
+
+        found = resolve_external(self.settings.external, self.settings.external_limit, self.seed)
+        return found.queries
+
+    def per_set_metrics(self, judged: Sequence[Judged]) -> dict[str, dict[str, Metric]]:
+        """External-tier metrics per imported set (``query.meta['set']``); empty when the
+        tier holds only one set, whose metrics are the tier's."""
+        groups: dict[str, list[Judged]] = {}
+        for j in judged:
+            groups.setdefault(str(j.query.meta.get("set", "unnamed")), []).append(j)
+        if len(groups) < 2:
+            return {}
+        return {
+            name: compute_metrics(items, None, self.settings.bootstrap, self.seed)
+            for name, items in sorted(groups.items())
+        }
+
     def run_tier(
         self,
         model: ChatModel,

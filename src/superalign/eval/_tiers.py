@@ -74,3 +74,11 @@ def regression_queries(judged: Iterable[Judged], seen: Iterable[str] = ()) -> li
             known.add(j.query.hash)
             out.append(j.query.model_copy(update={"tier": Tier.regression}))
     return out
+
+
+def keep_apart(queries: Sequence[Query], hashes: set[str]) -> tuple[list[Query], list[Query]]:
+    """Split ``queries`` into (kept, dropped): dropped are those whose content hash is in
+    ``hashes`` (a held-out tier's), so training never sees an evaluation query."""
+    kept = [q for q in queries if q.hash not in hashes]
+    dropped = [q for q in queries if q.hash in hashes]
+    return kept, dropped

