@@ -4,12 +4,13 @@ labelling page over a run's store."""
 from ._api import create_app, error_body, parse_chat_request
 from ._batch import Batcher, BatchStats
 from ._label_app import LabelApp, serve_labelling
-from ._run import free_port, is_local, served_name
+from ._run import background, free_port, is_local, served_name
 
 __all__ = [
     "BatchStats",
     "Batcher",
     "LabelApp",
+    "background",
     "create_app",
     "error_body",
     "free_port",
