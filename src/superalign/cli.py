@@ -41,7 +41,7 @@ app.add_typer(config_app, name="config")
 console = Console()
 err_console = Console(stderr=True)
 
-_ROLE_CLIS = ("critic", "attack", "loop", "eval", "serve")  # each has a _cli module
+_ROLE_CLIS = ("critic", "attack", "loop", "eval", "serve", "oversight")  # each has a _cli module
 
 
 @app.command()

@@ -29,6 +29,7 @@ _BUILTIN_MODULES = (
     "superalign.attack",
     "superalign.learn",
     "superalign.loop",
+    "superalign.oversight",
 )
 
 

@@ -1,0 +1,149 @@
+"""Oversight commands: ``superalign w2s`` and ``superalign oversight-eval``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import ConfigError
+
+TASKS = ("critic",)  # "loop" (the learner trained from weak vs gold labels) is designed, not built
+
+
+def w2s(
+    task: str = typer.Option("critic", "--task", help="critic (the loop task is not built yet)"),
+    weak: str = typer.Option(
+        "few", "--weak", help="few (a learned critic on --weak-labels gold rows) or a critic name"
+    ),
+    weak_labels: int = typer.Option(30, "--weak-labels", min=1, help="gold rows for --weak few"),
+    features: str = typer.Option("ngram", "--features", help="student features: ngram, lm, both"),
+    aux_weight: float = typer.Option(0.5, "--aux-weight", min=0.0, max=1.0),
+    keep: float = typer.Option(0.5, "--keep", help="share of weak labels the filter keeps"),
+    pool_limit: int | None = typer.Option(None, "--pool-limit", min=2, help="sample the pool"),
+    epochs: int = typer.Option(60, "--epochs", min=1),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=100),
+    seed: int = typer.Option(0, "--seed"),
+    data: str | None = typer.Option(None, "--data", help="labelled JSONL (default: shipped)"),
+    cache: str | None = typer.Option(None, "--cache", help=".npz file keeping LM features"),
+    model: str | None = typer.Option(None, "--model", help="model of an LM weak supervisor"),
+    output: str | None = typer.Option(None, "--output", help="write the result as JSON here"),
+) -> None:
+    """Weak-to-strong on the critic task: weak, students (naive and remedies), ceiling, PGR."""
+    from ..models import load_model
+    from ._w2s import W2SSettings, run_w2s
+
+    if task not in TASKS:
+        raise ConfigError(
+            f"--task {task!r}: valid tasks are {', '.join(TASKS)} (the loop task, a learner "
+            "trained from weak vs gold labels, is not built yet; see docs/oversight.md)"
+        )
+    settings = W2SSettings(
+        weak=weak,
+        weak_labels=weak_labels,
+        features=features,
+        aux_weight=aux_weight,
+        keep=keep,
+        epochs=epochs,
+        bootstrap=bootstrap,
+        seed=seed,
+        pool_limit=pool_limit,
+        data=data,
+        cache=cache,
+    )
+    result = run_w2s(settings, load_model(model) if model else None)
+    table = Table("", "accuracy [95%]", "trained on", "PGR [95%]", "note",
+                  title=f"weak-to-strong, critic task: pool {result.pool}, weak labels "
+                  f"{result.weak_label_accuracy:.1%} right")  # fmt: skip
+    for e in result.entries:
+        pgr = e.pgr.format(percent=False).rsplit(" (", 1)[0] if e.pgr else ""
+        table.add_row(e.name, e.accuracy.format(), str(e.trained_on or ""), pgr, e.note)
+    Console(width=160).print(table)
+    if output:
+        Path(output).write_text(json.dumps(result.as_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def oversight_eval(
+    critics: str = typer.Option(
+        "rules,decompose",
+        "--critics",
+        help="comma-separated; the first is the baseline. "
+        "'direct' is the judge model alone with the debate judge's prompt",
+    ),
+    split: str = typer.Option("test", "--split"),
+    limit: int = typer.Option(0, "--limit", min=0, help="a seeded sample of this many rows"),
+    data: str | None = typer.Option(None, "--data", help="labelled JSONL (default: shipped)"),
+    model: str = typer.Option("smollm2-135m", "--model", help="judge model of LM critics"),
+    debaters: str | None = typer.Option(None, "--debaters", help="arguer model (default: --model)"),
+    turns: int = typer.Option(1, "--turns", min=1, max=6),
+    max_new_tokens: int = typer.Option(48, "--max-new-tokens", min=8),
+    seed: int = typer.Option(0, "--seed"),
+    steps: bool = typer.Option(False, "--steps", help="also report the math step checker"),
+    show: int = typer.Option(1, "--show", min=0, help="stored records printed per critic"),
+    output: str | None = typer.Option(None, "--output", help="write the results as JSON here"),
+) -> None:
+    """Accuracy of oversight critics (decompose, debate, consultancy...) on labelled rows."""
+    from .. import registry
+    from ..critic import load_constitution, load_labelled
+    from ..models import load_model
+    from ._debate import ArguedJudge, ProtocolSettings
+    from ._measure import measure, sample_rows, step_report
+
+    rows = sample_rows(load_labelled(data, split), limit, seed)
+    if not rows:
+        raise ConfigError(f"no rows with split {split!r}; pick another --split")
+    names = [n.strip() for n in critics.split(",") if n.strip()]
+    lm_names = [n for n in names if n != "direct"]
+    needs = "direct" in names or registry.needs_model("critic", lm_names, "--critics")
+    lm = load_model(model) if needs else None
+    protocol = {"turns": turns, "max_new_tokens": max_new_tokens, "seed": seed}
+    if debaters:
+        protocol["debaters"] = debaters
+    args: dict[str, Any] = {"debate": protocol, "consultancy": protocol}
+    args["judge"] = {"explain": False}
+    const = load_constitution("default")
+    built: dict[str, Any] = {}
+    for n in names:
+        if n == "direct":
+            built[n] = ArguedJudge("direct", lm, None, ProtocolSettings(seed=seed))  # type: ignore[arg-type]
+        else:
+            built[n] = registry.create("critic", n, args.get(n), model=lm, constitution=const)
+    results = measure(built, rows)
+    _print(results, len(rows), split, show)
+    report: dict[str, Any] = {"rows": len(rows), "split": split, "critics": results}
+    if steps:
+        report["steps"] = step_report(rows)
+        Console().print(f"math step checker (no answer key): {report['steps']}", markup=False)
+    if output:
+        Path(output).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def _interval(m: dict[str, Any]) -> str:
+    return f"{m['value']:.1%} [{m['lo']:.1%}, {m['hi']:.1%}]"
+
+
+def _print(results: list[dict[str, Any]], n: int, split: str, show: int) -> None:
+    intents = sorted({k for r in results for k in r["by_intent"]})
+    table = Table("critic", "accuracy [95%]", *intents, "abstain", "vs first [95%]", "seconds",
+                  title=f"oversight critics on {n} {split} rows")  # fmt: skip
+    for r in results:
+        d = r.get("difference")
+        diff = f"{d['value']:+.1%} [{d['lo']:+.1%}, {d['hi']:+.1%}]" if d else "-"
+        cells = [_interval(r["by_intent"][i]) if i in r["by_intent"] else "-" for i in intents]
+        table.add_row(r["name"], _interval(r["accuracy"]), *cells, f"{r['abstain_rate']:.1%}",
+                      diff, f"{r['seconds']:.1f}")  # fmt: skip
+    console = Console(width=180)
+    console.print(table)
+    for r in results:
+        for c in r["critiques"][:show]:
+            text = c["explanation"] or c.get("abstain_reason") or ""
+            console.print(f"[{r['name']}] {text[:600]}", markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("w2s")(w2s)
+    app.command("oversight-eval")(oversight_eval)
