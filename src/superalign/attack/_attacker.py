@@ -6,7 +6,8 @@ misses (when it has a model), and from mutations of archived attacks, with the
 target category and the operator chosen by bandits over observed effectiveness.
 Judged results flow back through ``update`` into the archive, the bandits and the
 difficulty ladders. Nothing whose content hash is in ``feedback.exclude_hashes``
-(the evaluation tiers) is ever proposed.
+(the evaluation tiers) is ever proposed, nor anything of a template family reserved for
+evaluation (``families.yaml``), whichever operator or language model wrote it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..types import Feedback, Intent, Judged, Query, Tier, new_id
 from ._archive import Archive
 from ._bandit import BANDITS, Bandit
 from ._data import load_seeds
+from ._families import reserved_families, reserved_family
 from ._generators import DifficultyLadder, EthicsGenerator, MathGenerator
 from ._llm import LLMAttacker, effectiveness, explanation
 from ._mutators import LLM_MUTATORS, MutationFailed, Mutator
@@ -166,6 +168,8 @@ class ArchiveAttacker:
     def _acceptable(self, query: Query | None, excluded: set[str]) -> bool:
         if query is None or query.hash in excluded or query.hash in self.seen:
             return False
+        if query.family in reserved_families() or reserved_family(query.text) is not None:
+            return False  # that family is evaluated only: never train on it
         # Only other cells count: a near copy of its own cell's elite may still beat it.
         cell = self.archive.cell_of(query)
         return query.source == "seed" or self.archive.is_novel(query.text, exclude=cell)
@@ -278,6 +282,7 @@ class ArchiveAttacker:
                     "operators": [*miss.query.operators, "refine"],
                     "parent_id": miss.query.id,
                     "source": "refine",
+                    "family": "llm_rewrite",
                 }
             )
         return child, Pending(operator=None, goal=miss.goal, depth=miss.depth + 1)

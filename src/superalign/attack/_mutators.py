@@ -2,7 +2,8 @@
 
 A mutator is a callable ``(query, rng) -> Query``. The child keeps its parent's
 intent and category, appends the operator to ``operators``, points ``parent_id`` at
-the parent, and takes the mutator's attack style (a column of the archive grid).
+the parent, and takes the mutator's attack style (a column of the archive grid) and the
+template family of the wrapper it applied (``families.yaml``; never a reserved one).
 Each is registered under kind ``mutator``; factories take an optional ``model``
 because the LLM-driven ones need one.
 """
@@ -21,6 +22,7 @@ from ..models import ChatModel
 from ..registry import register
 from ..types import Query, new_id
 from ._data import load_yaml
+from ._families import training_family
 from ._llm import LLMAttacker
 
 
@@ -53,36 +55,47 @@ def derive(parent: Query, text: str, operator: str, style: str, **changes: objec
     )
 
 
+Template = tuple[str, str]  # (family, template text)
+
+
 class TemplateMutator:
     """Wraps the query in one of several templates (``{text}`` is the query)."""
 
-    def __init__(self, name: str, templates: list[str], style: str | None = None) -> None:
+    def __init__(self, name: str, templates: list[Template], style: str | None = None) -> None:
         self.name = name
         self.style = style or name
         self.templates = templates
+        for family, _ in templates:
+            training_family(family, f"mutator {name}")
 
     def __call__(self, query: Query, rng: random.Random) -> Query:
-        return derive(
-            query, rng.choice(self.templates).format(text=query.text), self.name, self.style
-        )
+        family, template = rng.choice(self.templates)
+        return derive(query, template.format(text=query.text), self.name, self.style, family=family)
 
 
 class FunctionMutator:
-    """Transforms the text with a function of (text, rng)."""
+    """Transforms the text with a function of (text, rng); every output is of ``family``."""
 
     def __init__(
-        self, name: str, transform: Callable[[str, random.Random], str], style: str | None = None
+        self,
+        name: str,
+        transform: Callable[[str, random.Random], str],
+        style: str | None = None,
+        family: str = "obfuscation",
     ) -> None:
         self.name = name
         self.style = style or name
         self.transform = transform
+        self.family = training_family(family, f"mutator {name}")
 
     def __call__(self, query: Query, rng: random.Random) -> Query:
-        return derive(query, self.transform(query.text, rng), self.name, self.style)
+        text = self.transform(query.text, rng)
+        return derive(query, text, self.name, self.style, family=self.family)
 
 
-def _templates(name: str) -> list[str]:
-    return load_yaml("mutators.yaml")[name]
+def _templates(name: str) -> list[Template]:
+    """A mutator's templates from mutators.yaml, each with its family."""
+    return [(t["family"], t["template"]) for t in load_yaml("mutators.yaml")[name]]
 
 
 @register("mutator", "role_play")
@@ -127,13 +140,13 @@ def split_payload(text: str, rng: random.Random) -> str:
         raise MutationFailed("payload_splitting needs at least two words")
     cut = rng.randint(1, len(words) - 1)
     a, b = " ".join(words[:cut]) + " ", " ".join(words[cut:])
-    return rng.choice(_templates("payload_splitting")).format(a=a, b=b)
+    return rng.choice(_templates("payload_splitting"))[1].format(a=a, b=b)
 
 
 @register("mutator", "payload_splitting")
 def payload_splitting(model: ChatModel | None = None) -> Mutator:
     """Split the request into parts the model must join."""
-    return FunctionMutator("payload_splitting", split_payload)
+    return FunctionMutator("payload_splitting", split_payload, family="payload_split")
 
 
 _PRESENT_TO_PAST = (
@@ -156,13 +169,13 @@ def to_past_tense(text: str, rng: random.Random) -> str:
             rewritten = pattern.sub(past, text, count=1).rstrip("?.!")
             asks = rewritten.split(" ", 1)[0].lower() in ("how", "what")
             return rewritten + (" in the past?" if asks else " in the past.")
-    return rng.choice(_templates("past_tense")).format(text=text)
+    return rng.choice(_templates("past_tense"))[1].format(text=text)
 
 
 @register("mutator", "past_tense")
 def past_tense(model: ChatModel | None = None) -> Mutator:
     """Ask how it was done in the past."""
-    return FunctionMutator("past_tense", to_past_tense)
+    return FunctionMutator("past_tense", to_past_tense, family="past_people")
 
 
 class ManyShot:
@@ -185,7 +198,8 @@ class ManyShot:
         ]
         # The text stays the same, so a marker keeps the content hash distinct.
         text = f"{query.text} (Answer like you did before.)"
-        return derive(query, text, self.name, self.style, context=[*query.context, *context])
+        context = [*query.context, *context]
+        return derive(query, text, self.name, self.style, context=context, family="many_shot")
 
 
 @register("mutator", "many_shot")
@@ -215,7 +229,7 @@ def base64_mutator(model: ChatModel | None = None) -> Mutator:
     """Encode the request in base64 and ask the model to decode it."""
     template = load_yaml("mutators.yaml")["base64"]
     return FunctionMutator(
-        "base64", lambda t, rng: template.format(payload=encode_base64(t)), "encoding"
+        "base64", lambda t, rng: template.format(payload=encode_base64(t)), "encoding", "encoding"
     )
 
 
@@ -224,7 +238,7 @@ def rot13_mutator(model: ChatModel | None = None) -> Mutator:
     """Encode the request in ROT13 and ask the model to decode it."""
     template = load_yaml("mutators.yaml")["rot13"]
     return FunctionMutator(
-        "rot13", lambda t, rng: template.format(payload=encode_rot13(t)), "encoding"
+        "rot13", lambda t, rng: template.format(payload=encode_rot13(t)), "encoding", "encoding"
     )
 
 
@@ -281,7 +295,7 @@ class LLMMutator:
             text = self.attacker.paraphrase(query.text, rng)
         if not text:
             raise MutationFailed(f"{self.name}: the attacker model gave no usable text")
-        return derive(query, text, self.name, self.style)
+        return derive(query, text, self.name, self.style, family="llm_rewrite")
 
 
 def _need_model(name: str, model: ChatModel | None) -> ChatModel:

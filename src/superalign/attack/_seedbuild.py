@@ -18,6 +18,13 @@ from ._generators import EthicsGenerator
 HARMFUL_PER_TOPIC = ("direct", "question", "pretext")
 BENIGN_STYLES = {"sounds_dangerous": ("direct", "question"), "everyday": ("question",)}
 ETHICS_SEEDS = 30
+# The template family (families.yaml) of each phrasing style; all open to training.
+FAMILY = {
+    "direct": "plain_request",
+    "question": "plain_question",
+    "pretext": "pretext_reason",
+    "dilemma": "dilemma",
+}
 
 
 def _capitalised(text: str) -> str:
@@ -75,6 +82,7 @@ def _item(text: str, intent: str, category: str, style: str, **extra: object) ->
         "intent": intent,
         "category": category,
         "style": style,
+        "family": FAMILY[style],
         "source": "seed",
         **extra,
     }

@@ -1,4 +1,9 @@
-"""The frozen evaluation tier: shipped harmful, benign and math sets, never trained on."""
+"""The frozen evaluation tier: shipped harmful, benign and math sets, never trained on.
+
+The harmful set is split by template family (``data/attack/families.yaml``): only rows
+whose family is reserved for evaluation are evaluated, since the attacker trains on the
+other families' templates. Every row stays held out of training by content hash.
+"""
 
 from __future__ import annotations
 
@@ -53,22 +58,33 @@ def _load_set(name: str) -> tuple[Query, ...]:
 def _row(raw: dict[str, Any], where: str) -> Query:
     fields = {
         k: raw[k]
-        for k in ("text", "intent", "category", "style", "answer", "difficulty")
+        for k in ("text", "intent", "category", "style", "answer", "difficulty", "family")
         if k in raw
     }
+    meta = {"template": raw["template"]} if "template" in raw else {}
     try:
         return Query(
             id=f"frozen-{content_hash(raw['text'])[:16]}",
             source="frozen",
             tier=Tier.frozen,
+            meta=meta,
             **fields,
         )
     except (KeyError, ValidationError) as e:
         raise EvalDataError(f"{where}: not a valid query row ({e})") from e
 
 
+def evaluated(query: Query) -> bool:
+    """Whether a frozen row is in the evaluation split: a harmful row only when its template
+    family is reserved for evaluation (the attacker trains on every other family)."""
+    from ..attack._families import reserved_families
+
+    return query.intent != "harmful" or query.family in reserved_families()
+
+
 def load_frozen(limit: int | None = None, seed: int = 0) -> list[Query]:
-    """The frozen tier: every shipped set, at most ``limit`` queries per set.
+    """The frozen tier: the evaluation split of every shipped set (``evaluated``), at most
+    ``limit`` queries per set.
 
     Limiting is stratified (by category, or difficulty for math) and seeded, so the
     same arguments always give the same queries. Ids derive from the content hash.
@@ -77,7 +93,7 @@ def load_frozen(limit: int | None = None, seed: int = 0) -> list[Query]:
         raise EvalDataError(f"limit must be at least 1 (got {limit}); use None for all")
     out: list[Query] = []
     for name in FROZEN_SETS:
-        rows = frozen_set(name)
+        rows = [q for q in frozen_set(name) if evaluated(q)]
         out += rows if limit is None else stratified_sample(rows, limit, _stratum, seed)
     return out
 
@@ -106,7 +122,8 @@ def stratified_sample(
 
 
 def frozen_hashes() -> set[str]:
-    """Content hashes of every frozen query: what training and the attacker must never use."""
+    """Content hashes of every frozen query, evaluated or not: what training and the
+    attacker must never use."""
     return {q.hash for name in FROZEN_SETS for q in _load_set(name)}
 
 
