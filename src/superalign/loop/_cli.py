@@ -175,21 +175,28 @@ def report_command(
 
 def export_command(
     run_dir: Path = typer.Argument(..., help="run directory"),
-    format: str = typer.Option("jsonl", "--format", help="jsonl or parquet"),
+    format: str = typer.Option(
+        "jsonl", "--format", help="jsonl or parquet (training data), inspect (eval logs)"
+    ),
     output: Path | None = typer.Option(None, "--output", help="directory (default RUN/export)"),
 ) -> None:
-    """Write the run's preference pairs and SFT data in HF datasets format."""
+    """Write the run's preference pairs and SFT data in HF datasets format (jsonl,
+    parquet), or its evaluation results as inspect_ai eval logs (inspect)."""
+    from ._inspect import write_inspect_logs
     from ._report import export
     from ._store import Store
 
-    if format not in ("jsonl", "parquet"):
-        raise StoreError(f"--format must be jsonl or parquet, not {format!r}")
+    if format not in ("jsonl", "parquet", "inspect"):
+        raise StoreError(f"--format must be jsonl, parquet or inspect, not {format!r}")
     out_dir = output or run_dir / "export"
     if out_dir.exists() and not out_dir.is_dir():
         raise StoreError(f"--output {out_dir} is a file; export writes a directory of files")
     store = Store(run_dir / "superalign.db", write=False)
     try:
-        written = export(store, out_dir, format)
+        if format == "inspect":
+            written = write_inspect_logs(store, run_dir.resolve().name, out_dir / "inspect")
+        else:
+            written = export(store, out_dir, format)
     except OSError as e:
         raise StoreError(
             f"cannot write the export to {out_dir} ({e.strerror or e}); "
