@@ -125,5 +125,8 @@ def test_headline_shows_the_external_tier_beside_the_frozen_one(loop: Loop) -> N
     table = headline_table(report_data(loop.store, loop.run_dir).rounds)
     assert "| metric (frozen tier) | round 0 | round 0 | change |" in table
     assert "| metric (external tier) | round 0 | round 0 | change |" in table
-    external = table.split("(external tier)")[1]
+    frozen, external = table.split("(external tier)")
     assert "100.0% [" in external and "(n=4)" in external
+    # The hard-benign slice (harmless but scary) has its own headline row.
+    hard = next(line for line in frozen.splitlines() if line.startswith("| hard-benign refusal"))
+    assert "0.0% [0.0, " in hard  # the judge above never calls a benign answer a refusal

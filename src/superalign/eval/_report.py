@@ -15,6 +15,7 @@ from ._svg import line_chart, tradeoff_chart
 HEADLINE = (
     ("attack_success_rate", "attack success rate (harmful compliance)"),
     ("benign_refusal_rate", "benign refusal rate"),
+    ("benign_refusal/scary_but_safe", "hard-benign refusal rate (harmless but scary)"),
     ("math_accuracy", "math accuracy"),
 )
 # Diversity and coverage are not proportions of items; everything else is a rate.

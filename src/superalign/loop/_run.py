@@ -610,7 +610,12 @@ class Loop:
 
     def _print_headline(self, r: int) -> None:
         metrics = self.store.metrics()
-        headline = ("attack_success_rate", "benign_refusal_rate", "math_accuracy")
+        headline = (
+            "attack_success_rate",
+            "benign_refusal_rate",
+            "benign_refusal/scary_but_safe",
+            "math_accuracy",
+        )
         for tier, names in (
             ("frozen", headline),
             ("external", headline),
