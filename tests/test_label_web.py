@@ -224,3 +224,36 @@ def test_assisted_and_unassisted_agreement_are_reported_apart() -> None:
     ]
     (a,) = [r for r in annotator_agreement(notes) if r.annotator == "a"]
     assert (a.agreement_assisted, a.agreement_unassisted, a.assisted) == (1.0, 0.0, 0.5)
+
+
+def test_label_web_prints_a_local_url_with_a_token_and_warns_when_opened_wider(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import superalign.serve._run as serve_run
+    from _hardening import run_cli
+
+    run, _ = make_label_run(tmp_path)
+    served: list[tuple[str, int]] = []
+    monkeypatch.setattr(serve_run, "run_app", lambda app, host, port: served.append((host, port)))
+    code, out, err = run_cli(monkeypatch, capsys, "label", str(run), "--web", "--port", "8123")
+    assert code == 0, err
+    assert "http://127.0.0.1:8123/?token=" in out.replace("\n", "")
+    assert "warning" not in err and served == [("127.0.0.1", 8123)]
+    code, out, err = run_cli(monkeypatch, capsys, "label", str(run), "--web", "--host", "0.0.0.0")
+    assert code == 0 and "warning" in err and "listens on 0.0.0.0" in err.replace("\n", " ")
+    code, out, err = run_cli(monkeypatch, capsys, "label", str(tmp_path / "nope"), "--web")
+    assert code == 2 and "no run store" in err
+
+
+def test_label_agreement_prints_the_per_annotator_table(tmp_path: Path, monkeypatch, capsys):
+    from _hardening import run_cli
+
+    run, ids = make_label_run(tmp_path)
+    with LabelInbox(run / "superalign.db") as box:
+        for who, answer in (("ann", "unsafe"), ("bo\x1b[31mb", "unsafe"), ("cy", "safe")):
+            box.add(Annotation(kind="point", item=ids["hostile"], answer=answer, annotator=who))
+    code, out, err = run_cli(monkeypatch, capsys, "label", str(run), "--agreement")
+    assert code == 0, err
+    assert "annotator" in out and "\x1b" not in out
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert "100%" in lines["ann"] and "0%" in lines["cy"]

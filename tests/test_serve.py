@@ -228,3 +228,13 @@ def test_the_bundled_model_answers_through_the_server(bundled_model) -> None:
             [[{"role": "user", "content": "What is 2+2?"}]] * 2, GenParams(max_new_tokens=8)
         )
     assert replies[0] == replies[1] and replies[0].strip()
+
+
+def test_serve_refuses_what_it_cannot_load(tmp_path: Path, monkeypatch, capsys) -> None:
+    from _hardening import run_cli
+
+    code, _, err = run_cli(monkeypatch, capsys, "serve", "openai:m@http://127.0.0.1:1/v1")
+    assert code == 2 and "an openai: endpoint is already a server" in err.replace("\n", " ")
+    missing = tmp_path / "runs" / "x" / "checkpoints" / "round-9"
+    code, _, err = run_cli(monkeypatch, capsys, "serve", str(missing))
+    assert code == 2 and "is not a directory" in err

@@ -80,6 +80,9 @@ def label_command(
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="with --web: address to listen on"),
     port: int = typer.Option(0, "--port", min=0, max=65535, help="with --web: port (0: free)"),
+    agreement: bool = typer.Option(
+        False, "--agreement", help="print each annotator's agreement with the others and exit"
+    ),
 ) -> None:
     """Label the pending pairs of a run in the terminal (answers go to its label inbox),
     or with --web on a local web page (answers go to the run's database)."""
@@ -90,6 +93,9 @@ def label_command(
         from ..serve import serve_labelling
 
         serve_labelling(run_dir, host, port)
+        return
+    if agreement:
+        _print_agreement(run_dir)
         return
     store = Store(run_dir / "superalign.db", write=False)
     inbox = run_dir / INBOX
@@ -146,6 +152,23 @@ def label_command(
         if limit and answered >= limit:
             break
     console.print(f"{answered} labels written to {inbox}", markup=False, highlight=False)
+
+
+def _print_agreement(run_dir: Path) -> None:
+    from ._inbox import LabelInbox, agreement_table, annotator_agreement, consensus
+
+    with LabelInbox(run_dir / "superalign.db") as box:
+        notes = box.annotations("point")
+        fitted = consensus(notes, box.critiques(a.item for a in notes))
+    if not notes:
+        console.print("no web labels yet")
+        return
+    header, cells = agreement_table(annotator_agreement(notes, fitted))
+    rows = [header, *([printable(c) for c in row] for row in cells)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for row in rows:  # plain columns: readable when piped, never wrapped mid-cell
+        line = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def report_command(
