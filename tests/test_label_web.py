@@ -257,3 +257,20 @@ def test_label_agreement_prints_the_per_annotator_table(tmp_path: Path, monkeypa
     assert "annotator" in out and "\x1b" not in out
     lines = {line.split()[0]: line for line in out.splitlines()}
     assert "100%" in lines["ann"] and "0%" in lines["cy"]
+
+
+def test_the_run_report_shows_the_annotator_table(tmp_path: Path) -> None:
+    from superalign.eval import build_report
+    from superalign.loop._report import report_data
+    from superalign.loop._store import Store
+
+    run, ids = make_label_run(tmp_path)
+    with Store(run / "superalign.db", write=False) as store:
+        assert "<h2>Annotators</h2>" not in build_report(report_data(store, run))
+    with LabelInbox(run / "superalign.db") as box:
+        for who, answer in (("<i>ann</i>", "unsafe"), ("cy", "safe")):
+            box.add(Annotation(kind="point", item=ids["hostile"], answer=answer, annotator=who))
+    with Store(run / "superalign.db", write=False) as store:
+        page = build_report(report_data(store, run))
+    assert "<h2>Annotators</h2>" in page
+    assert "&lt;i&gt;ann&lt;/i&gt;" in page and "<i>ann</i>" not in page

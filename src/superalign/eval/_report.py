@@ -65,6 +65,8 @@ class ReportData(BaseModel):
     before_after: list[BeforeAfter] = Field(default_factory=list)
     # Per round and phase: wall seconds and how much of it was generation and training.
     timing: list[PhaseTime] = Field(default_factory=list)
+    # Per annotator of the web labeller: header and cells (loop._inbox.agreement_table).
+    annotators: tuple[list[str], list[list[str]]] = ([], [])
 
 
 def successful_attacks(judged: Sequence[Judged], limit: int = 10) -> list[SuccessfulAttack]:
@@ -248,6 +250,7 @@ def build_report(data: ReportData) -> str:
         _attacks_section(data.successful_attacks),
         _before_after_section(data.before_after),
         _timing_section(data.timing),
+        _annotator_section(*data.annotators),
         f"<h2>Configuration</h2><pre>{escape(data.config_yaml)}</pre>",
     ]
     title = f"superalign report: {escape(data.run_name)}"
@@ -258,6 +261,17 @@ def build_report(data: ReportData) -> str:
         "other figures bootstrap 95% intervals; n is the number of items.</p>"
         + "".join(sections)
         + "</body></html>"
+    )
+
+
+def _annotator_section(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    if not rows:
+        return ""
+    return (
+        "<h2>Annotators</h2><p>Each person's agreement with the others' label on the "
+        "responses others labelled too, with and without the critics' assistance shown, "
+        "and the accuracy the label model fitted (their answers count by it).</p>"
+        + _table(header, rows)
     )
 
 

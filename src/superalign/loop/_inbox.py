@@ -128,21 +128,7 @@ class LabelInbox:
         )
 
     def annotations(self, kind: str | None = None) -> list[Annotation]:
-        sql = (
-            "SELECT kind, item, answer, reason, annotator, assisted, created, source "
-            "FROM annotations"
-        )
-        rows = self.db.execute(
-            sql + (" WHERE kind = ? ORDER BY id" if kind else " ORDER BY id"),
-            (kind,) if kind else (),
-        )
-        return [
-            Annotation(
-                kind=k, item=i, answer=ans, reason=r, annotator=who, assisted=bool(s),
-                created=c, source=src,
-            )
-            for k, i, ans, r, who, s, c, src in rows
-        ]  # fmt: skip
+        return read_annotations(self.db, kind)
 
     def pending_ids(self) -> set[str]:
         """Responses the loop asked people about and has no label for yet (any round)."""
@@ -156,6 +142,39 @@ class LabelInbox:
             )
             out[rid] = [Critique.model_validate_json(r[0]) for r in rows]
         return out
+
+
+def read_annotations(db: sqlite3.Connection, kind: str | None = None) -> list[Annotation]:
+    """The annotations in a run database (any connection, read-only too), oldest first;
+    none where nobody has labelled on the web yet (no table)."""
+    known = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'annotations'"
+    ).fetchone()
+    if known is None:
+        return []
+    sql = "SELECT kind, item, answer, reason, annotator, assisted, created, source FROM annotations"
+    rows = db.execute(
+        sql + (" WHERE kind = ? ORDER BY id" if kind else " ORDER BY id"), (kind,) if kind else ()
+    )
+    return [
+        Annotation(
+            kind=k, item=i, answer=ans, reason=r, annotator=who, assisted=bool(s), created=c,
+            source=src,
+        )
+        for k, i, ans, r, who, s, c, src in rows
+    ]  # fmt: skip
+
+
+def agreement_report(db: sqlite3.Connection) -> tuple[list[str], list[list[str]]]:
+    """The report's per-annotator table for a run database (empty without web labels)."""
+    notes = read_annotations(db, "point")
+    if not notes:
+        return [], []
+    critiques: dict[str, list[Critique]] = {}
+    for a in notes:
+        rows = db.execute("SELECT json FROM critiques WHERE response_id = ?", (a.item,))
+        critiques[a.item] = [Critique.model_validate_json(r[0]) for r in rows]
+    return agreement_table(annotator_agreement(notes, consensus(notes, critiques)))
 
 
 # -- annotators as label-model sources ------------------------------------------------------

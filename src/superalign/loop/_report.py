@@ -15,6 +15,7 @@ REPORT_FILE = "report.html"
 
 def report_data(store: Store, run_dir: Path):  # -> eval.ReportData
     from ..eval import Metric, ReportData, RoundMetrics, successful_attacks
+    from ._inbox import agreement_report
 
     tiers: dict[int, dict[str, dict[str, Metric]]] = defaultdict(lambda: defaultdict(dict))
     for m in store.metrics():
@@ -33,6 +34,7 @@ def report_data(store: Store, run_dir: Path):  # -> eval.ReportData
         successful_attacks=attacks,
         before_after=_before_after(store),
         timing=phase_times(store),
+        annotators=agreement_report(store.db),
     )
 
 
