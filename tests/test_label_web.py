@@ -274,3 +274,24 @@ def test_the_run_report_shows_the_annotator_table(tmp_path: Path) -> None:
         page = build_report(report_data(store, run))
     assert "<h2>Annotators</h2>" in page
     assert "&lt;i&gt;ann&lt;/i&gt;" in page and "<i>ann</i>" not in page
+
+
+def test_pair_answers_export_as_human_preferences(tmp_path: Path) -> None:
+    import json as _json
+
+    from superalign.loop._report import export
+    from superalign.loop._store import Store
+
+    run, _ = make_label_run(tmp_path)
+    with LabelInbox(run / "superalign.db") as box:
+        for who, answer in (("a", "rejected"), ("b", "rejected"), ("c", "chosen")):
+            box.add(Annotation(kind="pair", item="1", answer=answer, annotator=who))
+        box.add(Annotation(kind="pair", item="2", answer="tie", annotator="a"))
+    with Store(run / "superalign.db", write=False) as store:
+        written = export(store, tmp_path / "out", "jsonl")
+    assert tmp_path / "out" / "human_preferences.jsonl" in written
+    (row,) = [_json.loads(x) for x in (tmp_path / "out" / "human_preferences.jsonl").open()]
+    # Two of three people preferred the stored `rejected` answer: the pair is swapped.
+    assert row["chosen"] == [{"role": "assistant", "content": "<b>Sure</b>, first..."}]
+    assert row["rejected"] == [{"role": "assistant", "content": "I will not help."}]
+    assert abs(row["confidence"] - 2 / 3) < 1e-9 and row["source"] == "human:a,b,c"

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import StoreError
 from ..textsafe import printable
-from ..types import Critique, HumanLabel, Verdict
+from ..types import Critique, HumanLabel, Preference, Verdict
 
 PAIR_CHOICES = ("chosen", "rejected", "tie", "both_bad")
 MAX_REASON = 2000
@@ -175,6 +175,38 @@ def agreement_report(db: sqlite3.Connection) -> tuple[list[str], list[list[str]]
         rows = db.execute("SELECT json FROM critiques WHERE response_id = ?", (a.item,))
         critiques[a.item] = [Critique.model_validate_json(r[0]) for r in rows]
     return agreement_table(annotator_agreement(notes, consensus(notes, critiques)))
+
+
+def human_preferences(db: sqlite3.Connection) -> list[Preference]:
+    """The stored preference pairs as people judged them: a pair whose annotators chose
+    the stored ``chosen`` response more often than the ``rejected`` one is kept as is, the
+    other way round it is swapped; ties, "both bad" and even splits give no pair.
+    ``confidence`` is the share of the decided answers that agree; ``source`` names the
+    annotators."""
+    answers: dict[str, dict[str, str]] = defaultdict(dict)
+    for a in read_annotations(db, "pair"):  # oldest first: a correction wins
+        answers[a.item][a.annotator] = a.answer
+    out = []
+    for item, by_person in sorted(answers.items(), key=lambda kv: int(kv[0])):
+        chosen = sum(v == "chosen" for v in by_person.values())
+        rejected = sum(v == "rejected" for v in by_person.values())
+        if chosen == rejected:
+            continue
+        row = db.execute("SELECT json FROM preferences WHERE id = ?", (int(item),)).fetchone()
+        if row is None:
+            continue
+        pref = Preference.model_validate_json(row[0])
+        if rejected > chosen:
+            pref = pref.model_copy(update={"chosen": pref.rejected, "rejected": pref.chosen})
+        out.append(
+            pref.model_copy(
+                update={
+                    "confidence": max(chosen, rejected) / (chosen + rejected),
+                    "source": "human:" + ",".join(sorted(by_person)),
+                }
+            )
+        )
+    return out
 
 
 # -- annotators as label-model sources ------------------------------------------------------

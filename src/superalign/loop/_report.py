@@ -92,9 +92,12 @@ def export(store: Store, out_dir: Path, fmt: str) -> list[Path]:
     from datasets import Dataset
 
     from ..learn import preference_rows, sft_rows
+    from ._inbox import human_preferences
 
     pairs = store.preferences()
     prefs = {**preference_rows(pairs), "source": [p.source for p in pairs]}
+    human = human_preferences(store.db)  # the stored pairs as web annotators judged them
+    human_prefs = {**preference_rows(human), "source": [p.source for p in human]}
     kept = [j for j in store.judged(tier=Tier.train.value) if j.judgement.label.p_acceptable >= 0.5]
     sft = {
         **sft_rows([(j.query, j.response.text) for j in kept]),
@@ -103,7 +106,11 @@ def export(store: Store, out_dir: Path, fmt: str) -> list[Path]:
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, n, columns in (("preferences", len(pairs), prefs), ("sft", len(kept), sft)):
+    for name, n, columns in (
+        ("preferences", len(pairs), prefs),
+        ("sft", len(kept), sft),
+        ("human_preferences", len(human), human_prefs),
+    ):
         if not n:
             continue
         ds = Dataset.from_dict(columns)
