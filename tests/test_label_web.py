@@ -295,3 +295,37 @@ def test_pair_answers_export_as_human_preferences(tmp_path: Path) -> None:
     assert row["chosen"] == [{"role": "assistant", "content": "<b>Sure</b>, first..."}]
     assert row["rejected"] == [{"role": "assistant", "content": "I will not help."}]
     assert abs(row["confidence"] - 2 / 3) < 1e-9 and row["source"] == "human:a,b,c"
+
+
+def test_labels_are_taken_while_the_run_holds_its_store_and_writes(labelled) -> None:
+    """The loop holds the run's lock and writes phases; a label given meanwhile waits for
+    the write to commit, then lands, and the loop's own connection sees it."""
+    import threading
+    import time
+
+    from superalign.loop._store import Store
+
+    run, ids, base = labelled
+    client = _login(base)
+    entered, committed, posted = threading.Event(), threading.Event(), threading.Event()
+    seen: list[tuple] = []
+
+    def the_run() -> None:  # a loop process: holds the lock, one long phase write
+        with Store(run / "superalign.db") as store:
+            with store.transaction():
+                store.set_meta("busy", "1")
+                entered.set()
+                time.sleep(0.8)
+            committed.set()
+            posted.wait(10)
+            seen.extend(store.db.execute("SELECT annotator, answer FROM annotations"))
+
+    writer = threading.Thread(target=the_run)
+    writer.start()
+    entered.wait(5)
+    r = client.post("/point", data={"item": ids["math"], "verdict": "correct"})
+    ok = r.status_code == 200 and committed.is_set()  # it waited for the phase's commit
+    posted.set()
+    writer.join()
+    assert ok
+    assert seen == [("alice", "correct")]

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -196,7 +197,8 @@ class LabelApp:
         if verdict == "skip":
             self.skipped[who].add(item)
             return RedirectResponse("/point", status_code=303)
-        return self._save(
+        return await run_in_threadpool(
+            self._save,
             Annotation(
                 kind="point",
                 item=item,
@@ -271,7 +273,8 @@ class LabelApp:
             return RedirectResponse("/pair", status_code=303)
         flip = _flip(item, who)
         answer = {"A": "rejected" if flip else "chosen", "B": "chosen" if flip else "rejected"}
-        return self._save(
+        return await run_in_threadpool(
+            self._save,
             Annotation(
                 kind="pair",
                 item=item,
@@ -284,9 +287,17 @@ class LabelApp:
         )
 
     def _save(self, annotation: Annotation, back: str) -> Response:
+        """Append one answer (in a worker thread: it may wait for the loop's write)."""
         try:
             with LabelInbox(self.db_path) as box:
                 box.add(annotation)
+        except sqlite3.OperationalError as e:  # the loop held the database for over 30 s
+            return _page(
+                "not saved",
+                f'<p class="error" id="error">Not saved: the run database is busy ({text(e)}). '
+                f'Go <a href="{back}">back</a> and answer again.</p>',
+                status=503,
+            )
         except ValueError as e:
             return _page(
                 "not saved",
