@@ -51,8 +51,13 @@ def serve_command(
     warn_if_open(host, "the model server")
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/v1"
-    console.print(f"serving {served} at {url}", markup=False, highlight=False)
-    console.print(f'try: superalign chat "openai:{served}@{url}" "hello"', markup=False)
+    console.print(f"serving {served} at {url}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f'try: superalign chat "openai:{served}@{url}" "hello"',
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     run_app(app, host, port)
 
 
