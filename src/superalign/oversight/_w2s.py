@@ -292,6 +292,8 @@ def run_w2s(settings: W2SSettings, model: ChatModel | None = None) -> W2SResult:
     """Weak supervisor, students (naive and remedies) and ceiling, scored on the test split."""
     if not 0 < settings.keep <= 1:
         raise ConfigError(f"keep {settings.keep}: a share in (0, 1]")
+    if settings.features not in ("ngram", "lm", "both"):
+        raise ConfigError(f"student features {settings.features!r}: use ngram, lm or both")
     rows = load_labelled(settings.data)
     pool = [r for r in rows if r.split == settings.pool_split]
     test = [r for r in rows if r.split == settings.test_split]
