@@ -119,3 +119,4 @@ def test_the_attacker_drops_reserved_families_even_from_its_language_model() -> 
     assert all(q.family not in reserved_families() for q in proposed)
     assert all(reserved_family(q.text) is None for q in proposed)
     assert any(q.family == "rules_off_ai" for q in proposed)  # persona still works
+    assert all(q.family is not None for q in proposed)  # seeds, mutations, generators alike

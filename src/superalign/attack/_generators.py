@@ -58,6 +58,7 @@ class MathGenerator:
             category="math",
             style=style,
             source="math",
+            family="math_problem",
             answer=str(answer),
             difficulty=d,
         )
@@ -102,6 +103,7 @@ class EthicsGenerator:
             intent=Intent.benign,
             category="ethics",
             style="dilemma",
+            family="dilemma",
             source="ethics",
             difficulty=1 + extra,
         )
