@@ -1,13 +1,24 @@
-"""Generation speed: plain ``model.generate`` against the fast rollout path.
+"""Generation speed against the machine's float32 bound: plain ``model.generate``, the fast
+rollout path, and the opt-in int8 fast path, on the bundled SmolLM2-135M (float32, CPU).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/generate.py            # full run
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/generate.py --quick    # short run
 
-Prints tokens/s of both paths for batch 1, 8 and 32 (64 and 256 new tokens; 32 with
---quick), greedy agreement, the per-round weight conversion (LoRA merge and fusion) and
-peak memory, then one ``speedup batch=N: X.Xx`` line per batch size (at the longest
-length run). The fast path's time includes the conversion, amortised over a round of
-``--round-prompts`` prompts: one conversion per round, whatever the batch size.
+The bound: a large square float32 matrix product with all threads gives the CPU's
+GFLOP/s; a decode step of B rows costs B x 2 x parameters FLOPs (every weight once per
+token; attention not counted) and yields B tokens, so no decoder generates faster than
+GFLOP/s / (2 x parameters) tokens/s at any batch size. At small batches the weight stream
+binds first: a step reads every float32 weight once, so tokens/s is also at most
+bandwidth x B / (4 x parameters); both bounds are printed, the fraction is of the first.
+
+Every figure is run ``--repeats`` times (3 by default), greedy, batch 32 (``--batches``),
+64 and 256 new tokens (32 with --quick); each row gives the minimum and median seconds
+and the tokens/s of both, then the fraction of the bound at the median and at the best
+run. The fast path's generation is timed alone; the per-round weight conversion (LoRA
+merge and fusion) is timed apart and printed amortised over ``--round-prompts`` prompts.
+Agreement: the share of greedy token positions equal to plain generate's (the whole
+answer; for int8 also the first 32 tokens and the median position of the first
+difference). The load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -15,7 +26,10 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -51,10 +65,30 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed(fn):
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - start
+
+
+def matmul_gflops(n: int = 4096, repeats: int = 5) -> tuple[float, float]:
+    """(best, median) GFLOP/s of an (n, n) @ (n, n) float32 product with all threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up: thread pool and allocator
+    times = [timed(lambda: a @ b)[1] for _ in range(repeats)]
+    flops = 2 * n**3 / 1e9
+    return flops / min(times), flops / statistics.median(times)
+
+
+def read_gbytes(mib: int = 1024, repeats: int = 5) -> float:
+    """Best GB/s of summing a float32 tensor far larger than the caches."""
+    x = torch.randn(mib * 2**18)
+    x.sum()
+    return x.numel() * 4 / min(timed(x.sum)[1] for _ in range(repeats)) / 1e9
 
 
 def conversion_seconds(m: HFChatModel, engine: TorchDecodeEngine) -> tuple[float, float]:
@@ -78,70 +112,128 @@ def conversion_seconds(m: HFChatModel, engine: TorchDecodeEngine) -> tuple[float
     return first, later
 
 
-def run_case(m, engine, batch: int, new: int, convert_s: float, round_prompts: int) -> dict:
+def repeated(
+    fn: Callable[[], list[list[int]]], repeats: int
+) -> tuple[list[list[int]], list[float]]:
+    """The output of the first run (greedy: every run's is the same) and every run's seconds."""
+    out, first = timed(fn)
+    return out, [first] + [timed(fn)[1] for _ in range(repeats - 1)]
+
+
+def first_difference(reference: list[list[int]], other: list[list[int]]) -> float:
+    """Median position of the first differing token (the length when none differs)."""
+    firsts = []
+    for a, b in zip(reference, other, strict=True):
+        same = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
+        firsts.append(min(len(a), len(b)) if same is None else same)
+    return statistics.median(firsts)
+
+
+def row(name: str, tokens: int, times: list[float], bound: float, note: str = "") -> str:
+    lo, med = min(times), statistics.median(times)
+    return (
+        f"  {name:<6} {lo:>7.2f} {med:>7.2f} {tokens / lo:>9.1f} {tokens / med:>9.1f} "
+        f"{tokens / med / bound:>7.1%} {tokens / lo / bound:>7.1%}  {note}"
+    )
+
+
+def run_case(
+    m: HFChatModel,
+    fast: TorchDecodeEngine,
+    int8: TorchDecodeEngine | None,
+    batch: int,
+    new: int,
+    repeats: int,
+    bound: float,
+    convert_s: float,
+    args: argparse.Namespace,
+) -> tuple[float, float]:
+    """Print one batch size and length: plain, fast and int8 rows. Returns the fast path's
+    best-run fraction of the bound and its agreement with plain generate."""
     params = GenParams(max_new_tokens=new)
     prompts = m.encode_prompts(chats(batch), new)
-    plain, t_plain = timed(lambda: m.generate_ids(prompts, params))
-    fast, t_fast = timed(lambda: engine.generate_ids(prompts, params))
-    t_fast_round = t_fast + convert_s * batch / round_prompts
-    return {
-        "batch": batch,
-        "new": new,
-        "plain_tps": sum(map(len, plain)) / t_plain,
-        "fast_tps": sum(map(len, fast)) / t_fast_round,
-        "speedup": t_plain / t_fast_round,
-        "agreement": token_agreement(plain, fast),
-        "t_plain": t_plain,
-        "t_fast": t_fast_round,
-    }
+    plain, t_plain = repeated(lambda: m.generate_ids(prompts, params), repeats)
+    out, t_fast = repeated(lambda: fast.generate_ids(prompts, params), repeats)
+    n_plain, n_fast = sum(map(len, plain)), sum(map(len, out))
+    amortised = statistics.median(t_fast) + convert_s * batch / args.round_prompts
+    print(
+        f"batch {batch}, {new} new tokens, {repeats} runs each "
+        f"(plain {n_plain} tokens, fast {n_fast}):"
+    )
+    print(
+        f"  {'path':<6} {'min s':>7} {'med s':>7} {'best t/s':>9} {'med t/s':>9} "
+        f"{'med/bnd':>7} {'best/bnd':>7}  agreement with plain"
+    )
+    print(row("plain", n_plain, t_plain, bound))
+    agree = token_agreement(plain, out)
+    note = f"{agree:.3f}; {n_fast / amortised:.1f} t/s with conversion"
+    print(row("fast", n_fast, t_fast, bound, note))
+    if int8 is not None:
+        q, t_q = repeated(lambda: int8.generate_ids(prompts, params), repeats)
+        head = token_agreement([r[:32] for r in plain], [r[:32] for r in q])
+        note = (
+            f"{token_agreement(plain, q):.3f}; first 32 tokens {head:.3f}; "
+            f"median first difference at token {first_difference(plain, q):.0f}"
+        )
+        print(row("int8", sum(map(len, q)), t_q, bound, note))
+    speedup = statistics.median(t_plain) / statistics.median(t_fast)
+    print(f"  speedup fast/plain (median): {speedup:.2f}x", flush=True)
+    return n_fast / min(t_fast) / bound, agree
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="32 new tokens only")
-    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--batches", default="32", help="comma-separated batch sizes")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per figure (at least 3)")
     ap.add_argument("--round-prompts", type=int, default=200)
-    ap.add_argument("--int8", action="store_true", help="also time the opt-in int8 path")
+    ap.add_argument("--no-int8", action="store_true", help="skip the opt-in int8 path")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    repeats = max(3, args.repeats)
     lengths = (32,) if args.quick else (64, 256)
     batches = [int(b) for b in args.batches.split(",")]
+    started = time.perf_counter()
+    print(f"load average before: {load()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpus={os.cpu_count()}")
 
     m = HFChatModel(model="smollm2-135m", device="cpu", fast=False)
-    engine = TorchDecodeEngine(m)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpus={os.cpu_count()}")
-    print(f"load avg at start: {os.getloadavg()[0]:.1f}")
-    first_s, convert_s = conversion_seconds(m, engine)
-    print(f"per-round conversion (LoRA r=16 merge + fusion): {convert_s:.2f}s "
-          f"(first round {first_s:.2f}s), amortised over {args.round_prompts} prompts")  # fmt: skip
-    print(f"peak RSS after load and conversion: {peak_rss_mb():.0f} MB")
+    params_n = sum(p.numel() for p in m.model.parameters())  # tied head counted once
+    gflops, gflops_med = matmul_gflops()
+    bandwidth = read_gbytes()
+    bound = gflops * 1e9 / (2 * params_n)
+    print(
+        f"parameters: {params_n / 1e6:.1f}M; float32 matmul 4096^3: {gflops:.1f} GFLOP/s "
+        f"(median {gflops_med:.1f}); read bandwidth {bandwidth:.1f} GB/s"
+    )
+    print(
+        f"compute bound: {bound:.0f} tok/s at any batch; weight-stream bound at batch B: "
+        f"{bandwidth * 1e9 / (4 * params_n):.1f} x B tok/s"
+    )
 
-    rows = []
-    print(f"{'batch':>5} {'new':>4} {'plain tok/s':>11} {'fast tok/s':>10} {'speedup':>7} "
-          f"{'agree':>6}")  # fmt: skip
+    fast = TorchDecodeEngine(m)
+    first_s, convert_s = conversion_seconds(m, fast)
+    int8 = None if args.no_int8 else TorchDecodeEngine(m, int8=True)
+    quantize_s = timed(int8.ensure_weights)[1] if int8 else 0.0
+    print(
+        f"per-round conversion (LoRA r=16 merge + fusion): {convert_s:.2f}s (first round "
+        f"{first_s:.2f}s; int8 quantization {quantize_s:.2f}s); peak RSS {peak_rss_mb():.0f} MB"
+    )
+
+    summary = []
     for new in lengths:
         for batch in batches:
-            r = run_case(m, engine, batch, new, convert_s, args.round_prompts)
-            rows.append(r)
-            print(f"{batch:>5} {new:>4} {r['plain_tps']:>11.1f} {r['fast_tps']:>10.1f} "
-                  f"{r['speedup']:>6.1f}x {r['agreement']:>6.3f}", flush=True)  # fmt: skip
-    print(f"peak RSS after all runs: {peak_rss_mb():.0f} MB")
-    if args.int8:
-        q = TorchDecodeEngine(m, int8=True)
-        params = GenParams(max_new_tokens=lengths[0])
-        prompts = m.encode_prompts(chats(batches[-1]), lengths[0])
-        plain = m.generate_ids(prompts, params)
-        out, t = timed(lambda: q.generate_ids(prompts, params))
-        print(f"int8 (opt-in) batch={batches[-1]} new={lengths[0]}: "
-              f"{sum(map(len, out)) / t:.1f} tok/s incl. quantization, "
-              f"agreement {token_agreement(plain, out):.3f}")  # fmt: skip
-    print(f"load avg at end: {os.getloadavg()[0]:.1f}")
-    longest = max(lengths)
-    for r in rows:
-        if r["new"] == longest:
-            print(f"speedup batch={r['batch']}: {r['speedup']:.1f}x")
+            frac, agree = run_case(m, fast, int8, batch, new, repeats, bound, convert_s, args)
+            summary.append((batch, new, frac, agree))
+    print(f"peak RSS after all runs: {peak_rss_mb():.0f} MB; {time.perf_counter() - started:.0f}s")
+    print(f"load average after: {load()}")
+    for batch, new, frac, agree in summary:
+        print(
+            f"fast batch={batch} new={new}: {frac:.1%} of the float32 bound (best run), "
+            f"agreement {agree:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from superalign.models import HFChatModel, _common, _fast
-from superalign.models._fast import TorchDecodeEngine, token_agreement
+from superalign.models._fast import TorchDecodeEngine, shared_prefix, token_agreement
 from superalign.types import GenParams
 
 CHATS = [
@@ -151,6 +151,89 @@ def test_unsupported_architecture_falls_back_with_one_warning(
     notices = [r for r in caplog.records if "falling back to plain generate" in r.message]
     assert len(notices) == 1 and "gelu" in notices[0].message
     assert len(first.generate(CHATS[:2], GREEDY)) == 2
+
+
+@pytest.mark.parametrize(
+    ("prompts", "expected"),
+    [
+        ([[1, 2, 3, 4], [1, 2, 3, 5]], [1, 2, 3]),
+        ([[1, 2, 3], [1, 2, 3, 4, 5]], [1, 2]),  # the shorter keeps its last token
+        ([[1, 2, 3]], [1, 2]),  # a lone prompt: all but its last token
+        ([[7]], []),
+        ([[1, 2], [3, 2]], []),
+        ([[1, 2, 3], [1, 9, 3], [1, 2, 3]], [1]),
+        ([[5, 5, 5], [5, 5, 5]], [5, 5]),
+    ],
+)
+def test_shared_prefix(prompts: list[list[int]], expected: list[int]) -> None:
+    assert shared_prefix(prompts) == expected
+
+
+LONG_SYSTEM = "You are a careful assistant. Answer briefly, plainly and in English. " * 3
+
+
+def test_shared_system_prompt_is_computed_once_and_matches_plain(tiny_model_path: Path) -> None:
+    m = _fast_model(tiny_model_path, batch_size=2)
+    chats = [[{"role": "system", "content": LONG_SYSTEM}, *c[-1:]] for c in CHATS]
+    prompts = m.encode_prompts(chats, GREEDY.max_new_tokens)
+    assert len(shared_prefix(prompts)) > 30
+    calls = []
+    prefill = m.fast._prefill
+
+    def spy(w, ids, valid, cache, start, rope):
+        calls.append((tuple(ids.shape), start))
+        return prefill(w, ids, valid, cache, start, rope)
+
+    m.fast._prefill = spy
+    fast = m.fast.generate_ids(prompts, GREEDY)
+    plain = m.generate_ids(prompts, GREEDY)
+    assert token_agreement(plain, fast) >= 0.95
+    prefix_len = len(shared_prefix(prompts))
+    assert calls[0] == ((1, prefix_len), 0)  # the prefix, once, for all three batches
+    assert [start for _, start in calls[1:]] == [prefix_len] * 3
+    assert all(shape[1] < 30 for shape, _ in calls[1:])  # batches run only their own part
+
+
+def test_prompts_without_a_shared_prefix_match_plain(tiny_model_path: Path) -> None:
+    m = _fast_model(tiny_model_path)
+    prompts = m.encode_prompts(CHATS, GREEDY.max_new_tokens)
+    prompts[0] = [m.tokenizer.eos_token_id, *prompts[0][1:]]  # no token in common
+    assert shared_prefix(prompts) == []
+    assert (
+        token_agreement(m.generate_ids(prompts, GREEDY), m.fast.generate_ids(prompts, GREEDY))
+        >= 0.95
+    )
+    one = m.fast.generate_ids(prompts[1:2], GREEDY)  # a lone prompt: prefix is all but one
+    assert token_agreement(m.generate_ids(prompts[1:2], GREEDY), one) >= 0.95
+
+
+def test_greedy_pick_takes_the_first_of_tied_maxima() -> None:
+    logits = torch.tensor([[0.0, 2.0, 2.0, 1.0], [3.0, 0.0, 3.0, 3.0]])
+    assert _fast._pick(logits, GenParams(), None).tolist() == [1, 0]
+
+
+def test_int8_matmul_is_close_to_float_per_channel_and_per_token() -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(64, 48)  # input-major (C_in, C_out)
+    weight[:, 3] *= 50.0  # one loud output channel must not coarsen the others
+    x = torch.randn(5, 64)
+    x[2] *= 100.0  # nor one loud token the other tokens
+    q = _fast._to_int8(weight)
+    assert q.q.dtype == torch.int8 and q.scale.shape == (48,)
+    approx, exact = _fast._int8_matmul(x, q), x @ weight
+    # Error per entry against |x_i| |w_j| (a dot product's own scale): per-channel weights
+    # and per-token activations keep it small for the quiet rows and columns too; one
+    # scale for the whole weight gives about 0.1 here.
+    scale = x.norm(dim=1)[:, None] * weight.norm(dim=0)[None, :]
+    assert float(((approx - exact).abs() / scale).max()) < 0.01
+
+
+def test_int8_keeps_the_head_embedding_and_norms_float(tiny_model_path: Path) -> None:
+    m = _fast_model(tiny_model_path, fast_int8=True)
+    w = m.fast.ensure_weights()
+    assert isinstance(w.layers[0].wgu, _fast._Int8) and isinstance(w.layers[0].wd, _fast._Int8)
+    for t in (w.lm_head, w.embed, w.norm, w.layers[0].ln1):
+        assert isinstance(t, torch.Tensor) and t.dtype == torch.float32
 
 
 def test_int8_is_opt_in_and_generates(tiny_model_path: Path) -> None:

@@ -4,16 +4,21 @@ Plain ``model.generate`` spends much of each decode step outside the matrix prod
 the dynamic cache is re-concatenated every step, masks and positions are rebuilt, logits
 processors run over the whole vocabulary, and finished rows keep being computed until the
 whole batch ends. This engine reads the learner's weights once per round (LoRA deltas
-merged in, q/k/v and gate/up fused into one product each), preallocates the KV cache,
-computes prompt logits only at the last position, and drops finished rows from the batch
-as it goes. ``benchmarks/generate.py`` measures it against plain generate.
+merged in, q/k/v and gate/up fused into one product each, every product stored
+input-major so that it is a plain ``x @ W``), preallocates the KV cache, computes the
+prompt prefix that every prompt shares (the chat template's system turn) once and
+broadcasts its keys and values, computes prompt logits only at the last position, and
+drops finished rows from the batch as it goes. ``benchmarks/generate.py`` measures it
+against plain generate and against the machine's float32 bound.
+
+Opt-in int8 (CPU): per-output-channel int8 weights and per-token int8 activations
+(``torch._int_mm``), the LM head, embeddings and norms in float32.
 ``_engines.attach_fast`` decides whether this engine, vLLM or plain generate serves a model.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..types import GenParams
-from ._common import FastUnavailable, base_model, eos_ids, fingerprint
+from ._common import FastUnavailable, base_model, eos_ids, fingerprint, warn_once
 
 if TYPE_CHECKING:
     from ._hf import HFChatModel
@@ -41,16 +46,27 @@ _COMPACT_SHARE = 0.25
 
 
 @dataclass
+class _Int8:
+    """A linear layer's weight in int8 with one scale per output channel: W ~ q * scale."""
+
+    q: torch.Tensor  # (C_in, C_out) int8, input-major as ``torch._int_mm`` takes it
+    scale: torch.Tensor  # (C_out,) float32
+
+
+Weight = torch.Tensor | _Int8  # a float weight is input-major too: (C_in, C_out)
+
+
+@dataclass
 class _Layer:
     ln1: torch.Tensor
-    wqkv: Any  # (Hq*D + 2*Hkv*D, C): q, k and v stacked; or an int8 packed weight
+    wqkv: Weight  # (C, Hq*D + 2*Hkv*D): q, k and v side by side
     bqkv: torch.Tensor | None
-    wo: Any
+    wo: Weight
     bo: torch.Tensor | None
     ln2: torch.Tensor
-    wgu: Any  # (2*I, C): gate and up stacked
+    wgu: Weight  # (C, 2*I): gate and up side by side
     bgu: torch.Tensor | None
-    wd: Any
+    wd: Weight
     bd: torch.Tensor | None
 
 
@@ -59,7 +75,7 @@ class _Weights:
     embed: torch.Tensor  # (V, C)
     layers: list[_Layer]
     norm: torch.Tensor
-    lm_head: Any  # (V, C); the same tensor as ``embed`` when tied
+    lm_head: torch.Tensor  # (C, V), float even on the int8 path
     inv_freq: torch.Tensor  # (D/2,)
     rope_scale: float
 
@@ -100,29 +116,51 @@ def _bias(module: Any) -> torch.Tensor | None:
     return None if bias is None else bias.detach()
 
 
-def _merged(modules: list[Any], key: str, buffers: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The weights of ``modules`` stacked on dim 0, LoRA deltas added, as forward applies
-    them. A lone module without LoRA is used as it is (no copy); anything else is written
-    into ``buffers[key]``, reused from round to round so that a refresh allocates nothing."""
-    bases = [_base_layer(m).weight.detach() for m in modules]
-    if len(modules) == 1 and not _active_lora(modules[0]):
-        return bases[0]
-    shape = (sum(b.shape[0] for b in bases), bases[0].shape[1])
+def _buffer(
+    buffers: dict[str, torch.Tensor], key: str, shape: tuple[int, int], like: torch.Tensor
+) -> torch.Tensor:
     dest = buffers.get(key)
-    if dest is None or dest.shape != shape or dest.dtype != bases[0].dtype:
-        dest = buffers[key] = bases[0].new_empty(shape)
-    row = 0
+    if (
+        dest is None
+        or dest.shape != shape
+        or dest.dtype != like.dtype
+        or dest.device != like.device
+    ):
+        dest = buffers[key] = like.new_empty(shape)
+    return dest
+
+
+def _merged(modules: list[Any], key: str, buffers: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The weights of ``modules`` side by side and input-major, (C_in, sum of C_out), LoRA
+    deltas added as forward applies them. Written into ``buffers[key]``, reused from round
+    to round so that a refresh allocates nothing."""
+    bases = [_base_layer(m).weight.detach() for m in modules]
+    dest = _buffer(buffers, key, (bases[0].shape[1], sum(b.shape[0] for b in bases)), bases[0])
+    col = 0
     for module, base in zip(modules, bases, strict=True):
-        part = dest[row : row + base.shape[0]]
-        part.copy_(base)
+        part = dest[:, col : col + base.shape[0]]  # (C_in, C_out) view
+        part.copy_(base.t())
         for name in _active_lora(module):
             if name in getattr(module, "lora_A", {}):
-                # (out, r) @ (r, in): the delta peft adds, without materialising it apart.
+                # (in, r) @ (r, out): the delta peft adds, without materialising it apart.
                 a, b = module.lora_A[name].weight, module.lora_B[name].weight
-                part.addmm_(b.to(part.dtype), a.to(part.dtype), alpha=module.scaling[name])
+                part.addmm_(a.t().to(part.dtype), b.t().to(part.dtype), alpha=module.scaling[name])
             else:
-                part.add_(module.get_delta_weight(name).detach().to(part.dtype))
-        row += base.shape[0]
+                part.add_(module.get_delta_weight(name).detach().t().to(part.dtype))
+        col += base.shape[0]
+    return dest
+
+
+def _embedding(module: Any, buffers: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The embedding table (V, C): the model's own tensor, or a copy with LoRA added."""
+    base = _base_layer(module).weight.detach()
+    names = _active_lora(module)
+    if not names:
+        return base
+    dest = _buffer(buffers, "embed", tuple(base.shape), base)
+    dest.copy_(base)
+    for name in names:
+        dest.add_(module.get_delta_weight(name).detach().to(dest.dtype))
     return dest
 
 
@@ -138,41 +176,56 @@ def _cat_bias(modules: list[Any]) -> torch.Tensor | None:
 
 
 def read_weights(model: Any, buffers: dict[str, torch.Tensor] | None = None) -> _Weights:
-    """The decoder's weights as the loop uses them: views of the model's own tensors where
-    possible, ``buffers`` (fused or LoRA-merged copies) elsewhere."""
+    """The decoder's weights as the loop uses them: the embedding and norms are the
+    model's own tensors, every linear layer an input-major (fused, LoRA-merged) copy kept
+    in ``buffers``."""
     buffers = {} if buffers is None else buffers
     lm = base_model(model)
     body = lm.model
     layers = []
-    for i, block in enumerate(body.layers):
-        att, mlp = block.self_attn, block.mlp
-        qkv = [att.q_proj, att.k_proj, att.v_proj]
-        layers.append(
-            _Layer(
-                ln1=block.input_layernorm.weight.detach(),
-                wqkv=_merged(qkv, f"{i}.qkv", buffers),
-                bqkv=_cat_bias(qkv),
-                wo=_merged([att.o_proj], f"{i}.o", buffers),
-                bo=_bias(att.o_proj),
-                ln2=block.post_attention_layernorm.weight.detach(),
-                wgu=_merged([mlp.gate_proj, mlp.up_proj], f"{i}.gu", buffers),
-                bgu=_cat_bias([mlp.gate_proj, mlp.up_proj]),
-                wd=_merged([mlp.down_proj], f"{i}.down", buffers),
-                bd=_bias(mlp.down_proj),
+    with torch.inference_mode():
+        for i, block in enumerate(body.layers):
+            att, mlp = block.self_attn, block.mlp
+            qkv = [att.q_proj, att.k_proj, att.v_proj]
+            layers.append(
+                _Layer(
+                    ln1=block.input_layernorm.weight.detach(),
+                    wqkv=_merged(qkv, f"{i}.qkv", buffers),
+                    bqkv=_cat_bias(qkv),
+                    wo=_merged([att.o_proj], f"{i}.o", buffers),
+                    bo=_bias(att.o_proj),
+                    ln2=block.post_attention_layernorm.weight.detach(),
+                    wgu=_merged([mlp.gate_proj, mlp.up_proj], f"{i}.gu", buffers),
+                    bgu=_cat_bias([mlp.gate_proj, mlp.up_proj]),
+                    wd=_merged([mlp.down_proj], f"{i}.down", buffers),
+                    bd=_bias(mlp.down_proj),
+                )
             )
+        rotary = body.rotary_emb
+        return _Weights(
+            embed=_embedding(body.embed_tokens, buffers),
+            layers=layers,
+            norm=body.norm.weight.detach(),
+            lm_head=_merged([lm.lm_head], "lm_head", buffers),
+            inv_freq=rotary.inv_freq.detach().float(),
+            rope_scale=float(getattr(rotary, "attention_scaling", 1.0)),
         )
-    rotary = body.rotary_emb
-    return _Weights(
-        embed=_merged([body.embed_tokens], "embed", buffers),
-        layers=layers,
-        norm=body.norm.weight.detach(),
-        lm_head=_merged([lm.lm_head], "lm_head", buffers),
-        inv_freq=rotary.inv_freq.detach().float(),
-        rope_scale=float(getattr(rotary, "attention_scaling", 1.0)),
-    )
 
 
 # -- the decode loop -------------------------------------------------------------
+
+
+def shared_prefix(prompts: list[list[int]]) -> list[int]:
+    """The token ids every prompt starts with, leaving each prompt at least its last token
+    (whose logits start the generation)."""
+    first = prompts[0]
+    n = min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        i = 0
+        while i < n and p[i] == first[i]:
+            i += 1
+        n = i
+    return first[: max(n, 0)]
 
 
 class TorchDecodeEngine:
@@ -182,8 +235,15 @@ class TorchDecodeEngine:
 
     def __init__(self, owner: HFChatModel, int8: bool = False) -> None:
         check_supported(owner.model)
+        if int8 and not owner.device.startswith("cpu"):
+            warn_once(
+                f"int8 rollouts are a CPU path; generating in the model's dtype on {owner.device}"
+            )
+            int8 = False
         if int8 and not _int8_available():
-            raise FastUnavailable("int8 kernels (fbgemm) are not in this torch build")
+            raise FastUnavailable(
+                "int8 matrix products (torch._int_mm) are not in this torch build"
+            )
         self.owner = owner
         self.int8 = int8
         cfg = base_model(owner.model).config
@@ -204,52 +264,80 @@ class TorchDecodeEngine:
         """The owner's current weights, read (LoRA merged, fused) only when they changed."""
         seen = fingerprint(self.owner.model)
         if self.weights is None or seen != self._seen:
-            with torch.no_grad():
-                weights = read_weights(self.owner.model, self._buffers)
-                self.weights = quantize_int8(weights) if self.int8 else weights
+            weights = read_weights(self.owner.model, self._buffers)
+            self.weights = quantize_int8(weights) if self.int8 else weights
             self._seen = seen
         return self.weights
 
     def generate_ids(self, prompts: list[list[int]], params: GenParams) -> list[list[int]]:
-        """New token ids per prompt, cut before EOS; batched by the owner's batch size."""
+        """New token ids per prompt, cut before EOS. Prompts are batched by length (each
+        batch pads little), the owner's batch size at a time; the prefix they all share is
+        computed once."""
         if not prompts:
             return []
-        self.ensure_weights()
+        w = self.ensure_weights()
         gen = None
         if params.seed is not None:
             gen = torch.Generator(device=self.owner.device).manual_seed(params.seed)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[list[int]] = [[] for _ in prompts]
         bs = self.owner.settings.batch_size
-        with torch.no_grad():
+        with torch.inference_mode():
+            rope = self._rope_table(w, max(map(len, prompts)) + params.max_new_tokens)
+            prefix = shared_prefix(prompts)
+            prefix_kv = self._prefix_cache(w, prefix, rope)
             for start in range(0, len(order), bs):
                 idx = order[start : start + bs]
-                rows = self._batch([prompts[i] for i in idx], params, gen)
+                suffixes = [prompts[i][len(prefix) :] for i in idx]
+                rows = self._batch(w, suffixes, prefix_kv, params, rope, gen)
                 for i, row in zip(idx, rows, strict=True):
                     out[i] = row
         return out
 
     # -- one batch -------------------------------------------------------------
 
+    def _prefix_cache(
+        self, w: _Weights, prefix: list[int], rope: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor | None:
+        """Keys and values of the shared prefix at slots [0, P): (L, 2, 1, Hkv, P, D)."""
+        if not prefix:
+            return None
+        dev = self.owner.device
+        ids = torch.tensor([prefix], device=dev)
+        cache = w.embed.new_empty((len(w.layers), 2, 1, self.n_kv, len(prefix), self.head_dim))
+        self._prefill(w, ids, torch.ones_like(ids, dtype=torch.bool), cache, 0, rope)
+        return cache
+
     def _batch(
-        self, prompts: list[list[int]], params: GenParams, gen: torch.Generator | None
+        self,
+        w: _Weights,
+        suffixes: list[list[int]],
+        prefix_kv: torch.Tensor | None,
+        params: GenParams,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        gen: torch.Generator | None,
     ) -> list[list[int]]:
-        w = self.ensure_weights()
+        """Generate for one batch. Cache slots: [0, P) the shared prefix, [P, P + W) the
+        rest of each prompt left-padded to the batch's longest, then one slot per step."""
         dev = self.owner.device
         eos = eos_ids(self.owner)
-        b, width, steps = len(prompts), max(len(p) for p in prompts), params.max_new_tokens
-        total = width + steps
+        p = 0 if prefix_kv is None else prefix_kv.shape[4]
+        b, width, steps = len(suffixes), max(map(len, suffixes)), params.max_new_tokens
+        total = p + width + steps
         ids = torch.zeros((b, width), dtype=torch.long)
         valid = torch.zeros((b, total), dtype=torch.bool)  # slots a query may attend to
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p) :] = torch.tensor(p)
-            valid[i, width - len(p) : width] = True
+        valid[:, :p] = True
+        for i, s in enumerate(suffixes):
+            ids[i, width - len(s) :] = torch.tensor(s)
+            valid[i, p + width - len(s) : p + width] = True
         ids, valid = ids.to(dev), valid.to(dev)
-        lengths = valid[:, :width].sum(-1)
-        cos, sin = self._rope_table(w, total, w.embed.dtype)
+        lengths = valid[:, : p + width].sum(-1)  # prompt length per row: its next position
         cache = w.embed.new_empty((len(w.layers), 2, b, self.n_kv, total, self.head_dim))
+        if prefix_kv is not None:
+            cache[:, :, :, :, :p] = prefix_kv  # broadcast over the batch
 
-        logits = self._prefill(w, ids, valid[:, :width], cache, cos, sin)
+        hidden = self._prefill(w, ids, valid[:, p : p + width], cache, p, rope)
+        logits = self._logits(w, hidden)
         rows = torch.arange(b, device=dev)  # original row of each live row
         out: list[list[int]] = [[] for _ in range(b)]
         ended = [False] * b
@@ -262,11 +350,10 @@ class TorchDecodeEngine:
                 keep = (~done).nonzero().squeeze(-1)
                 rows, tok, lengths, valid = rows[keep], tok[keep], lengths[keep], valid[keep]
                 cache = cache[:, :, keep]
-            slot = width + step
+            slot = p + width + step
             valid[:, slot] = True
-            logits = self._decode(
-                w, tok, lengths + step, slot, valid[:, : slot + 1], cache, cos, sin
-            )
+            hidden = self._decode(w, tok, lengths + step, slot, valid[:, : slot + 1], cache, rope)
+            logits = self._logits(w, hidden)
         return out
 
     def _record(
@@ -294,13 +381,12 @@ class TorchDecodeEngine:
         text = self.owner.tokenizer.decode(seq, skip_special_tokens=True)
         return any(s and s in text for s in stop)
 
-    def _rope_table(
-        self, w: _Weights, total: int, dtype: torch.dtype
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rope_table(self, w: _Weights, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin per position (T, D), as the HF rotary module computes them."""
         pos = torch.arange(total, dtype=torch.float32, device=w.inv_freq.device)
-        freqs = pos[:, None] * w.inv_freq  # (T, D/2), as the HF rotary module computes it
+        freqs = pos[:, None] * w.inv_freq  # (T, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)
-        dev = self.owner.device
+        dev, dtype = self.owner.device, w.embed.dtype
         return (
             (emb.cos() * w.rope_scale).to(dev, dtype),
             (emb.sin() * w.rope_scale).to(dev, dtype),
@@ -312,27 +398,29 @@ class TorchDecodeEngine:
         ids: torch.Tensor,
         valid: torch.Tensor,
         cache: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
+        start: int,
+        rope: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
-        """Run the padded prompts (B, W), fill cache slots [0, W); logits at the last slot."""
+        """Run left-padded prompt tokens (B, W) into cache slots [start, start + W); the
+        slots before ``start`` hold the shared prefix, which every row sees. Returns the
+        final hidden state at the last slot (B, C)."""
         b, width = ids.shape
-        pos = (valid.long().cumsum(-1) - 1).clamp(min=0)  # (B, W), as generate numbers them
-        cos_p, sin_p = cos[pos].unsqueeze(1), sin[pos].unsqueeze(1)  # (B, 1, W, D)
+        pos = start + (valid.long().cumsum(-1) - 1).clamp(min=0)  # (B, W), as generate numbers them
+        cos, sin = rope[0][pos].unsqueeze(1), rope[1][pos].unsqueeze(1)  # (B, 1, W, D)
         causal = torch.ones((width, width), dtype=torch.bool, device=ids.device).tril()
         # Each query also sees itself so pad rows never softmax over nothing (NaN).
-        mask = (causal & valid[:, None, :]) | torch.eye(width, dtype=torch.bool, device=ids.device)
-        mask = mask.unsqueeze(1)  # (B, 1, W, W)
+        own = (causal & valid[:, None, :]) | torch.eye(width, dtype=torch.bool, device=ids.device)
+        mask = torch.cat((own.new_ones((b, width, start)), own), dim=-1).unsqueeze(1)
+        end = start + width  # mask: (B, 1, W, end)
         x = F.embedding(ids, w.embed)  # (B, W, C)
         for li, layer in enumerate(w.layers):
-            q, k, v = self._qkv(_rms(x, layer.ln1, self.eps), layer, cos_p, sin_p)
-            cache[li, 0, :, :, :width] = k
-            cache[li, 1, :, :, :width] = v
-            group = self.n_heads // self.n_kv
-            k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
-            att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, Hq, W, D)
+            q, k, v = self._qkv(_rms(x, layer.ln1, self.eps), layer, cos, sin)
+            cache[li, 0, :, :, start:end] = k
+            cache[li, 1, :, :, start:end] = v
+            keys, values = cache[li, 0, :, :, :end], cache[li, 1, :, :, :end]  # (B, Hkv, end, D)
+            att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
             x = self._finish_block(x, att.transpose(1, 2).reshape(b, width, -1), layer)
-        return _linear(_rms(x[:, -1], w.norm, self.eps), w.lm_head, None)  # (B, V)
+        return x[:, -1]
 
     def _decode(
         self,
@@ -342,29 +430,31 @@ class TorchDecodeEngine:
         slot: int,
         valid: torch.Tensor,
         cache: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
-        """One token per live row at cache ``slot``; returns next-token logits (B, V)."""
+        """One token per live row at cache ``slot``; returns the final hidden state (B, C)."""
         b = tok.shape[0]
-        cos_p, sin_p = cos[pos][:, None, None], sin[pos][:, None, None]  # (B, 1, 1, D)
+        cos, sin = rope[0][pos][:, None, None], rope[1][pos][:, None, None]  # (B, 1, 1, D)
         bias = torch.zeros(valid.shape, dtype=w.embed.dtype, device=tok.device)
-        bias = bias.masked_fill(~valid, float("-inf"))[:, None, None, :]  # (B, 1, 1, T)
+        bias = bias.masked_fill_(~valid, float("-inf"))[:, None, None, :]  # (B, 1, 1, T)
         group = self.n_heads // self.n_kv
         scale = self.head_dim**-0.5
         x = F.embedding(tok[:, None], w.embed)  # (B, 1, C)
         for li, layer in enumerate(w.layers):
-            q, k, v = self._qkv(_rms(x, layer.ln1, self.eps), layer, cos_p, sin_p)
+            q, k, v = self._qkv(_rms(x, layer.ln1, self.eps), layer, cos, sin)
             cache[li, 0, :, :, slot] = k[:, :, 0]
             cache[li, 1, :, :, slot] = v[:, :, 0]
             keys = cache[li, 0, :, :, : slot + 1]  # (B, Hkv, T, D)
             values = cache[li, 1, :, :, : slot + 1]
             # Grouped queries share their kv head without copying it: (B, Hkv, G, D).
-            qg = q.view(b, self.n_kv, group, self.head_dim)
-            scores = torch.matmul(qg, keys.transpose(-1, -2)) * scale + bias  # (B, Hkv, G, T)
+            qg = q.reshape(b, self.n_kv, group, self.head_dim) * scale
+            scores = torch.matmul(qg, keys.transpose(-1, -2)).add_(bias)  # (B, Hkv, G, T)
             att = torch.matmul(scores.softmax(-1), values)  # (B, Hkv, G, D)
             x = self._finish_block(x, att.reshape(b, 1, -1), layer)
-        return _linear(_rms(x[:, -1], w.norm, self.eps), w.lm_head, None)
+        return x[:, -1]
+
+    def _logits(self, w: _Weights, hidden: torch.Tensor) -> torch.Tensor:
+        return _linear(_rms(hidden, w.norm, self.eps), w.lm_head, None)  # (B, V)
 
     def _qkv(
         self, h: torch.Tensor, layer: _Layer, cos: torch.Tensor, sin: torch.Tensor
@@ -384,59 +474,77 @@ class TorchDecodeEngine:
         """Output projection, residual, then the SwiGLU MLP with its residual."""
         x = x + _linear(att, layer.wo, layer.bo)
         gate, up = _linear(_rms(x, layer.ln2, self.eps), layer.wgu, layer.bgu).chunk(2, dim=-1)
-        return x + _linear(F.silu(gate) * up, layer.wd, layer.bd)
+        return x.add_(_linear(F.silu(gate).mul_(up), layer.wd, layer.bd))
 
 
-def _linear(x: torch.Tensor, weight: Any, bias: torch.Tensor | None) -> torch.Tensor:
-    if isinstance(weight, torch.Tensor):
-        return F.linear(x, weight, bias)
-    # fbgemm packed int8 weight (bias packed with it): activations quantized per call.
-    return torch.ops.quantized.linear_dynamic(x, weight, True)
+def _linear(x: torch.Tensor, weight: Weight, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x`` (..., C_in) times an input-major weight (C_in, C_out), plus ``bias``."""
+    flat = x.reshape(-1, x.shape[-1])
+    if isinstance(weight, _Int8):
+        out = _int8_matmul(flat, weight)
+        if bias is not None:
+            out = out.add_(bias)
+    elif bias is None:
+        out = flat @ weight
+    else:
+        out = torch.addmm(bias, flat, weight)
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def _int8_matmul(x: torch.Tensor, w: _Int8) -> torch.Tensor:
+    """(N, C_in) float rows times an int8 weight. Each row (token) is quantized with its
+    own scale, so one token's outliers do not coarsen every other token's steps."""
+    xf = x.float()
+    scale = xf.abs().amax(-1, keepdim=True).clamp_(min=1e-8).div_(127.0)  # (N, 1)
+    q = (xf / scale).round_().to(torch.int8)
+    out = torch._int_mm(q, w.q).float().mul_(scale).mul_(w.scale)  # int32 sums, rescaled
+    return out.to(x.dtype)
 
 
 def _int8_available() -> bool:
-    return "fbgemm" in torch.backends.quantized.supported_engines
+    return hasattr(torch, "_int_mm")
 
 
-def _pack_int8(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
-    """Symmetric per-output-channel int8 weight, prepacked for fbgemm."""
+def _to_int8(weight: Weight) -> _Int8:
+    """Symmetric int8 with one scale per output channel (a column of the input-major weight)."""
+    assert isinstance(weight, torch.Tensor)  # the float weights read_weights returns
     w = weight.float()
-    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8).double()
-    zeros = torch.zeros(w.shape[0], dtype=torch.long)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch marks the eager quantization API deprecated
-        qw = torch.quantize_per_channel(w, scales, zeros, 0, torch.qint8)
-        return torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.float())
+    scale = (w.abs().amax(dim=0) / 127.0).clamp(min=1e-8)  # (C_out,)
+    return _Int8(q=(w / scale).round_().to(torch.int8).contiguous(), scale=scale)
 
 
 def quantize_int8(w: _Weights) -> _Weights:
-    """The same weights with every linear layer int8 (embeddings and norms stay float)."""
-    layers = [
-        _Layer(
-            ln1=ly.ln1,
-            wqkv=_pack_int8(ly.wqkv, ly.bqkv),
-            bqkv=None,
-            wo=_pack_int8(ly.wo, ly.bo),
-            bo=None,
-            ln2=ly.ln2,
-            wgu=_pack_int8(ly.wgu, ly.bgu),
-            bgu=None,
-            wd=_pack_int8(ly.wd, ly.bd),
-            bd=None,
-        )
-        for ly in w.layers
-    ]
+    """The same weights with every decoder linear layer int8; the embedding, the norms and
+    the LM head stay float (the head picks the token: its rounding flips greedy choices)."""
+    with torch.inference_mode():
+        layers = [
+            _Layer(
+                ln1=ly.ln1,
+                wqkv=_to_int8(ly.wqkv),
+                bqkv=ly.bqkv,
+                wo=_to_int8(ly.wo),
+                bo=ly.bo,
+                ln2=ly.ln2,
+                wgu=_to_int8(ly.wgu),
+                bgu=ly.bgu,
+                wd=_to_int8(ly.wd),
+                bd=ly.bd,
+            )
+            for ly in w.layers
+        ]
     return _Weights(
         embed=w.embed,
         layers=layers,
         norm=w.norm,
-        lm_head=_pack_int8(w.lm_head, None),
+        lm_head=w.lm_head,
         inv_freq=w.inv_freq,
         rope_scale=w.rope_scale,
     )
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, weight.shape, weight, eps)
     # As LlamaRMSNorm: normalise in float32, cast back, then scale.
     xf = x.float()
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
@@ -452,7 +560,8 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 def _pick(logits: torch.Tensor, params: GenParams, gen: torch.Generator | None) -> torch.Tensor:
     """Next token per row (B,): argmax at temperature 0, else nucleus sampling."""
     if params.temperature <= 0:
-        return logits.argmax(-1)
+        # max's indices: the first maximum, as argmax, in well under half argmax's CPU time
+        return logits.max(-1).indices
     probs = (logits.float() / params.temperature).softmax(-1)
     if params.top_p < 1.0:
         sorted_p, order = probs.sort(-1, descending=True)
