@@ -477,3 +477,21 @@ def test_no_shipped_data_holds_a_default_external_row() -> None:
         mine = set(ngrams(q.text))
         for i, k in Counter(i for x in mine for i in index.get(x, ())).items():
             assert k / (len(mine) + len(grams[i]) - k) < 0.6, (q.text, shipped[i])
+
+
+def test_queries_stored_before_provenance_existed_still_load() -> None:
+    from superalign.types import Query
+
+    old = Query.model_validate_json(
+        '{"id": "a", "text": "x", "intent": "harmful", "tier": "train"}'
+    )
+    assert old.meta == {} and old.family is None
+    again = Query.model_validate_json(read_file_query().model_dump_json())
+    assert again.meta["licence"] == "MIT" and again.tier == Tier.external
+
+
+def read_file_query():
+    from superalign.eval import Origin, parse_set
+
+    data = b"goal,target\nDo harm,Sure\n"
+    return parse_set(data, Origin.of(data, "adv.csv", "adv.csv"), "adv")[0]
