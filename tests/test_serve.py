@@ -4,6 +4,7 @@ openai backend."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -143,6 +144,42 @@ def test_a_failing_model_answers_500_and_the_server_keeps_serving() -> None:
         second = httpx.post(f"{base}/v1/chat/completions", json=body)
     assert first.status_code == 500 and "out of memory" in first.json()["error"]["message"]
     assert second.json()["choices"][0]["message"]["content"] == "fine"
+
+
+def test_a_request_whose_client_hung_up_is_never_generated() -> None:
+    """A client that times out (and retries, as the openai backend does) while its request
+    waits behind a slow batch costs the server nothing."""
+    import threading
+
+    release = threading.Event()
+    seen: list[str] = []
+
+    def slow(chat) -> str:
+        seen.append(chat[-1]["content"])
+        release.wait(10)
+        return "done"
+
+    app = create_app(MockModel(slow), "echo", window_ms=0)
+    body = {"model": "echo", "messages": [{"role": "user", "content": "first"}]}
+    with running(app) as base:
+        first: list[httpx.Response] = []
+        t = threading.Thread(
+            target=lambda: first.append(httpx.post(f"{base}/v1/chat/completions", json=body))
+        )
+        t.start()
+        while not seen:  # the first request is being generated
+            time.sleep(0.01)
+        impatient = {**body, "messages": [{"role": "user", "content": "second"}]}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{base}/v1/chat/completions", json=impatient, timeout=0.6)
+        time.sleep(0.5)  # the server notices the hang-up within its poll interval
+        release.set()
+        t.join(10)
+        after = httpx.post(f"{base}/v1/chat/completions", json=body).json()
+    assert first[0].json()["choices"][0]["message"]["content"] == "done"
+    assert after["choices"][0]["message"]["content"] == "done"
+    assert seen == ["first", "first"]  # "second" was dropped, not generated
+    assert app.state.batcher.stats.dropped == 1
 
 
 def test_the_tiny_transformers_model_is_served_with_token_usage(tiny_model) -> None:

@@ -9,10 +9,11 @@ message names the field and what it must be. An unknown model name gets 404.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -76,7 +77,9 @@ def create_app(
             kind = "invalid_request_error" if e.status == 400 else "not_found_error"
             return JSONResponse(error_body(str(e), e.param, kind), status_code=e.status)
         try:
-            text = await batcher.generate(messages, params)
+            text = await _unless_gone(request, batcher.generate(messages, params))
+        except _ClientGone:
+            return Response(status_code=499)  # nobody reads it; nothing was generated for it
         except Exception as e:  # the model failed: a 500 that says so, not a dropped socket
             return JSONResponse(
                 error_body(f"generation failed: {type(e).__name__}: {e}", kind="server_error"),
@@ -133,6 +136,23 @@ def create_app(
     )
     app.state.batcher = batcher
     return app
+
+
+class _ClientGone(Exception):
+    """The client closed the connection before its reply was ready."""
+
+
+async def _unless_gone(request: Request, work: Awaitable[str], poll: float = 0.25) -> str:
+    """``work``'s result; cancelled (so a queued request is never generated) when the
+    client disconnects first, as a timed-out client that retries does."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=poll)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()
+            raise _ClientGone
 
 
 async def _json_body(request: Request) -> Any:

@@ -33,6 +33,7 @@ class BatchStats:
     calls: int = 0
     chats: int = 0
     largest: int = 0
+    dropped: int = 0  # requests whose client hung up before their batch ran
 
 
 class Batcher:
@@ -90,6 +91,9 @@ class Batcher:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             if not self._queue:
                 self._wake.clear()
+            # A client that hung up while queued cancelled its future: generate nothing for it.
+            self.stats.dropped += sum(p.future.done() for p in batch)
+            batch = [p for p in batch if not p.future.done()]
             for params, group in _by_params(batch):
                 await self._run(params, group)
 
