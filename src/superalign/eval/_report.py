@@ -67,6 +67,8 @@ class ReportData(BaseModel):
     timing: list[PhaseTime] = Field(default_factory=list)
     # Per annotator of the web labeller: header and cells (loop._inbox.agreement_table).
     annotators: tuple[list[str], list[list[str]]] = ([], [])
+    # The last debate / consultancy records (round, critic, query, transcript).
+    transcripts: list[tuple[int, str, str, str]] = Field(default_factory=list)
 
 
 def successful_attacks(judged: Sequence[Judged], limit: int = 10) -> list[SuccessfulAttack]:
@@ -251,6 +253,7 @@ def build_report(data: ReportData) -> str:
         _before_after_section(data.before_after),
         _timing_section(data.timing),
         _annotator_section(*data.annotators),
+        _transcript_section(data.transcripts),
         f"<h2>Configuration</h2><pre>{escape(data.config_yaml)}</pre>",
     ]
     title = f"superalign report: {escape(data.run_name)}"
@@ -272,6 +275,19 @@ def _annotator_section(header: Sequence[str], rows: Sequence[Sequence[str]]) -> 
         "responses others labelled too, with and without the critics' assistance shown, "
         "and the accuracy the label model fitted (their answers count by it).</p>"
         + _table(header, rows)
+    )
+
+
+def _transcript_section(records: Sequence[tuple[int, str, str, str]]) -> str:
+    if not records:
+        return ""
+    items = "".join(
+        f"<h3>round {r}, {escape(critic)}: {escape(query[:120])}</h3><pre>{escape(text)}</pre>"
+        for r, critic, query, text in records
+    )
+    return (
+        "<h2>Debate and consultancy</h2><p>The last arguments a training critic's judge read "
+        "(every transcript is stored with its critique).</p>" + items
     )
 
 

@@ -35,7 +35,22 @@ def report_data(store: Store, run_dir: Path):  # -> eval.ReportData
         before_after=_before_after(store),
         timing=phase_times(store),
         annotators=agreement_report(store.db),
+        transcripts=transcripts(store.judged(tier=Tier.train.value)),
     )
+
+
+ARGUED = ("debate", "consultancy")  # critics whose explanation is a transcript
+
+
+def transcripts(judged: list, limit: int = 4) -> list[tuple[int, str, str, str]]:
+    """The last ``limit`` debate / consultancy records among judged pairs (Judged)."""
+    out = [
+        (j.response.round, c.critic, j.query.text, c.explanation or c.abstain_reason or "")
+        for j in judged
+        for c in j.judgement.critiques
+        if c.critic in ARGUED
+    ]
+    return [(r, c, q, t[:1500]) for r, c, q, t in out[max(0, len(out) - limit) :]]
 
 
 def phase_times(store: Store) -> list:  # -> list[eval.PhaseTime]
