@@ -25,6 +25,7 @@ def w2s(
     aux_weight: float = typer.Option(0.5, "--aux-weight", min=0.0, max=1.0),
     keep: float = typer.Option(0.5, "--keep", help="share of weak labels the filter keeps"),
     pool_limit: int | None = typer.Option(None, "--pool-limit", min=2, help="sample the pool"),
+    test_limit: int | None = typer.Option(None, "--test-limit", min=2, help="sample the test"),
     epochs: int = typer.Option(60, "--epochs", min=1),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=100),
     seed: int = typer.Option(0, "--seed"),
@@ -52,6 +53,7 @@ def w2s(
         bootstrap=bootstrap,
         seed=seed,
         pool_limit=pool_limit,
+        test_limit=test_limit,
         data=data,
         cache=cache,
     )

@@ -72,6 +72,8 @@ class W2SSettings:
     test_split: str = "test"
     pool_limit: int | None = None
     """a seeded sample of this many pool rows (LM features cost about a second a pair)"""
+    test_limit: int | None = None
+    """a seeded sample of this many test rows, spread over intents"""
     data: str | None = None
     """labelled JSONL (default: the shipped set)"""
     cache: str | None = None
@@ -304,6 +306,10 @@ def run_w2s(settings: W2SSettings, model: ChatModel | None = None) -> W2SResult:
         )
     if settings.pool_limit is not None and settings.pool_limit < len(pool):
         pool = random.Random(settings.seed).sample(pool, settings.pool_limit)
+    if settings.test_limit is not None:
+        from ._measure import sample_rows
+
+        test = sample_rows(test, settings.test_limit, settings.seed)
     weak, pool, description = _supervisor(settings, pool, model)
     labels = weak_label(weak, pool)
     labelled = [(r, lab) for r, lab in zip(pool, labels, strict=True) if lab is not None]
