@@ -146,6 +146,33 @@ def _print(results: list[dict[str, Any]], n: int, split: str, show: int) -> None
             console.print(f"[{r['name']}] {text[:600]}", markup=False, highlight=False)
 
 
+def rrm(
+    rounds: int = typer.Option(5, "--rounds", min=2),
+    budget: int = typer.Option(20, "--budget", min=1, help="expert labels per round"),
+    target: float = typer.Option(0.9, "--target", help="test accuracy to reach"),
+    epochs: int = typer.Option(60, "--epochs", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    data: str | None = typer.Option(None, "--data", help="labelled JSONL (default: shipped)"),
+    output: str | None = typer.Option(None, "--output", help="write the result as JSON here"),
+) -> None:
+    """Assisted labelling: the round-N critic picks what the expert labels in round N+1."""
+    from ._rrm import RRMSettings, run_rrm
+
+    result = run_rrm(RRMSettings(rounds, budget, epochs, seed, data))
+    table = Table("round", "expert labels", "unassisted [95%]", "assisted [95%]",
+                  title=f"assisted labelling, {budget} expert labels a round")  # fmt: skip
+    for r in result.rounds:
+        table.add_row(str(r.round), str(r.labels), r.unassisted.format(), r.assisted.format())
+    console = Console(width=140)
+    console.print(table)
+    for name, helped in (("unassisted", False), ("assisted", True)):
+        n = result.labels_to_reach(target, helped)
+        console.print(f"{name}: {'not reached' if n is None else f'{n} labels'} to {target:.0%}")
+    if output:
+        Path(output).write_text(json.dumps(result.as_dict(), indent=2) + "\n", encoding="utf-8")
+
+
 def register(app: typer.Typer) -> None:
     app.command("w2s")(w2s)
+    app.command("rrm")(rrm)
     app.command("oversight-eval")(oversight_eval)
