@@ -40,3 +40,13 @@ def test_bad_debate_argument_fails_at_load(tmp_path: Path) -> None:
     bad.write_text(text)
     with pytest.raises(ConfigError, match="turn"):
         load_config(bad)
+
+
+def test_decompose_shares_the_refusal_rule_with_a_rules_judge() -> None:
+    from superalign.critic import check_apart
+    from superalign.settings import ComponentSpec
+
+    problems = check_apart(
+        [ComponentSpec(name="decompose")], ComponentSpec(name="rules"), allow=True
+    )
+    assert problems and "rules:refusal" in problems[0]

@@ -99,6 +99,7 @@ _RULE_SIGNALS = {
     "query_risk": {"rules:refusal", "rules:lexicon"},
     "rules": {"rules:refusal"},
     "verifier": set(),  # the answer key: ground truth
+    "decompose": {"rules:refusal", "rules:lexicon"},  # superalign.oversight: reuses both
 }
 
 
