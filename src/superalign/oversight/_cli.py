@@ -114,7 +114,13 @@ def oversight_eval(
             built[n] = ArguedJudge("direct", lm, None, ProtocolSettings(seed=seed))  # type: ignore[arg-type]
         else:
             built[n] = registry.create("critic", n, args.get(n), model=lm, constitution=const)
-    results = measure(built, rows)
+
+    def save(results: list[dict[str, Any]]) -> None:
+        if output:
+            report = {"rows": len(rows), "split": split, "critics": results}
+            Path(output).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    results = measure(built, rows, on_result=save)
     _print(results, len(rows), split, show)
     report: dict[str, Any] = {"rows": len(rows), "split": split, "critics": results}
     if steps:

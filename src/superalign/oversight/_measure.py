@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,10 +48,14 @@ def paired_difference(
 
 
 def measure(
-    critics: Mapping[str, Critic], rows: Sequence[LabelledRow], n_boot: int = 2000
+    critics: Mapping[str, Critic],
+    rows: Sequence[LabelledRow],
+    n_boot: int = 2000,
+    on_result: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One result per critic: accuracy [Wilson], abstain rate, accuracy per intent, the
-    paired difference to the first critic, seconds, and each critique."""
+    paired difference to the first critic, seconds, and each critique. ``on_result``
+    sees the results so far after each critic (slow LM critics: keep partial results)."""
     if not rows:
         raise ConfigError("no labelled rows to measure on")
     exchanges = [r.exchange() for r in rows]
@@ -86,6 +90,8 @@ def measure(
             diff, lo, hi = paired_difference(baseline, hit, n_boot)
             result["difference"] = {"value": diff, "lo": lo, "hi": hi}
         results.append(result)
+        if on_result is not None:
+            on_result(results)
     return results
 
 
