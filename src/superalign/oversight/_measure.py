@@ -19,20 +19,29 @@ from ..errors import ConfigError
 from ..eval import wilson_interval
 
 
+def stratified_indices(groups: Sequence[str], k: int, seed: int = 0) -> list[int]:
+    """``k`` indices drawn without replacement, each group in proportion to its size (at
+    least one each), topped up at random where rounding left the sample short."""
+    rng = random.Random(seed)
+    by_group: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(g, []).append(i)
+    picked: list[int] = []
+    for members in by_group.values():
+        share = max(1, round(k * len(members) / len(groups)))
+        picked += rng.sample(members, min(share, len(members)))
+    rng.shuffle(picked)
+    picked = picked[:k]
+    rest = sorted(set(range(len(groups))) - set(picked))
+    picked += rng.sample(rest, min(len(rest), k - len(picked)))
+    return picked
+
+
 def sample_rows(rows: Sequence[LabelledRow], limit: int, seed: int = 0) -> list[LabelledRow]:
     """A seeded sample of ``limit`` rows, spread over intents in proportion (all if 0)."""
     if limit <= 0 or limit >= len(rows):
         return list(rows)
-    rng = random.Random(seed)
-    by_intent: dict[str, list[LabelledRow]] = {}
-    for r in rows:
-        by_intent.setdefault(r.intent.value, []).append(r)
-    picked: list[LabelledRow] = []
-    for members in by_intent.values():
-        share = max(1, round(limit * len(members) / len(rows)))
-        picked += rng.sample(members, min(share, len(members)))
-    rng.shuffle(picked)
-    return picked[:limit]
+    return [rows[i] for i in stratified_indices([r.intent.value for r in rows], limit, seed)]
 
 
 def paired_difference(

@@ -196,18 +196,11 @@ def few_label_supervisor(
 
 def stratified_sample(rows: Sequence[LabelledRow], k: int, seed: int) -> list[int]:
     """Indices of ``k`` rows, spread over intents in proportion (at least one each)."""
+    from ._measure import stratified_indices
+
     if k < 1 or k >= len(rows):
         raise ConfigError(f"weak_labels {k}: give between 1 and {len(rows) - 1} gold rows")
-    rng = random.Random(seed)
-    by_intent: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        by_intent.setdefault(r.intent.value, []).append(i)
-    picked: list[int] = []
-    for members in by_intent.values():
-        share = max(1, round(k * len(members) / len(rows)))
-        picked += rng.sample(members, min(share, len(members)))
-    rng.shuffle(picked)
-    return sorted(picked[:k])
+    return sorted(stratified_indices([r.intent.value for r in rows], k, seed))
 
 
 def weak_label(critic: Critic, rows: Sequence[LabelledRow]) -> list[tuple[Verdict, float] | None]:
