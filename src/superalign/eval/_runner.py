@@ -20,6 +20,7 @@ from ..types import (
     Tier,
     Verdict,
 )
+from ._coherence import base_perplexities, coherence_metrics, perplexity_metric
 from ._frozen import _data_file, load_frozen
 from ._metrics import Metric, compute_metrics, wilson_interval
 from .settings import EvalSection
@@ -154,6 +155,7 @@ class EvalSuite:
             return {}
         return {
             name: compute_metrics(items, None, self.settings.bootstrap, self.seed)
+            | coherence_metrics(j.response.text for j in items)
             for name, items in sorted(groups.items())
         }
 
@@ -167,8 +169,11 @@ class EvalSuite:
         human: Mapping[str, Verdict] | None = None,
         archive_coverage: float | None = None,
         batch_size: int | None = None,
+        perplexity: bool = True,
     ) -> EvalResult:
-        """Generate, judge and measure ``queries`` as the given tier."""
+        """Generate, judge and measure ``queries`` as the given tier. With ``perplexity``
+        the answers are also scored under the model's base weights (``answer_ppl``): pass
+        False where those are gone (a learner trained in full, without an adapter)."""
         tier = Tier(tier)
         queries = [q if q.tier == tier else q.model_copy(update={"tier": tier}) for q in queries]
         batch = batch_size or self.settings.batch_size
@@ -184,6 +189,10 @@ class EvalSuite:
         metrics = compute_metrics(
             judged, tier, self.settings.bootstrap, self.seed, human, archive_coverage
         )
+        metrics.update(coherence_metrics(j.response.text for j in judged))
+        if perplexity:
+            ppl = base_perplexities(model, judged)
+            metrics.update(perplexity_metric(ppl, self.settings.bootstrap, self.seed))
         return EvalResult(model=model.name, tier=tier, judged=judged, metrics=metrics)
 
     def run_frozen(self, model: ChatModel, judge: Judge, round: int = 0) -> EvalResult:

@@ -461,11 +461,19 @@ class Loop:
             tiers[Tier.regression] = self._regression(r)
             tiers[Tier.frontier] = self.store.queries(round=r, tier=Tier.frontier.value)
         results = {}
+        # Answers are scored under the round-0 model: the learner with its adapter
+        # disabled; a learner trained in full weights no longer holds it after round 0.
+        base_at_hand = r == 0 or self.learner_model.has_adapter
         for tier, queries in tiers.items():
             if queries:
                 self.console.print(f"    evaluate {tier.value}: {len(queries)} queries")
                 results[tier] = self.eval_suite.run_tier(
-                    self.learner_model, self.eval_judge, queries, tier, round=r
+                    self.learner_model,
+                    self.eval_judge,
+                    queries,
+                    tier,
+                    round=r,
+                    perplexity=base_at_hand,
                 )
         if r > 0:
             self._label_model(r)
@@ -620,6 +628,7 @@ class Loop:
             ("frozen", headline),
             ("external", headline),
             ("frozen", ("critic_reward/harmful", "judge_acceptable/harmful")),
+            ("frozen", ("garbled_rate", "answer_ppl")),  # coherence
             ("judge", ("judge_human_agreement",)),
         ):
             shown = {m["name"]: m for m in metrics if m["round"] == r and m["tier"] == tier}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -202,33 +204,70 @@ class HFChatModel:
 
     def logprobs(self, chats: Sequence[Chat], continuations: Sequence[str]) -> list[float]:
         """Summed log p(continuation | chat) under the model, one float per pair."""
+        return [total for total, _ in self._continuation_logprobs(chats, continuations)]
+
+    def perplexities(
+        self, chats: Sequence[Chat], continuations: Sequence[str]
+    ) -> list[float | None]:
+        """exp(-mean token log p) of each continuation as the reply to its chat; None for an
+        empty continuation. One forward pass per batch."""
+        return [
+            math.exp(-total / n) if n else None
+            for total, n in self._continuation_logprobs(chats, continuations)
+        ]
+
+    @property
+    def has_adapter(self) -> bool:
+        """Whether the model is a peft model (its base weights one context away)."""
+        from peft import PeftModel
+
+        return isinstance(self.model, PeftModel)
+
+    @contextmanager
+    def base_weights(self) -> Iterator[None]:
+        """Within the block the model computes with its base weights: a peft adapter is
+        disabled (no second copy of the model); a model without one is its own base."""
+        if not self.has_adapter:
+            yield
+            return
+        with self.model.disable_adapter():
+            yield
+
+    def _continuation_logprobs(
+        self, chats: Sequence[Chat], continuations: Sequence[str]
+    ) -> list[tuple[float, int]]:
+        """(summed log p, token count) of each continuation as the reply to its chat."""
         torch = self._torch
         if len(chats) != len(continuations):
             raise ValueError("logprobs needs one continuation per chat")
-        out: list[float] = []
+        out: list[tuple[float, int]] = []
         bs = self.settings.batch_size
         for start in range(0, len(chats), bs):
-            batch_chats = chats[start : start + bs]
             conts = [
                 self.tokenizer(c, add_special_tokens=False).input_ids
                 for c in continuations[start : start + bs]
             ]
             longest = max((len(c) for c in conts), default=0)
-            prompts = self.encode_prompts(batch_chats, longest)
-            rows = [p + c for p, c in zip(prompts, conts, strict=False)]
-            ids, mask = self.pad_left(rows)
+            if longest == 0:
+                out.extend((0.0, 0) for _ in conts)
+                continue
+            prompts = self.encode_prompts(chats[start : start + bs], longest)
+            ids, mask = self.pad_left([p + c for p, c in zip(prompts, conts, strict=True)])
             with torch.no_grad():
-                logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V)
-            targets = ids[:, 1:]
-            token_lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
-            width = ids.shape[1]
+                # Logits only where a continuation token is predicted: the last
+                # ``longest`` positions before the end (the vocabulary product and its
+                # softmax are the costly part, the prompt needs neither).
+                logits = (
+                    self.model(input_ids=ids, attention_mask=mask, logits_to_keep=longest + 1)
+                    .logits[:, :-1]
+                    .float()
+                )  # (B, longest, V)
+                targets = ids[:, -longest:].unsqueeze(-1)
+                token_lp = logits.gather(-1, targets).squeeze(-1) - logits.logsumexp(-1)
             for i, c in enumerate(conts):
-                if not c:
-                    out.append(0.0)
-                    continue
                 # continuation tokens sit at the last len(c) positions of the row
-                out.append(float(token_lp[i, width - 1 - len(c) :].sum()))
+                total = float(token_lp[i, longest - len(c) :].sum()) if c else 0.0
+                out.append((total, len(c)))
         return out
 
 
