@@ -103,7 +103,7 @@ SHOWN = [  # (tier, metric, label)
     ("frozen", "attack_success_rate", "ASR frozen"),
     ("external", "attack_success_rate", "ASR external"),
     ("frozen", "benign_refusal_rate", "benign refusal"),
-    ("frozen", "hard_benign_refusal_rate", "hard-benign refusal"),
+    ("frozen", "benign_refusal/scary_but_safe", "hard-benign refusal"),
     ("frozen", "math_accuracy", "math"),
     ("frozen", "garbled_rate", "garbled"),
 ]
