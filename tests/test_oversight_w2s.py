@@ -151,3 +151,32 @@ def test_cli_runs_and_refuses_the_unbuilt_loop_task(data: str, tmp_path: Path) -
     assert json.loads(out.read_text())["entries"][-1]["name"] == "ceiling"
     got = CliRunner().invoke(app, ["w2s", "--task", "loop", "--data", data])
     assert isinstance(got.exception, ConfigError) and "not built" in str(got.exception)
+
+
+def test_lm_student_shares_one_feature_cache_across_students(
+    data: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LM features are computed once per pair, kept in the .npz cache, read back on the
+    next run (the backbone is replaced by a deterministic stand-in)."""
+    from superalign.critic._learned import LMFeatures
+
+    calls: list[int] = []
+
+    def embed(self: LMFeatures, pairs: list) -> list:
+        calls.append(len(pairs))
+        return [np.array([len(r) % 7, "can't" in r, len(q) % 5], dtype=np.float32)
+                for q, r in pairs]  # fmt: skip
+
+    monkeypatch.setattr(LMFeatures, "_embed", embed)
+    cache = tmp_path / "lm.npz"
+    settings = W2SSettings(weak="refusal", features="lm", data=data, epochs=10, cache=str(cache))
+    first = run_w2s(settings)
+    assert cache.is_file() and sum(calls) == 60 + 30  # pool + test, each pair once
+    assert first.entries[-1].name == "ceiling"
+
+    def refuse(self: LMFeatures, pairs: list) -> list:
+        raise AssertionError("features should come from the cache")
+
+    monkeypatch.setattr(LMFeatures, "_embed", refuse)
+    again = run_w2s(settings)
+    assert [e.accuracy.value for e in again.entries] == [e.accuracy.value for e in first.entries]
