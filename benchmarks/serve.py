@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--window-ms", type=float, default=10.0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-fast", action="store_true", help="plain generate, no fast engine")
     args = parser.parse_args()
     if args.repeats < 3:
         parser.error("--repeats must be at least 3 (min and median of fewer mean little)")
@@ -77,7 +78,8 @@ def main() -> None:
     from superalign.models import load_model
     from superalign.serve import background, create_app, served_name
 
-    model = load_model({"backend": "hf", "model": args.model, "device": args.device})
+    spec = {"backend": "hf", "model": args.model, "device": args.device, "fast": not args.no_fast}
+    model = load_model(spec)
     name = served_name(args.model)
     app = create_app(model, name, window_ms=args.window_ms, max_batch=max(args.clients))
     stats = app.state.batcher.stats

@@ -26,6 +26,9 @@ def serve_command(
     ),
     max_batch: int = typer.Option(32, "--max-batch", min=1, help="most chats per generate call"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    fast: bool = typer.Option(
+        True, "--fast/--no-fast", help="the fast decode engine (--no-fast: plain generate)"
+    ),
 ) -> None:
     """Serve a model on /v1/chat/completions and /v1/models (OpenAI-compatible)."""
     from ..models import load_model, parse_model_ref
@@ -44,7 +47,7 @@ def serve_command(
             f"{model} is not a directory; give a checkpoint directory such as "
             "runs/NAME/checkpoints/round-1, or a bundled alias such as smollm2-135m"
         )
-    loaded = load_model({"backend": "hf", "model": model, "device": device})
+    loaded = load_model({"backend": "hf", "model": model, "device": device, "fast": fast})
     served = name or served_name(model)
     app = create_app(loaded, served, window_ms=window_ms, max_batch=max_batch)
     port = port or free_port(host)
