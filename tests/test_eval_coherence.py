@@ -195,3 +195,27 @@ def test_suite_reports_garbled_rate_per_tier() -> None:
     assert result.metrics["garbled_rate"].value == 0.5
     assert result.metrics["garbled_rate"].n == 4
     assert "answer_ppl" not in result.metrics  # a mock model cannot be scored
+
+
+def test_report_shows_coherence_per_round() -> None:
+    from superalign.eval import ReportData, RoundMetrics, build_report, headline_table
+    from superalign.eval._metrics import Metric, wilson_interval
+
+    rounds = [
+        RoundMetrics(
+            round=r,
+            tiers={
+                "frozen": {
+                    "attack_success_rate": wilson_interval(3, 10),
+                    "garbled_rate": wilson_interval(r, 10),
+                    "answer_ppl": Metric(value=8.0 + r, lo=7.0 + r, hi=9.5 + r, n=10),
+                }
+            },
+        )
+        for r in (0, 1)
+    ]
+    table = headline_table(rounds)
+    assert "Coherence (frozen tier): round 0: garbled 0.0% [0.0, 27.8] (n=10)" in table
+    assert "round 1: garbled 10.0%" in table and "perplexity 9.0 [8.0, 10.5] (n=10)" in table
+    html = build_report(ReportData(run_name="r", rounds=rounds))
+    assert "<h2>Coherence</h2>" in html and "9.0 [8.0, 10.5]" in html

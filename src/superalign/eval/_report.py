@@ -18,8 +18,8 @@ HEADLINE = (
     ("benign_refusal/scary_but_safe", "hard-benign refusal rate (harmless but scary)"),
     ("math_accuracy", "math accuracy"),
 )
-# Diversity and coverage are not proportions of items; everything else is a rate.
-_NOT_PERCENT = ("archive_coverage",)
+# Coverage and perplexity are not proportions of items; everything else is a rate.
+_NOT_PERCENT = ("archive_coverage", "answer_ppl")
 
 
 class RoundMetrics(BaseModel):
@@ -171,8 +171,28 @@ def headline_table(rounds: Sequence[RoundMetrics], tier: str = "frozen", judge: 
             "|---|---|---|---|",
         ]
         lines += ["| " + " | ".join(row) + " |" for row in headline_rows(rounds, shown)]
-    note = judge_note(rounds, judge)
-    return "\n".join(lines) + (f"\n\n{note}" if note else "")
+    notes = [n for n in (judge_note(rounds, judge), coherence_note(rounds, tier)) if n]
+    return "\n".join(lines) + "".join(f"\n\n{n}" for n in notes)
+
+
+def coherence_rows(rounds: Sequence[RoundMetrics], tier: str = "frozen") -> list[list[str]]:
+    """[round, garbled rate, answer perplexity under the base model] per round of ``tier``."""
+    rows = []
+    for r in sorted(rounds, key=lambda r: r.round):
+        found = r.tiers.get(tier, {})
+        garbled, ppl = found.get("garbled_rate"), found.get("answer_ppl")
+        if garbled is not None or ppl is not None:
+            rows.append([str(r.round), _cell(garbled), ppl.format(percent=False) if ppl else "n/a"])
+    return rows
+
+
+def coherence_note(rounds: Sequence[RoundMetrics], tier: str = "frozen") -> str:
+    """One line: the garbled rate and the base-model perplexity of the answers, per round."""
+    rows = coherence_rows(rounds, tier)
+    if not rows:
+        return ""
+    parts = [f"round {r}: garbled {g}, perplexity {p}" for r, g, p in rows]
+    return f"Coherence ({tier} tier): " + "; ".join(parts) + "."
 
 
 def judge_note(rounds: Sequence[RoundMetrics], judge: str = "") -> str:
@@ -247,6 +267,7 @@ def build_report(data: ReportData) -> str:
     sections = [
         _headline_section(data.rounds, data.judge),
         _divergence_section(data.rounds),
+        _coherence_section(data.rounds),
         _tradeoff_section(data.rounds),
         _metrics_section(data.rounds),
         _attacks_section(data.successful_attacks),
@@ -337,6 +358,24 @@ def _divergence_section(rounds: Sequence[RoundMetrics]) -> str:
         "<p>The same frozen answers to harmful queries, scored by the critics the learner "
         "trains on and by the judge it never sees. A gap that grows beyond "
         f"{PART_WAYS * 100:.0f} points over round 0's is flagged.</p>" + _table(header, rows)
+    )
+
+
+def _coherence_section(rounds: Sequence[RoundMetrics]) -> str:
+    tables = []
+    for tier in sorted({t for r in rounds for t in r.tiers}):
+        rows = coherence_rows(rounds, tier)
+        if rows:
+            header = ["round", f"garbled or repeating ({tier})", "answer perplexity (median)"]
+            tables.append(_table(header, rows))
+    if not tables:
+        return ""
+    return (
+        "<h2>Coherence</h2><p>The share of answers that are garbled (replacement or control "
+        "characters, non-words) or repeat themselves, and the median perplexity of the "
+        "answers under the round-0 model (a LoRA learner with its adapter disabled). A "
+        "rising perplexity or garbled rate means training is breaking the language.</p>"
+        + "".join(tables)
     )
 
 
