@@ -232,6 +232,27 @@ def test_sft_fine_tunes_on_revisions_rated_better(tiny_model, tiny_model_path, t
     _check_checkpoint(ckpt, tiny_model, tiny_model_path, "sft")
 
 
+def test_sft_on_the_chosen_answers_of_the_pairs_generates_nothing(tiny_model, tmp_path):
+    pairs = [
+        Preference(query=q, chosen="I can't help with that.", rejected="Sure, here it is.")
+        for q in _queries()
+    ]
+    section = LearnerSection(
+        algorithm="sft",
+        args={"mode": "chosen", "batch_size": 4, "max_steps": 3},
+        learning_rate=1e-2,
+    )
+    learner = build_learner(section, tiny_model, None, tmp_path)  # no critic needed
+    assert learner.uses_preferences  # the loop builds pairs before this learner trains
+    chat = _queries()[0].chat()
+    before = tiny_model.logprobs([chat], ["I can't help with that."])[0]
+    calls = []
+    tiny_model.generate = lambda *a, **k: calls.append(a) or []  # would be a defect
+    ckpt = learner.train_round(_round(0, preferences=pairs + pairs))  # duplicates dropped
+    assert not calls and ckpt.metrics["examples"] == len(pairs)
+    assert tiny_model.logprobs([chat], ["I can't help with that."])[0] > before
+
+
 def test_sft_refuses_to_train_when_no_revision_is_better(tiny_model, tmp_path):
     from superalign.errors import ConfigError
 

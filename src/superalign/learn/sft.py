@@ -47,8 +47,12 @@ from .settings import LearnerSection
 class SFTSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["revision", "distill"] = Field(
-        "revision", description="revise given the critique, or distil the constitution prompt"
+    mode: Literal["revision", "distill", "chosen"] = Field(
+        "revision",
+        description="revise given the critique, distil the constitution prompt, or "
+        "fine-tune on the chosen side of the round's preference pairs (the loop builds them "
+        "in the aggregate phase: refusals the critic prefers on harmful queries, helpful "
+        "answers on benign ones; no generation in the train phase)",
     )
     candidates: int = Field(2, ge=1, description="revisions sampled per answer; the best is kept")
     max_new_tokens: int = Field(96, ge=1, description="length of a revision")
@@ -280,9 +284,17 @@ class SFTLearner(BaseLearner):
     algorithm = "sft"
     settings: SFTSettings
 
+    @property
+    def uses_preferences(self) -> bool:  # type: ignore[override]
+        return self.settings.mode == "chosen"
+
     def _train(self, data: RoundData) -> dict[str, Any]:
-        judge = self._judge()
-        examples = self.examples(data, judge)
+        examples = self.examples(data)
+        if not examples and self.settings.mode == "chosen":
+            raise ConfigError(
+                f"round {data.round} has no train-tier preference pairs to take the chosen "
+                "answers of; the loop builds them in the aggregate phase"
+            )
         if not examples:
             raise ConfigError(
                 f"round {data.round}: no revision was rated better than the original, so "
@@ -303,10 +315,14 @@ class SFTLearner(BaseLearner):
             )
         return self.reward.judge
 
-    def examples(self, data: RoundData, judge: Judge) -> list[tuple[Query, str]]:
+    def examples(self, data: RoundData) -> list[tuple[Query, str]]:
         """Improved answers on the round's queries, topped up with helpful ones so that
-        at least ``benign_ratio`` of the examples answer benign or capability queries."""
+        at least ``benign_ratio`` of the examples answer benign or capability queries;
+        in mode ``chosen``, the chosen answers of the round's preference pairs."""
         s = self.settings
+        if s.mode == "chosen":
+            return chosen_examples(data.preferences)
+        judge = self._judge()
         constitution = constitution_of(data)
         judged = _train_tier(data)
         improved = improve(
@@ -370,6 +386,18 @@ class SFTLearner(BaseLearner):
             train_dataset=dataset,
             processing_class=self.chat_model.tokenizer,
         )
+
+
+def chosen_examples(pairs: Sequence[Preference]) -> list[tuple[Query, str]]:
+    """The chosen answer of each train-tier pair, once per (query, answer)."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for p in pairs:
+        key = (p.query.hash, p.chosen)
+        if p.query.tier == Tier.train and key not in seen:
+            seen.add(key)
+            out.append((p.query, p.chosen))
+    return out
 
 
 def sft_rows(examples: Sequence[tuple[Query, str]]) -> dict[str, list[Any]]:
