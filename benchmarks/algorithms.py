@@ -62,6 +62,17 @@ ALGORITHMS: dict[str, dict[str, Any]] = {
         "args": {"loss": "cdpo", "beta": 0.1, "confidence": "smoothing", "epochs": BIG},
         "pairs": {"revisions": False},
     },
+    "rdpo-refusals-b8": {
+        **DPO,
+        "args": {"loss": "robust", "beta": 0.1, "sft_weight": 1.0, "epochs": BIG, "batch_size": 8},
+        "pairs": {"revisions": False},
+    },
+    "sft-chosen": {
+        "algorithm": "sft",
+        "learning_rate": 5.0e-4,
+        "args": {"mode": "chosen", "epochs": BIG, "batch_size": 8},
+        "pairs": {"revisions": False},
+    },
     "sft": {
         "algorithm": "sft",
         "learning_rate": 5.0e-4,
