@@ -12,6 +12,12 @@ mean pairwise character 4-gram similarity) and archive coverage (grid cells hold
 successful attack), as markdown.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/attack.py --n 16 --rounds 3
+
+Both conditions are run --repeats times (3 by default, alternating, so a change in load
+falls on both); the seconds row gives the minimum and median. Success rates, diversity
+and coverage do not depend on speed: they come from the first run (generation is greedy
+and the attacker seeded, so later runs should match; a mismatch is reported). The load
+average is printed before and after; run it with nothing else on the machine.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -26,6 +33,8 @@ from collections.abc import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from _machine import add_repeats, machine_report, runs_label
 
 from superalign import registry
 from superalign.attack import AttackerSection, build_attacker, shingles, similarity
@@ -146,7 +155,13 @@ def report(results: dict[str, dict]) -> None:
         ("distinct-1", lambda r: f"{r['distinct1']:.3f}"),
         ("distinct-2", lambda r: f"{r['distinct2']:.3f}"),
         ("mean pairwise 4-gram similarity", lambda r: f"{r['similarity']:.3f}"),
-        ("seconds", lambda r: f"{r['seconds']:.0f}"),
+        (
+            "seconds (min / median)",
+            lambda r: (
+                f"{min(r['runs']):.1f} / {statistics.median(r['runs']):.1f}"
+                f" ({runs_label(len(r['runs']))})"
+            ),
+        ),
     ]
     for label, f in rows:
         print(f"| {label} | " + " | ".join(f(results[n]) for n in names) + " |")
@@ -186,14 +201,28 @@ def main() -> None:
     p.add_argument("--critics", default="refusal,query_risk,judge")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_repeats(p)
     args = p.parse_args()
-    if args.threads:
+    if args.threads:  # before the report, which prints the thread count
         import torch
 
         torch.set_num_threads(args.threads)
+    with machine_report("attack benchmark"):
+        compare(args)
+
+
+def compare(args: argparse.Namespace) -> None:
     target = scripted_learner() if args.target == "scripted" else load_model(args.target)
     judge = vote_judge([c for c in args.critics.split(",") if c], target)
-    results = {"seeds": run(False, args, target, judge), "search": run(True, args, target, judge)}
+    runs: dict[str, list[dict]] = {"seeds": [], "search": []}
+    for _ in range(args.repeats):
+        for name in runs:
+            runs[name].append(run(name == "search", args, target, judge))
+    results = {name: {**rs[0], "runs": [r["seconds"] for r in rs]} for name, rs in runs.items()}
+    for name, rs in runs.items():
+        if len({round(r["asr"], 6) for r in rs}) > 1:
+            asrs = ", ".join(f"{r['asr']:.2f}" for r in rs)
+            print(f"note: {name} attack success differed between runs ({asrs}); table: run 1")
     print(
         f"target {args.target}, {args.rounds} rounds × {args.n} harmful queries per condition, "
         f"max_new_tokens {args.max_new_tokens}, critics {args.critics}, success = "

@@ -14,6 +14,9 @@ The checkpoint comes from one round of the loop:
 Every model answers every prompt greedily (96 new tokens, 160 for math); models named by
 ``--sampled NAME`` also give one sampled reply per prompt (temperature 0.8, fixed seed);
 the shipped slice holds greedy replies only.
+
+The seconds it prints are progress, not a benchmark figure, so they are not repeated;
+the load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import argparse
 import json
 import time
 from pathlib import Path
+
+from _machine import machine_report
 
 from superalign.models import load_model
 from superalign.types import GenParams
@@ -54,7 +59,11 @@ def main() -> None:
         "--no-greedy", action="store_true", help="only the sampled pass (to resume a run)"
     )
     args = ap.parse_args()
+    with machine_report("judge slice generation"):
+        generate(args)
 
+
+def generate(args: argparse.Namespace) -> None:
     prompts = [json.loads(x) for x in Path(args.prompts).read_text().splitlines() if x.strip()]
     out = Path(args.out)
     out.write_text("")

@@ -1,18 +1,26 @@
 """Learner throughput on CPU with the bundled model (LoRA): training tokens/s and peak
 RSS per algorithm, next to a plain TRL script doing the same work.
 
-    .venv/bin/python benchmarks/learn.py            # every algorithm, ~5-10 min on 2 cores
-    .venv/bin/python benchmarks/learn.py grpo dpo   # a subset
+    .venv/bin/python benchmarks/learn.py                        # every algorithm, 3 runs each
+    .venv/bin/python benchmarks/learn.py grpo dpo --repeats 5   # a subset, 5 runs each
 
 Each run is its own process, so its peak RSS is its own. Tokens are prompt + completion
 tokens the trainer processed (TRL's ``num_tokens``; PPO counts its rollouts the same
 way); seconds are the trainer's own ``train_runtime`` (for PPO the whole round). The
 reward is a cheap rule (refusal on harmful, an answer on benign) so the comparison
 measures the learner, not the critic.
+
+Each (algorithm, runner) pair is run --repeats times (3 by default; the two runners
+alternate, so a change in load falls on both) and the table gives the minimum and median
+train seconds, the best and median tokens/s, and the median and largest peak RSS. The
+load average is printed before and after; run it with nothing else on the machine (about
+15-30 min for every algorithm on 2 quiet cores).
 """
 
 from __future__ import annotations
 
+import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -20,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _learn_common import peak_rss_mb, queries, run_child
+from _machine import MIN_REPEATS, add_repeats, machine_report, runs_label
 
 ALGORITHMS = ("grpo", "rloo", "ppo", "dpo", "sft")
 STEPS = 1
@@ -236,41 +245,78 @@ def child(algorithm: str, mode: str, out: str) -> None:
     print(json.dumps(result))
 
 
-def main(selected: list[str]) -> None:
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("algorithms", nargs="*", help=f"a subset of {', '.join(ALGORITHMS)}")
+    add_repeats(ap)
+    args = ap.parse_args()
+    unknown = [a for a in args.algorithms if a not in ALGORITHMS]
+    if unknown:
+        ap.error(f"unknown algorithm(s) {', '.join(unknown)}; choose from {', '.join(ALGORITHMS)}")
+    with machine_report("learner benchmark"):
+        run(args.algorithms or list(ALGORITHMS), args.repeats)
+
+
+def run(selected: list[str], repeats: int) -> None:
     import tempfile
 
-    rows = []
+    runs: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for algorithm in selected:
-            for mode in ("superalign", "trl"):
-                if algorithm == "ppo" and mode == "trl":
-                    rows.append((algorithm, mode, {"skipped": "TRL 1.x has no PPO"}))
-                    continue
-                out = str(Path(tmp) / f"{algorithm}-{mode}")
-                rows.append(
-                    (algorithm, mode, run_child(Path(__file__), "--child", algorithm, mode, out))
-                )
-                print(algorithm, mode, rows[-1][2], flush=True)
-    print("\n| algorithm | runner | tokens | train s | tokens/s | peak RSS MB |")
-    print("|---|---|---:|---:|---:|---:|")
-    for algorithm, mode, r in rows:
-        if "tokens" not in r:
-            print(f"| {algorithm} | {mode} | - | - | - | - |  {r.get('skipped') or 'error'}")
-            continue
-        tps = r["tokens"] / r["seconds"] if r.get("tokens") and r["seconds"] else float("nan")
-        cells = [
-            algorithm,
-            mode,
-            r["tokens"],
-            f"{r['seconds']:.1f}",
-            f"{tps:.0f}",
-            r["peak_rss_mb"],
-        ]
-        print("| " + " | ".join(str(c) for c in cells) + " |")
+            for i in range(repeats):
+                for mode in ("superalign", "trl"):
+                    if algorithm == "ppo" and mode == "trl":
+                        continue
+                    out = str(Path(tmp) / f"{algorithm}-{mode}-{i}")
+                    r = run_child(Path(__file__), "--child", algorithm, mode, out)
+                    runs.setdefault((algorithm, mode), []).append(r)
+                    print(algorithm, mode, f"run {i + 1}/{repeats}", r, flush=True)
+    print(
+        f"\n{repeats} runs per row: min / median train s, best / median tokens/s, "
+        "median / largest peak RSS.\n"
+    )
+    print(
+        "| algorithm | runner | tokens (median) | train s min | median | tokens/s best | median "
+        "| peak RSS MB median | max |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for algorithm in selected:
+        for mode in ("superalign", "trl"):
+            if algorithm == "ppo" and mode == "trl":
+                print(f"| {algorithm} | {mode} | - | - | - | - | - | - | - |  TRL 1.x has no PPO")
+                continue
+            print(row(algorithm, mode, runs.get((algorithm, mode), [])))
+
+
+def row(algorithm: str, mode: str, results: list[dict]) -> str:
+    """One table row over the runs that finished; errors are counted at the end."""
+    ok = [r for r in results if r.get("tokens") and r.get("seconds")]
+    failed = len(results) - len(ok)
+    if not ok:
+        reason = (results[-1].get("skipped") or "error") if results else "not run"
+        return f"| {algorithm} | {mode} | - | - | - | - | - | - | - |  {reason}"
+    seconds = [r["seconds"] for r in ok]
+    tps = [r["tokens"] / r["seconds"] for r in ok]
+    rss = [r["peak_rss_mb"] for r in ok]
+    cells = [
+        algorithm,
+        mode,
+        f"{statistics.median([r['tokens'] for r in ok]):.0f}",
+        f"{min(seconds):.1f}",
+        f"{statistics.median(seconds):.1f}",
+        f"{max(tps):.1f}",
+        f"{statistics.median(tps):.1f}",
+        f"{statistics.median(rss):.0f}",
+        f"{max(rss):.0f}",
+    ]
+    note = f"  {failed} of {len(results)} runs failed" if failed else ""
+    if len(ok) < MIN_REPEATS:
+        note += f"  ({runs_label(len(ok))})"
+    return "| " + " | ".join(cells) + " |" + note
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(*sys.argv[2:5])
     else:
-        main([a for a in sys.argv[1:] if a in ALGORITHMS] or list(ALGORITHMS))
+        main()
