@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import warnings
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ def _chromium() -> str:
     )
     if os.environ.get("SUPERALIGN_REQUIRE_BROWSER") == "1":
         pytest.fail(why)
+    warnings.warn(why, stacklevel=2)  # listed in pytest's summary even under -q
     pytest.skip(why)
 
 

@@ -329,3 +329,20 @@ def test_labels_are_taken_while_the_run_holds_its_store_and_writes(labelled) -> 
     writer.join()
     assert ok
     assert seen == [("alice", "correct")]
+
+
+def test_the_terminal_labeller_records_the_annotator_and_time(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import json as _json
+
+    from _hardening import make_run, run_cli
+
+    run = make_run(tmp_path / "runs")
+    args = ("label", str(run), "--annotator", "bob", "--limit", "1")
+    code, _, err = run_cli(monkeypatch, capsys, *args, stdin="u\n")
+    assert code == 0, err
+    (row,) = [_json.loads(x) for x in (run / "labels-inbox.jsonl").open()]
+    assert (row["label"], row["annotator"]) == ("unsafe", "bob") and row["created"] > 0
+    code, _, err = run_cli(monkeypatch, capsys, "label", str(run), "--annotator", " ")
+    assert code == 2 and "annotator name" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import typer
@@ -83,6 +84,9 @@ def label_command(
     agreement: bool = typer.Option(
         False, "--agreement", help="print each annotator's agreement with the others and exit"
     ),
+    annotator: str = typer.Option(
+        "cli", "--annotator", help="your name, recorded with each terminal label"
+    ),
 ) -> None:
     """Label the pending pairs of a run in the terminal (answers go to its label inbox),
     or with --web on a local web page (answers go to the run's database)."""
@@ -97,6 +101,12 @@ def label_command(
     if agreement:
         _print_agreement(run_dir)
         return
+    from ._inbox import check_annotator
+
+    try:
+        name = check_annotator(annotator)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="'--annotator'") from e
     store = Store(run_dir / "superalign.db", write=False)
     inbox = run_dir / INBOX
     done = _answered(inbox)
@@ -145,7 +155,14 @@ def label_command(
             continue
         with inbox.open("a") as f:
             f.write(
-                json.dumps({"response_id": rid, "label": keys[key].value, "annotator": "cli"})
+                json.dumps(
+                    {
+                        "response_id": rid,
+                        "label": keys[key].value,
+                        "annotator": name,
+                        "created": time.time(),
+                    }
+                )
                 + "\n"
             )
         answered += 1
