@@ -115,9 +115,11 @@ def oversight_eval(
         else:
             built[n] = registry.create("critic", n, args.get(n), model=lm, constitution=const)
 
+    gold = [{"query": r.query[:80], "label": r.label.value, "kind": r.kind} for r in rows]
+
     def save(results: list[dict[str, Any]]) -> None:
         if output:
-            report = {"rows": len(rows), "split": split, "critics": results}
+            report = {"rows": len(rows), "split": split, "gold": gold, "critics": results}
             Path(output).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
     results = measure(built, rows, on_result=save)
