@@ -4,8 +4,9 @@ Starts the OpenAI-compatible server in this process on 127.0.0.1 (the bundled mo
 default), then, for each client count, runs that many clients that each send
 ``--requests`` chat completions one after another (greedy, ``--max-tokens`` tokens, a
 fixed set of prompts), ``--repeats`` times. Prints requests/s and completion tokens/s
-(min and median over the repeats), the mean batch the server formed, and the load
-average before and after (the figures mean little on a busy machine).
+(of the fastest run, i.e. the minimum time, and the median), the mean batch the server
+formed, and the machine and its load before and after (``_machine.machine_report``: the
+figures mean little on a busy machine).
 
     python benchmarks/serve.py                      # 1, 8 and 32 clients, 3 repeats
     python benchmarks/serve.py --clients 1 8 --repeats 3 --requests 2 --max-tokens 16
@@ -23,6 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import httpx
+from _machine import add_repeats, machine_report, runs_label
 
 PROMPTS = [
     "What is the capital of France?",
@@ -65,15 +67,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m", help="alias or checkpoint dir")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--repeats", type=int, default=3)
+    add_repeats(parser)
     parser.add_argument("--requests", type=int, default=4, help="requests per client")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--window-ms", type=float, default=10.0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-fast", action="store_true", help="plain generate, no fast engine")
     args = parser.parse_args()
-    if args.repeats < 3:
-        parser.error("--repeats must be at least 3 (min and median of fewer mean little)")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
 
     from superalign.models import load_model
     from superalign.serve import background, create_app, served_name
@@ -83,11 +85,14 @@ def main() -> None:
     name = served_name(args.model)
     app = create_app(model, name, window_ms=args.window_ms, max_batch=max(args.clients))
     stats = app.state.batcher.stats
-    load_before = os.getloadavg()
-    rows = []
-    with background(app) as base:
+    print(f"model {args.model} on {args.device}; {args.requests} request(s) per client,")
+    print(f"max_tokens {args.max_tokens}, greedy, window {args.window_ms:g} ms;")
+    print(f"{runs_label(args.repeats)} per row: the fastest run (best) and the median")
+    with machine_report("serve"), background(app) as base:
         url = f"{base}/v1"
         asyncio.run(_round(url, name, 1, 1, args.max_tokens))  # warm-up
+        print(f"{'clients':>7}  {'req/s best':>10}  {'req/s med':>9}  {'tok/s best':>10}  "
+              f"{'tok/s med':>9}  {'mean batch':>10}", flush=True)  # fmt: skip
         for clients in args.clients:
             rps, tps, batch = [], [], []
             for _ in range(args.repeats):
@@ -98,21 +103,12 @@ def main() -> None:
                 rps.append(clients * args.requests / seconds)
                 tps.append(tokens / seconds)
                 batch.append((stats.chats - chats) / max(1, stats.calls - calls))
-            rows.append((clients, rps, tps, statistics.mean(batch)))
-    load_after = os.getloadavg()
-
-    print(f"model {args.model} on {args.device}; {args.requests} request(s) per client, ")
-    print(f"max_tokens {args.max_tokens}, greedy, window {args.window_ms:g} ms; ")
-    print(f"{args.repeats} repeats per row (min / median)")
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
-    print(f"{'clients':>7}  {'req/s min':>9}  {'req/s med':>9}  {'tok/s min':>9}  "
-          f"{'tok/s med':>9}  {'mean batch':>10}")  # fmt: skip
-    for clients, rps, tps, batch in rows:
-        print(
-            f"{clients:>7}  {min(rps):>9.2f}  {statistics.median(rps):>9.2f}  "
-            f"{min(tps):>9.1f}  {statistics.median(tps):>9.1f}  {batch:>10.1f}"
-        )
-    print(f"load average after:  {' '.join(f'{x:.2f}' for x in load_after)}")
+            print(
+                f"{clients:>7}  {max(rps):>10.2f}  {statistics.median(rps):>9.2f}  "
+                f"{max(tps):>10.1f}  {statistics.median(tps):>9.1f}  "
+                f"{statistics.mean(batch):>10.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
