@@ -56,7 +56,9 @@ def test_label_in_a_real_browser(tmp_path: Path) -> None:
     app = LabelApp(run, token="browser-token")
     with running(app.app) as base, playwright.sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=executable, headless=True, args=["--no-sandbox"]
+            executable_path=executable,
+            headless=True,
+            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
         )
         try:
             # A request without the token is refused.
