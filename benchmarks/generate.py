@@ -189,6 +189,7 @@ def main() -> None:
     ap.add_argument("--round-prompts", type=int, default=200)
     ap.add_argument("--no-int8", action="store_true", help="skip the opt-in int8 path")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--model", default="smollm2-135m", help="bundled alias or checkpoint path")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -199,7 +200,7 @@ def main() -> None:
     print(f"load average before: {load()}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpus={os.cpu_count()}")
 
-    m = HFChatModel(model="smollm2-135m", device="cpu", fast=False)
+    m = HFChatModel(model=args.model, device="cpu", fast=False)
     params_n = sum(p.numel() for p in m.model.parameters())  # tied head counted once
     gflops, gflops_med = matmul_gflops()
     bandwidth = read_gbytes()

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# GPU check of the fast rollout path: vLLM in process (and the torch decode loop on CUDA).
+# GPU check: the fast rollout path (vLLM in process where installed; the torch decode loop
+# in float32 and bfloat16), a LoRA adapter it must follow, the answers' perplexity under
+# the base weights, and one DPO training step of the learner (TRL).
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root, on the GPU machine
+#   SUPERALIGN_CHECK_DEVICE=cpu SUPERALIGN_CHECK_TINY=1 bash benchmarks/gpu_check.sh  # dry run
 #
 # Installs nothing and reaches no network. Uses .venv/bin/python when present, else
 # $PYTHON or python3, with src/ on PYTHONPATH. Model: $SUPERALIGN_CHECK_MODEL, else the
-# bundled SmolLM2 cache when present, else a small random Llama built on the spot (with a
-# word-level tokenizer, so no download). Prints one "CHECK <name>: PASS|FAIL|SKIP (...)"
-# line per check and exits non-zero if any check failed.
+# bundled SmolLM2 cache when present (and SUPERALIGN_CHECK_TINY unset), else a small random
+# Llama built on the spot (with a word-level tokenizer, so no download). Prints one
+# "CHECK <name>: PASS|FAIL|SKIP|INFO (...)" line per check and exits non-zero if any failed.
 set -u
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-}"
@@ -23,7 +26,9 @@ export VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
 
 "$PY" - <<'EOF'
 import importlib.util
+import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -33,7 +38,7 @@ results = []
 
 
 def report(name, ok, detail):
-    status = {True: "PASS", False: "FAIL", None: "SKIP"}[ok]
+    status = {True: "PASS", False: "FAIL", None: "SKIP", "info": "INFO"}[ok]
     results.append(ok)
     print(f"CHECK {name}: {status} ({detail})", flush=True)
 
@@ -52,9 +57,12 @@ if has_vllm:
     print(f"vllm {vllm.__version__}")
 else:
     print("vllm: not installed (the fast path on GPU is then the torch decode loop)")
-if not torch.cuda.is_available():
+DEVICE = os.environ.get("SUPERALIGN_CHECK_DEVICE", "cuda")  # "cpu": a dry run of the script
+if DEVICE.startswith("cuda") and not torch.cuda.is_available():
     report("cuda", False, "torch sees no CUDA device")
     sys.exit(1)
+if DEVICE.startswith("cuda"):
+    print(f"device: {torch.cuda.get_device_name()}, bf16 supported: {torch.cuda.is_bf16_supported()}")
 
 from superalign.models import HFChatModel
 from superalign.models._fast import TorchDecodeEngine, token_agreement
@@ -72,6 +80,11 @@ def tiny_checkpoint() -> str:
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
         pad_token="</s>",
+    )
+    # A chat template, as the learner's trainers need one (roles are unknown words: <unk>).
+    fast.chat_template = (
+        "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} </s> {% endfor %}"
+        "{% if add_generation_prompt %}assistant {% endif %}"
     )
     cfg = LlamaConfig(
         vocab_size=1000, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
@@ -91,8 +104,9 @@ def tiny_checkpoint() -> str:
 
 
 bundled = Path.home() / ".cache/superalign/models/smollm2-135m"
+use_bundled = (bundled / "config.json").is_file() and not os.environ.get("SUPERALIGN_CHECK_TINY")
 model_path = os.environ.get("SUPERALIGN_CHECK_MODEL") or (
-    str(bundled) if (bundled / "config.json").is_file() else tiny_checkpoint()
+    str(bundled) if use_bundled else tiny_checkpoint()
 )
 print(f"model: {model_path}")
 topics = ["the sea", "a robot", "bread", "the moon", "rain", "a city", "music", "trees"]
@@ -103,27 +117,99 @@ if "superalign-gpu-check" in model_path:
 greedy = GenParams(max_new_tokens=64)
 
 
+def sync():
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def timed(fn):
-    torch.cuda.synchronize()
+    sync()
     start = time.perf_counter()
     out = fn()
-    torch.cuda.synchronize()
+    sync()
     return out, time.perf_counter() - start
 
 
-# 1. The torch decode loop on CUDA (the fallback when vLLM is absent).
-m = HFChatModel(model=model_path, device="cuda", fast=False)
+# 1. The torch decode loop (the fallback when vLLM is absent), float32 and bfloat16.
+def loop_check(dtype: str) -> tuple[HFChatModel, list, list, float, float]:
+    m = HFChatModel(model=model_path, device=DEVICE, dtype=dtype, fast=False)
+    prompts = m.encode_prompts(chats, greedy.max_new_tokens)
+    m.generate_ids(prompts[:2], GenParams(max_new_tokens=4))  # warm-up
+    plain, t_plain = timed(lambda: m.generate_ids(prompts, greedy))
+    loop = TorchDecodeEngine(m)
+    loop.generate_ids(prompts[:2], GenParams(max_new_tokens=4))  # warm-up
+    out, t_loop = timed(lambda: loop.generate_ids(prompts, greedy))
+    agree = token_agreement(plain, out)
+    speed = (f"plain {sum(map(len, plain)) / t_plain:.0f} tok/s, loop "
+             f"{sum(map(len, out)) / t_loop:.0f} tok/s at batch {len(prompts)} x "
+             f"{greedy.max_new_tokens} new, {t_plain / t_loop:.1f}x")  # fmt: skip
+    m.fast = loop
+    return m, plain, out, t_plain, t_loop, agree, speed
+
+
+m32, plain32, loop32, tp32, tl32, agree32, speed32 = loop_check("float32")
+report("torch-loop-float32", agree32 >= 0.95,
+       f"greedy agreement with plain generate {agree32:.3f} (bar 0.95); {speed32}")  # fmt: skip
+m, plain, loop_bf16, t_plain, tl16, agree16, speed16 = loop_check("bfloat16")
+# In bf16 two correct kernels round differently and near-ties flip (more so in a random
+# model), so the bar is relative: the loop must stay as close to the float32 reference as
+# plain generate in bf16 does.
+ref_loop, ref_plain = token_agreement(plain32, loop_bf16), token_agreement(plain32, plain)
+report("torch-loop-bfloat16", ref_loop >= ref_plain - 0.1,
+       f"agreement with fp32 plain generate: loop {ref_loop:.3f}, plain bf16 {ref_plain:.3f} "
+       f"(bar: within 0.1); loop vs plain in bf16 {agree16:.3f}; {speed16}")  # fmt: skip
+report("bf16-vs-fp32", "info",
+       f"speed bf16/fp32: loop {tl32 / tl16:.2f}x, plain {tp32 / t_plain:.2f}x")  # fmt: skip
 prompts = m.encode_prompts(chats, greedy.max_new_tokens)
-plain, t_plain = timed(lambda: m.generate_ids(prompts, greedy))
-loop = TorchDecodeEngine(m)
-loop.generate_ids(prompts[:2], GenParams(max_new_tokens=4))  # warm-up
-out, t_loop = timed(lambda: loop.generate_ids(prompts, greedy))
-agree = token_agreement(plain, out)
-n = sum(map(len, plain))
-report("torch-loop-agreement", agree >= 0.9,
-       f"greedy agreement {agree:.3f} in {m.model.dtype}; plain {n / t_plain:.0f} tok/s, "
-       f"loop {sum(map(len, out)) / t_loop:.0f} tok/s at batch 32")  # fmt: skip
-loop.weights = None  # free its weight copy before vLLM takes memory
+
+# The loop follows a LoRA adapter that changes between rounds (fp32: exact comparison),
+# and the answers' perplexity under the base model (adapter disabled) is the base's.
+def lora_and_perplexity():
+    from peft import LoraConfig, get_peft_model
+
+    ppl_chats = [c for c in chats[:8]]
+    ppl_texts = [m32.tokenizer.decode(r, skip_special_tokens=True) or "w5" for r in loop32[:8]]
+    ppl_before = m32.perplexities(ppl_chats, ppl_texts)
+    torch.manual_seed(1)
+    m32.model = get_peft_model(m32.model, LoraConfig(r=8, target_modules="all-linear")).eval()
+    m32.weights_changed()
+    p32 = m32.encode_prompts(chats, greedy.max_new_tokens)
+    base = m32.fast.generate_ids(p32[:8], greedy)  # lora_B is zero: as the base
+    with torch.no_grad():
+        for name, p in m32.model.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn_like(p) * 0.05)
+    m32.weights_changed()
+    changed = m32.fast.generate_ids(p32[:8], greedy)
+    agree = token_agreement(m32.generate_ids(p32[:8], greedy), changed)
+    report("torch-loop-lora-follows-weights", changed != base and agree >= 0.9,
+           f"output changed after the adapter changed: {changed != base}; agreement with plain "
+           f"generate under the new adapter {agree:.3f}")  # fmt: skip
+    with m32.base_weights():
+        ppl_base = m32.perplexities(ppl_chats, ppl_texts)
+    ppl_adapter = m32.perplexities(ppl_chats, ppl_texts)
+    same = all(abs(a - b) <= 1e-3 * a for a, b in zip(ppl_before, ppl_base) if a is not None)
+    report("perplexity-base-weights", same and ppl_adapter != ppl_base,
+           f"answer perplexity with the adapter disabled equals the base model's: {same}; "
+           f"median {statistics.median(x for x in ppl_base if x):.1f} under the base, "
+           f"adapter on differs: {ppl_adapter != ppl_base}")  # fmt: skip
+
+
+def guarded(name, fn):
+    """Run one check; an exception is that check's FAIL, and the later checks still run."""
+    try:
+        fn()
+    except Exception as e:
+        import traceback
+
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        report(name, False, f"{type(e).__name__}: {e} (line {where.lineno}: {where.line})")
+
+
+guarded("torch-loop-lora-follows-weights", lora_and_perplexity)
+m32 = None  # free its memory before vLLM takes the GPU
+loop_bf16 = None
+m.fast = None  # free the loop's weight copy before vLLM takes memory
 
 # 2. vLLM in process, with a LoRA adapter that changes between rounds.
 if not has_vllm:
@@ -166,8 +252,56 @@ else:
                f"output changed after the adapter changed: {changed != base}; agreement "
                f"with plain generate under the new adapter {agree:.3f}")  # fmt: skip
 
+# 3. One DPO training step of the learner on the device (TRL; skipped where it is absent).
+try:
+    import datasets  # noqa: F401
+    import trl
+except Exception as e:  # any import failure: the check cannot run here
+    report("dpo-step", None, f"trl/datasets not importable: {type(e).__name__}: {e}")
+else:
+    def dpo_step():
+        from superalign.learn import DPOLearner, DPOSettings, LearnerSection
+        from superalign.types import Intent, Preference, Query, RoundData
+
+        words = [" ".join(f"w{(11 * i + j) % 990 + 3}" for j in range(6)) for i in range(12)]
+        pairs = [
+            Preference(query=Query(text=words[i], intent=Intent.harmful), chosen=words[i + 4],
+                       rejected=words[i + 8], confidence=0.9)
+            for i in range(4)
+        ]  # fmt: skip
+        dm = HFChatModel(model=model_path, device=DEVICE, fast=False)  # the device's default dtype
+        learner = DPOLearner(
+            DPOSettings(batch_size=4, max_steps=1, loss="robust", label_smoothing=0.1),
+            model=dm, section=LearnerSection(algorithm="dpo"), reward=None,
+            run_dir=Path(tempfile.mkdtemp(prefix="superalign-gpu-dpo-")),
+        )  # fmt: skip
+        base_before = {n: p.detach().clone() for n, p in dm.model.named_parameters()}
+        try:
+            ckpt, t_dpo = timed(lambda: learner.train_round(RoundData(round=1, preferences=pairs)))
+        except Exception as e:  # report the failure with its type, not a traceback wall
+            report("dpo-step", False, f"{type(e).__name__}: {e}")
+        else:
+            params = dict(dm.model.named_parameters())
+            lora_moved = any(
+                "lora_B" in n and bool(p.detach().abs().sum() > 0) for n, p in params.items()
+            )
+            base_kept = all(
+                torch.equal(params[n].detach(), p)
+                for n, p in base_before.items()
+                if n in params and "lora_" not in n
+            )
+            loss = ckpt.metrics.get("loss")
+            devices = {str(p.device) for p in params.values()}
+            ok = lora_moved and base_kept and loss is not None and math.isfinite(loss)
+            report("dpo-step", ok,
+                   f"trl {trl.__version__}, {dm.model.dtype} on {sorted(devices)}: one rDPO step in "
+                   f"{t_dpo:.1f}s, loss {loss}, LoRA B moved: {lora_moved}, base weights "
+                   f"unchanged: {base_kept}, checkpoint written: {Path(ckpt.path).is_dir()}")  # fmt: skip
+
+    guarded("dpo-step", dpo_step)
+
 failed = sum(r is False for r in results)
 print(f"{sum(r is True for r in results)} passed, {failed} failed, "
-      f"{sum(r is None for r in results)} skipped")  # fmt: skip
+      f"{sum(r is None for r in results)} skipped, {sum(r == 'info' for r in results)} info")  # fmt: skip
 sys.exit(1 if failed else 0)
 EOF

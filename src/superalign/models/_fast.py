@@ -449,7 +449,9 @@ class TorchDecodeEngine:
             # Grouped queries share their kv head without copying it: (B, Hkv, G, D).
             qg = q.reshape(b, self.n_kv, group, self.head_dim) * scale
             scores = torch.matmul(qg, keys.transpose(-1, -2)).add_(bias)  # (B, Hkv, G, T)
-            att = torch.matmul(scores.softmax(-1), values)  # (B, Hkv, G, D)
+            # Softmax in float32, as SDPA accumulates (a no-op for float32 weights).
+            probs = scores.softmax(-1, dtype=torch.float32).to(values.dtype)
+            att = torch.matmul(probs, values)  # (B, Hkv, G, D)
             x = self._finish_block(x, att.reshape(b, 1, -1), layer)
         return x[:, -1]
 
