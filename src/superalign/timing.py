@@ -1,4 +1,5 @@
-"""Where a run's time goes: generation, training, or everything else.
+"""Where a run's time goes: model inference (generation and scoring), training, or
+everything else.
 
 Code that generates or trains runs under ``charge(kind)``; the time is added to that
 kind's running total. Nested charges bill the innermost kind only (the revisions an SFT
@@ -11,8 +12,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import wraps
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 KINDS = ("generate", "train")
 
@@ -37,6 +42,20 @@ def charge(kind: str) -> Iterator[None]:
         _totals[inner[0]] += now - inner[1]
         if stack:
             stack[-1][1] = now
+
+
+def charged(kind: str) -> Callable[[F], F]:
+    """Decorator: every call of the function is billed to ``kind``."""
+
+    def wrap(fn: F) -> F:
+        @wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            with charge(kind):
+                return fn(*args, **kwargs)
+
+        return inner  # type: ignore[return-value]
+
+    return wrap
 
 
 def totals() -> dict[str, float]:

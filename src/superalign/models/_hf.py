@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ModelError
 from ..registry import register
-from ..timing import charge
+from ..timing import charge, charged
 from ..types import Chat, GenParams
 from . import _bundled
 from ._base import apply_stop
@@ -233,6 +233,7 @@ class HFChatModel:
         with self.model.disable_adapter():
             yield
 
+    @charged("generate")  # model inference: billed with generation
     def _continuation_logprobs(
         self, chats: Sequence[Chat], continuations: Sequence[str]
     ) -> list[tuple[float, int]]:
