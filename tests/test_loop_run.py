@@ -77,6 +77,13 @@ def test_run_writes_every_phase_in_order(reference: Path) -> None:
     assert (reference / "config.yaml").is_file()
     report = (reference / "report.html").read_text()
     assert "attack_success_rate" in report or "attack success rate" in report
+    # every phase's time, split into inference, training and the rest, reaches the report
+    times = {(r, k.removeprefix("time:")): v for k, r, v in store.states("time:")}
+    assert set(times) == set(_expected_phases())
+    assert times[(1, "train")]["train"] > 0 and times[(1, "respond")]["generate"] > 0
+    for t in times.values():
+        assert t["generate"] + t["train"] + t["other"] == pytest.approx(t["seconds"], abs=0.01)
+    assert "Where the time went" in report
     meta = json.loads(
         (reference / "checkpoints" / f"round-{ROUNDS}" / "superalign_checkpoint.json").read_text()
     )

@@ -446,11 +446,11 @@ def _timing_section(timing: Sequence[PhaseTime]) -> str:
         rows.append([str(r), "whole round", f"{total:.0f}", "", "", "",
                      f"{share:.0%}" if share is not None else ""])  # fmt: skip
     return (
-        "<h2>Where the time went</h2><p>Seconds of wall time per phase; generation and "
-        "training are measured inside the phase, the rest is the loop's own work (critics, "
-        "label model, store).</p>"
+        "<h2>Where the time went</h2><p>Seconds of wall time per phase; model inference "
+        "(generating and scoring answers) and training are measured inside the phase, the "
+        "rest is the loop's own work (critics, label model, store).</p>"
         + _table(
-            ["round", "phase", "seconds", "generation", "training", "other", "other share"], rows
+            ["round", "phase", "seconds", "inference", "training", "other", "other share"], rows
         )
     )
 

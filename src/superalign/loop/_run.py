@@ -218,6 +218,22 @@ class Loop:
                     if not self.store.done(r, phase):
                         self._timed(r, phase, getattr(self, phase))
         self.write_report()
+        self._print_times()
+
+    def _print_times(self) -> None:
+        from ..eval import overhead_share
+        from ._report import phase_times
+
+        times = phase_times(self.store)
+        for r in sorted({t.round for t in times}):
+            mine = [t for t in times if t.round == r]
+            total = sum(t.seconds for t in mine)
+            self.console.print(
+                f"    round {r}: {total:.0f} s; inference {sum(t.generate for t in mine):.0f} s, "
+                f"training {sum(t.train for t in mine):.0f} s, other "
+                f"{overhead_share(times, r) or 0:.0%}",
+                markup=False,
+            )
 
     def _timed(self, round: int, phase: str, fn: Callable[[int, float], None]) -> None:
         self.console.print(f"[bold cyan]round {round}[/] {phase}")
