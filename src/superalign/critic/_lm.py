@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..models import ChatModel
+from ..timing import charged
 from ..types import Chat, GenParams
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ def sigmoid(x: float) -> float:
     return z / (1.0 + z)
 
 
+@charged("generate")  # model inference: billed with generation in the loop's timing
 def binary_logodds(
     model: ChatModel, chats: Sequence[Chat], positive: str, negative: str
 ) -> list[float | None]:
