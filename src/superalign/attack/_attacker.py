@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
@@ -394,7 +395,10 @@ def build_mutators(names: list[str] | None, model: ChatModel | None) -> dict[str
 
 @registry.register("attacker", "archive", settings=AttackerSection)
 def archive_attacker(
-    section: AttackerSection, model: ChatModel | None = None, seed: int = 0
+    section: AttackerSection,
+    model: ChatModel | None = None,
+    seed: int = 0,
+    run_dir: Path | None = None,
 ) -> ArchiveAttacker:
     """Seeds, mutators, LLM rewrites and PAIR revisions over a quality-diversity archive."""
     return ArchiveAttacker(
@@ -406,7 +410,11 @@ def archive_attacker(
     )
 
 
-def build_attacker(section: AttackerSection, model: ChatModel | None, seed: int) -> Attacker:
-    """The attacker the loop calls: the registered one named by ``section.name``."""
+def build_attacker(
+    section: AttackerSection, model: ChatModel | None, seed: int, run_dir: Path | None = None
+) -> Attacker:
+    """The attacker the loop calls: the registered one named by ``section.name``.
+    ``run_dir`` is where an attacker keeps files of its own (a trained one, its adapters);
+    None outside a run."""
     factory = registry.get("attacker", section.name, where="attacker.name").factory
-    return factory(section, model=model, seed=seed)
+    return factory(section, model=model, seed=seed, run_dir=run_dir)

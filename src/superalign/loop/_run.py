@@ -125,7 +125,10 @@ class Loop:
         from ..attack import build_attacker
 
         return build_attacker(
-            self.config.attacker, self._model(self.config.attacker.model), self.config.loop.seed
+            self.config.attacker,
+            self._model(self.config.attacker.model),
+            self.config.loop.seed,
+            run_dir=self.run_dir,
         )
 
     @cached_property
