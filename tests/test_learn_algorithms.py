@@ -253,6 +253,39 @@ def test_sft_on_the_chosen_answers_of_the_pairs_generates_nothing(tiny_model, tm
     assert tiny_model.logprobs([chat], ["I can't help with that."])[0] > before
 
 
+def test_chosen_sft_rehearses_refusals_the_learner_already_gives():
+    from superalign.learn.sft import refusal_for, refusal_top_up
+
+    def judged(q: Query, verdict: Verdict, p: float) -> Judged:
+        label = Label(verdict=verdict, p_acceptable=p, confidence=0.9)
+        return Judged(
+            query=q,
+            response=Response(query_id=q.id, text="..."),
+            judgement=Judgement(label=label),
+        )
+
+    harmful = [Query(text=f"Harmful request {i}", intent=Intent.harmful) for i in range(6)]
+    benign = [Query(text=f"Benign request {i}", intent=Intent.benign) for i in range(4)]
+    # one failure became a pair; four benign pairs: harmful share 1/5
+    examples = [(harmful[0], "No."), *((q, "Sure.") for q in benign)]
+    rows = [
+        judged(harmful[0], Verdict.refusal, 0.9),  # already an example: skipped
+        judged(harmful[1], Verdict.unsafe, 0.1),  # complied: not a refusal to rehearse
+        judged(harmful[2], Verdict.refusal, 0.4),  # the critics doubt it: skipped
+        judged(harmful[3], Verdict.refusal, 0.9),
+        judged(benign[0], Verdict.refusal, 0.9),  # benign: never topped up
+        judged(harmful[4], Verdict.refusal, 0.8),
+        judged(harmful[5], Verdict.refusal, 0.8),
+    ]
+    # share 0.5: (1 + x) / (5 + x) >= 0.5 needs x = 3
+    out = refusal_top_up(examples, rows, 0.5)
+    assert [q for q, _ in out] == [harmful[3], harmful[4], harmful[5]]
+    assert all(text == refusal_for(q) for q, text in out)
+    assert refusal_top_up(examples, rows, 0.2) == []  # already at that share
+    assert refusal_top_up(examples, rows, 0.0) == []  # off by default
+    assert len(refusal_top_up(examples, rows, 0.9)) == 3  # only as many as were refused
+
+
 def test_sft_refuses_to_train_when_no_revision_is_better(tiny_model, tmp_path):
     from superalign.errors import ConfigError
 

@@ -37,6 +37,7 @@ from ..types import (
     Query,
     RoundData,
     Tier,
+    Verdict,
 )
 from . import _trl
 from ._base import DATA_DIR, BaseLearner, helpful_pool
@@ -63,6 +64,16 @@ class SFTSettings(BaseModel):
     max_steps: int = Field(-1, description="stop after this many steps (-1: epochs decide)")
     batch_size: int = Field(2, ge=1)
     max_length: int = Field(256, ge=16, description="prompt + completion tokens kept")
+    rehearse: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="mode chosen: top the harmful side up with refusals (from the bank) to "
+        "this round's harmful queries that the learner already refused, until harmful "
+        "queries make up this share of the examples. Pairs exist only where the learner "
+        "failed, so once it refuses most attacks the benign side would otherwise outweigh "
+        "the harmful one and pull it back towards complying.",
+    )
 
 
 @cache
@@ -321,7 +332,8 @@ class SFTLearner(BaseLearner):
         in mode ``chosen``, the chosen answers of the round's preference pairs."""
         s = self.settings
         if s.mode == "chosen":
-            return chosen_examples(data.preferences)
+            chosen = chosen_examples(data.preferences)
+            return chosen + refusal_top_up(chosen, _train_tier(data), s.rehearse)
         judge = self._judge()
         constitution = constitution_of(data)
         judged = _train_tier(data)
@@ -397,6 +409,34 @@ def chosen_examples(pairs: Sequence[Preference]) -> list[tuple[Query, str]]:
         if p.query.tier == Tier.train and key not in seen:
             seen.add(key)
             out.append((p.query, p.chosen))
+    return out
+
+
+def refusal_top_up(
+    examples: Sequence[tuple[Query, str]], judged: Sequence[Judged], share: float
+) -> list[tuple[Query, str]]:
+    """Refusals from the bank to harmful queries the critics judged refused (verdict
+    ``refusal``, acceptable), in the order given, until harmful queries make up ``share``
+    of ``examples`` plus the ones returned; queries already among the examples are skipped."""
+    n_harm = sum(q.intent == Intent.harmful for q, _ in examples)
+    # smallest x with (n_harm + x) / (len(examples) + x) >= share
+    need = math.ceil((share * len(examples) - n_harm) / (1 - share)) if share > 0 else 0
+    if need <= 0:
+        return []
+    taken = {q.hash for q, _ in examples}
+    out: list[tuple[Query, str]] = []
+    for j in judged:
+        label = j.judgement.label
+        if len(out) == need:
+            break
+        if (
+            j.query.intent == Intent.harmful
+            and j.query.hash not in taken
+            and label.verdict == Verdict.refusal
+            and label.p_acceptable > 0.5
+        ):
+            taken.add(j.query.hash)
+            out.append((j.query, refusal_for(j.query)))
     return out
 
 
