@@ -12,6 +12,7 @@ from ._attacker import (
 )
 from ._bandit import BANDITS, Bandit, ThompsonBandit, UCBBandit
 from ._data import load_seeds
+from ._diversity import max_similarity, mean_pairwise_similarity, novelty_bonus
 from ._generators import (
     DifficultyLadder,
     EthicsGenerator,
@@ -28,6 +29,17 @@ from ._llm import (
     explanation,
     refine,
 )
+from ._multiturn import (
+    LLMPlanner,
+    MultiTurnSettings,
+    Planner,
+    ScriptedPlanner,
+    Transcript,
+    Turn,
+    build_planner,
+    converse,
+    pick_objectives,
+)
 from ._mutators import (
     LLM_MUTATORS,
     MutationFailed,
@@ -35,6 +47,16 @@ from ._mutators import (
     decode_payload,
     derive,
 )
+from ._trained import (
+    AttackReward,
+    Success,
+    TrainedAttacker,
+    TrainedOperator,
+    attack_chat,
+    trained_attacker,
+)
+from ._trained_settings import TrainedAttackerSettings
+from ._translate import code_switch_text, load_lexicon
 from .settings import AttackerSection
 
 __all__ = [
@@ -42,6 +64,7 @@ __all__ = [
     "LLM_MUTATORS",
     "Archive",
     "ArchiveAttacker",
+    "AttackReward",
     "Attacker",
     "AttackerSection",
     "Attempt",
@@ -51,24 +74,44 @@ __all__ = [
     "EthicsGenerator",
     "Judge",
     "LLMAttacker",
+    "LLMPlanner",
     "MathGenerator",
+    "MultiTurnSettings",
     "MutationFailed",
     "Mutator",
+    "Planner",
     "Refinement",
+    "ScriptedPlanner",
+    "Success",
     "ThompsonBandit",
+    "TrainedAttacker",
+    "TrainedAttackerSettings",
+    "TrainedOperator",
+    "Transcript",
+    "Turn",
     "UCBBandit",
     "archive_attacker",
     "as_judge",
+    "attack_chat",
     "build_attacker",
     "build_mutators",
+    "build_planner",
     "check_answer",
+    "code_switch_text",
+    "converse",
     "decode_payload",
     "derive",
     "effectiveness",
     "explanation",
+    "load_lexicon",
     "load_seeds",
+    "max_similarity",
+    "mean_pairwise_similarity",
+    "novelty_bonus",
+    "pick_objectives",
     "refine",
     "shingles",
     "similarity",
     "split_counts",
+    "trained_attacker",
 ]

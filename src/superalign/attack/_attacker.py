@@ -400,7 +400,12 @@ def archive_attacker(
     seed: int = 0,
     run_dir: Path | None = None,
 ) -> ArchiveAttacker:
-    """Seeds, mutators, LLM rewrites and PAIR revisions over a quality-diversity archive."""
+    """Seeds, mutators, LLM rewrites and PAIR revisions over a quality-diversity archive;
+    with ``attacker.trained`` set, the attacker model also trains on its successes."""
+    if section.trained is not None:
+        from ._trained import trained_attacker
+
+        return trained_attacker(section, model=model, seed=seed, run_dir=run_dir)
     return ArchiveAttacker(
         section,
         build_mutators(section.mutators, model),

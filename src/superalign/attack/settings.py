@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..types import Intent
+from ._multiturn import MultiTurnSettings
+from ._trained_settings import TrainedAttackerSettings
 
 MAX_SHARE = 1e6  # shares are relative weights; anything larger is a typo
 
@@ -42,6 +44,14 @@ class AttackerSection(BaseModel):
         0.5, gt=0, le=1, description="effectiveness at which an attack counts as a success"
     )
     max_chain: int = Field(3, ge=1, description="most mutators stacked on one seed")
+    multiturn: MultiTurnSettings | None = Field(
+        None, description="adaptive multi-turn attacks each round and their evaluation tier"
+    )
+    trained: TrainedAttackerSettings | None = Field(
+        None,
+        description="train the attacker model on its successful attacks each round (MART-style "
+        "SFT, optional RL), as one more operator the bandit chooses; null: a fixed attacker",
+    )
 
     @field_validator("mix")
     @classmethod
