@@ -321,4 +321,4 @@ def llm_rewrite(model: ChatModel | None = None) -> Mutator:
 
 
 # Mutators that need a ChatModel; the attacker leaves them out when it has none.
-LLM_MUTATORS = frozenset({"paraphrase", "llm_rewrite"})
+LLM_MUTATORS = frozenset({"paraphrase", "llm_rewrite", "translate"})

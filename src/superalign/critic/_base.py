@@ -56,3 +56,33 @@ _TAG_LIKE = re.compile(r"</?\s*data-[0-9a-f]+\s*>", re.IGNORECASE)
 def defang(text: str) -> str:
     """Neutralise anything shaped like our fence tags inside untrusted text."""
     return _TAG_LIKE.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
+
+
+OBJECTIVE_KEY = "objective"  # Query.meta key of a multi-turn attack's objective
+
+
+def conversation_text(query: Query, limit: int | None = None) -> str:
+    """What a critic reads as "the query": the text alone for a single-turn query; for a
+    turn of a multi-turn attack, the objective, the earlier turns and the final user
+    message, so the whole transcript is judged with the objective known.
+
+    With ``limit`` (characters), the oldest earlier turns are dropped first, then each
+    kept message is cut; the objective and the final message always stay.
+    """
+    objective = str(query.meta.get(OBJECTIVE_KEY, "") or "")
+    if not query.context and not objective:
+        return query.text[:limit] if limit else query.text
+    head = [f"[objective of the conversation] {objective}"] if objective else []
+    tail = [f"[user, final turn] {query.text}"]
+    history = [f"[{m.get('role', 'user')}] {m.get('content', '')}" for m in query.context]
+
+    def joined(kept: list[str]) -> str:
+        return "\n".join(head + kept + tail)
+
+    while history and limit and len(joined(history)) > limit:
+        history = history[1:]
+    text = joined(history)
+    if limit and len(text) > limit:
+        share = max(40, limit // (len(head) + len(tail)))
+        text = "\n".join(part[:share] for part in head + tail)[:limit]
+    return text

@@ -11,7 +11,7 @@ from ..errors import ConfigError
 from ..models import ChatModel
 from ..registry import register
 from ..types import Chat, Critique, Dimension, Exchange, Intent
-from ._base import defang, fence_tag, verdict_for
+from ._base import conversation_text, defang, fence_tag, verdict_for
 from ._constitution import Constitution, load_constitution
 from ._data import prompts
 from ._lm import binary_logodds, generate_explanations, sigmoid
@@ -71,7 +71,8 @@ class LMJudge:
 
     def chat(self, ex: Exchange, task: str) -> Chat:
         limit = self.settings.max_chars
-        query, response = defang(ex.query.text[:limit]), defang(ex.response[:limit])
+        query = defang(conversation_text(ex.query, limit))
+        response = defang(ex.response[:limit])
         fence = fence_tag(query, response)
         t = self._template
         # Only the dimensions at stake: a shorter prompt is faster and keeps a small

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import ConfigError
 from ..registry import register
 from ..types import Critique, Dimension, Exchange, Intent, Verdict
+from ._base import conversation_text
 from ._verifier import answer_matches, final_number, to_number
 
 log = logging.getLogger(__name__)
@@ -665,7 +666,7 @@ class LearnedCritic:
         return list(self.meta.get("trained_on", []))
 
     def critique(self, exchanges: Sequence[Exchange]) -> list[Critique]:
-        pairs = [(ex.query.text, ex.response) for ex in exchanges]
+        pairs = [(conversation_text(ex.query), ex.response) for ex in exchanges]
         probs = self.model.predict(pairs, [ex.query.intent for ex in exchanges])
         return [self._one(ex, p) for ex, p in zip(exchanges, probs, strict=True)]
 

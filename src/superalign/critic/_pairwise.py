@@ -11,7 +11,7 @@ from ..errors import ConfigError
 from ..models import ChatModel
 from ..registry import register
 from ..types import Chat, Critique, Dimension, Exchange, Query
-from ._base import defang, fence_tag
+from ._base import conversation_text, defang, fence_tag
 from ._constitution import Constitution, load_constitution
 from ._data import prompts
 from ._lm import binary_logodds, sigmoid
@@ -39,7 +39,7 @@ class PairwiseCritic:
 
     def _chat(self, query: Query, a: str, b: str) -> Chat:
         n = self.settings.max_chars
-        q, a, b = defang(query.text[:n]), defang(a[:n]), defang(b[:n])
+        q, a, b = defang(conversation_text(query, n)), defang(a[:n]), defang(b[:n])
         fence = fence_tag(q, a, b)
         t = prompts("pairwise")
         system = t["system"].format(fence=fence, constitution=self.constitution.as_text())

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..models import ChatModel
 from ..registry import register
 from ..types import Critique, Dimension, Exchange, Intent, Verdict
-from ._base import defang, fence_tag
+from ._base import conversation_text, defang, fence_tag
 from ._data import prompts
 from ._lm import binary_logodds, sigmoid
 from ._rules import detect_refusal, lexicon_risk
@@ -43,7 +43,7 @@ class QueryRiskCritic:
         t = prompts("query_risk")
         chats = []
         for ex in exchanges:
-            query = defang(ex.query.text[:1500])
+            query = defang(conversation_text(ex.query, 1500))
             fence = fence_tag(query)
             chats.append(
                 [
@@ -62,7 +62,7 @@ class QueryRiskCritic:
         s = self.settings
         out = []
         for ex, lm in zip(exchanges, self._lm_logodds(exchanges), strict=True):
-            lex, cats = lexicon_risk(ex.query.text)
+            lex, cats = lexicon_risk(conversation_text(ex.query))
             prior = {Intent.harmful: 1.0, Intent.benign: -1.0}.get(ex.query.intent, 0.0)
             z = s.intent_weight * prior + s.lexicon_weight * lex + s.model_weight * lm
             out.append((sigmoid(z), cats))

@@ -84,6 +84,11 @@ class EvalSection(BaseModel):
         description="public sets the project did not write, evaluated as the `external` tier "
         "(each: name, path or wheel+member, format, licence, intent, category, limit)",
     )
+    languages: list[str] = Field(
+        default_factory=list,
+        description="languages of the shipped multilingual slices to evaluate each round "
+        "(fr, es, de; metrics: tier `multilingual`, names ending /lang=xx)",
+    )
     external_limit: int | None = Field(
         40, ge=1, description="at most this many per external set (stratified by category)"
     )

@@ -27,7 +27,7 @@ from .. import registry, timing
 from ..config import RunConfig, load_config, validate_run_name
 from ..critic import Judge
 from ..errors import StoreError
-from ..eval import EvalSuite, ExternalTier
+from ..eval import MULTILINGUAL_TIER, MULTITURN_TIER, EvalSuite, ExternalTier
 from ..models import ChatModel, HFChatModel, ModelSpec, load_model
 from ..textsafe import redact_data
 from ..types import (
@@ -46,7 +46,7 @@ from ._oversight import LabelSource, select_for_review
 from ._store import Store, missing_for_resume
 
 if TYPE_CHECKING:  # the role protocols; the packages themselves load on first use
-    from ..attack import Attacker
+    from ..attack import Attacker, Planner, Transcript
     from ..critic import CriticEnsemble
     from ..learn import Learner
 
@@ -130,6 +130,17 @@ class Loop:
             self.config.loop.seed,
             run_dir=self.run_dir,
         )
+
+    @cached_property
+    def planner(self) -> Planner:
+        """Who writes the turns of multi-turn attacks (``attacker.multiturn.planner``)."""
+        from ..attack import build_planner
+
+        settings = self.config.attacker.multiturn
+        if settings is None:
+            raise StoreError("attacker.multiturn is not configured; no multi-turn planner")
+        llm = settings.planner == "llm"
+        return build_planner(settings, self._model(self.config.attacker.model) if llm else None)
 
     @cached_property
     def label_source(self) -> LabelSource:
@@ -275,13 +286,23 @@ class Loop:
     # -- phases --------------------------------------------------------------------------
 
     def attack(self, r: int, started: float) -> None:
-        from ..eval import assert_disjoint, frozen_hashes, keep_apart, split_frontier
+        from ..eval import (
+            assert_disjoint,
+            frozen_hashes,
+            keep_apart,
+            split_frontier,
+        )
+        from ..eval import (
+            held_out_hashes as shipped_held_out,
+        )
 
         cfg = self.config
         state = self.store.latest_state("attacker", before=r)
         if state is not None:
             self.attacker.load_state(state)
-        held_out_hashes = frozen_hashes() | self._external_hashes()
+        # The frozen tier, the external sets, and the multi-turn objectives and language
+        # slices shipped for evaluation: never trained on.
+        held_out_hashes = frozen_hashes() | self._external_hashes() | shipped_held_out()
         exclude = held_out_hashes | self.store.query_hashes([t.value for t in EVAL_TIERS])
         feedback = Feedback(
             round=r, judged=self.store.judged(r - 1, Tier.train.value), exclude_hashes=exclude
@@ -299,12 +320,57 @@ class Loop:
             )
             for q in queries
         ]
-        assert_disjoint([q for q in queries if q.tier == Tier.train], self._frozen())
+        transcripts, talked = self._converse(r, exclude)
+        talked, dropped = keep_apart(talked, held_out_hashes)
+        transcripts = [
+            t for t in transcripts if t.id not in {q.meta["transcript"] for q in dropped}
+        ]
+        assert_disjoint([q for q in queries if q.tier == Tier.train] + talked, self._frozen())
         with self.store.phase(r, "attack", started):
             self.store.add_queries(queries, producer=f"attacker:{type(self.attacker).__name__}")
             self.store.put_state("attacker", r, self.attacker.state())
+            if transcripts:
+                self.store.add_queries(talked, producer="attacker:multiturn")
+                self.store.add_transcripts(r, Tier.train.value, transcripts, [q.id for q in talked])
         n_train = sum(q.tier == Tier.train for q in queries)
         self.console.print(f"    {n_train} training queries, {len(held_out)} held out (frontier)")
+        if transcripts:
+            won = sum(t.success for t in transcripts)
+            self.console.print(
+                f"    {len(transcripts)} multi-turn attacks, {won} succeeded (training critics)"
+            )
+
+    def _converse(self, r: int, exclude: set[str]) -> tuple[list[Transcript], list[Query]]:
+        """Round r's multi-turn attacks on the current learner, judged turn by turn by the
+        training critics (the label model as the last round fitted it); each conversation's
+        final turn, in its history, becomes a training query."""
+        settings = self.config.attacker.multiturn
+        if settings is None or settings.objectives == 0:
+            return [], []
+        from ..attack import converse, load_seeds, pick_objectives
+
+        seed = self.config.loop.seed
+        objectives = pick_objectives(load_seeds(), settings.objectives, r, seed, exclude)
+        self._sync_learned(r)
+        previous = self.store.latest_state("label_model", before=r)
+        if previous is not None:
+            self.ensemble.label_model.load_state_dict(previous)
+        params = GenParams(max_new_tokens=self.config.loop.max_new_tokens, seed=seed + r)
+        transcripts = converse(
+            objectives,
+            self.learner_model,
+            self._judge_fn(),
+            self.planner,
+            settings,
+            params,
+            seed + r,
+        )
+        queries = []
+        for t in transcripts:
+            q = t.final_query()
+            meta = {**q.meta, "transcript": t.id}
+            queries.append(q.model_copy(update={"round": r, "tier": Tier.train, "meta": meta}))
+        return transcripts, queries
 
     def respond(self, r: int, started: float) -> None:
         queries = self.store.queries(round=r, tier=Tier.train.value)
@@ -496,6 +562,8 @@ class Loop:
                 )
         if r > 0:
             self._label_model(r)
+        talked = self._multiturn_tier(r)
+        languages = self._language_tier(r)
         divergence = self._reward_vs_judge(results[Tier.frozen].judged)
         agreement = self.eval_suite.judge_agreement(self.eval_judge) if r == 0 else {}
         extra = self._round_extras(r)
@@ -519,11 +587,56 @@ class Loop:
                 self.store.add_metrics(r, tier.value, metrics)
             for name, metrics in per_set.items():
                 self.store.add_metrics(r, f"{Tier.external.value}/{name}", metrics)
+            if talked is not None:
+                transcripts, metrics = talked
+                self.store.add_transcripts(
+                    r, MULTITURN_TIER, transcripts, [None] * len(transcripts)
+                )
+                self.store.add_metrics(r, MULTITURN_TIER, metrics)
+            if languages:
+                self.store.add_metrics(r, MULTILINGUAL_TIER, languages)
             if agreement:
                 self.store.add_metrics(r, "judge", agreement)
             if extra:
                 self.store.add_metrics(r, Tier.train.value, extra)
         self._print_headline(r)
+
+    def _multiturn_tier(self, r: int) -> tuple[list[Transcript], dict[str, Any]] | None:
+        """The multi-turn tier: held-out objectives attacked in conversation and directly,
+        both judged by the evaluation judge; None when multi-turn attacks are off."""
+        from ..eval import run_multiturn_tier
+
+        settings = self.config.attacker.multiturn
+        if settings is None:
+            return None
+        self.console.print("    evaluate multiturn: held-out objectives in conversation")
+        transcripts, _, metrics = run_multiturn_tier(
+            self.learner_model,
+            self.eval_judge,
+            self.planner,
+            settings,
+            self.eval_suite.params,
+            round=r,
+            seed=self.config.loop.seed,
+            n_boot=self.config.eval.bootstrap,
+        )
+        return transcripts, metrics
+
+    def _language_tier(self, r: int) -> dict[str, Any]:
+        """The shipped multilingual prompts of ``eval.languages``, per language, judged by
+        the evaluation judge; empty when no language is configured."""
+        from ..eval import evaluate, language_metrics, multilingual_queries
+
+        cfg = self.config.eval
+        if not cfg.languages:
+            return {}
+        queries = multilingual_queries(cfg.languages)
+        self.console.print(f"    evaluate languages {', '.join(cfg.languages)}: {len(queries)}")
+        params = self.eval_suite.params.model_copy(update={"seed": self.config.loop.seed})
+        judged = evaluate(
+            self.learner_model, queries, self.eval_judge, params, cfg.batch_size, round=r
+        )
+        return language_metrics(judged, cfg.bootstrap, self.config.loop.seed)
 
     def _reward_vs_judge(self, judged: list[Judged]) -> dict[str, Any]:
         """The training critics' P(acceptable) and the evaluation judge's verdict on the
@@ -648,6 +761,8 @@ class Loop:
             ("external", headline),
             ("frozen", ("critic_reward/harmful", "judge_acceptable/harmful")),
             ("frozen", ("garbled_rate", "answer_ppl")),  # coherence
+            ("multiturn", ("asr/multiturn", "asr/single_turn")),
+            ("multilingual", ("attack_success_rate", "benign_refusal_rate")),
             ("judge", ("judge_human_agreement",)),
         ):
             shown = {m["name"]: m for m in metrics if m["round"] == r and m["tier"] == tier}

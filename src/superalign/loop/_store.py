@@ -66,7 +66,14 @@ CREATE TABLE IF NOT EXISTS metrics (
     lo REAL, hi REAL, n INTEGER, PRIMARY KEY (round, tier, name));
 CREATE TABLE IF NOT EXISTS state (
     key TEXT NOT NULL, round INTEGER NOT NULL, json TEXT NOT NULL, PRIMARY KEY (key, round));
+CREATE TABLE IF NOT EXISTS transcripts (
+    id TEXT PRIMARY KEY, round INTEGER NOT NULL, tier TEXT NOT NULL, query_id TEXT,
+    outcome TEXT NOT NULL, json TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS transcripts_round ON transcripts (round, tier);
 """
+# Tables added after a schema version shipped: created on the next write open of an
+# older run (CREATE ... IF NOT EXISTS), read as empty where a read-only open lacks them.
+_ADDED_TABLES = ("transcripts",)
 
 
 class Store:
@@ -356,6 +363,38 @@ class Store:
             out.append(Judged(query=queries[r.query_id], response=r, judgement=judgement))
         return out
 
+    # -- multi-turn transcripts --------------------------------------------------------------
+
+    def add_transcripts(
+        self, round: int, tier: str, transcripts: Sequence[Any], query_ids: Sequence[str | None]
+    ) -> None:
+        """Every turn of each conversation (attack.Transcript), refused ones included;
+        ``query_ids``: the stored query each one produced (its final turn), or None."""
+        self.db.executemany(
+            "INSERT INTO transcripts VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (t.id, round, tier, qid, t.outcome, t.model_dump_json())
+                for t, qid in zip(transcripts, query_ids, strict=True)
+            ],
+        )
+
+    def transcripts(self, round: int | None = None, tier: str | None = None) -> list[Any]:
+        """Stored conversations (attack.Transcript) by round and tier, in order; empty for
+        a run from before transcripts were stored."""
+        from ..attack import Transcript
+
+        if not self._has_table("transcripts"):
+            return []
+        sql, args = _where("SELECT json FROM transcripts", round=round, tier=tier)
+        rows = self.db.execute(sql + " ORDER BY rowid", args)
+        return [Transcript.model_validate_json(r[0]) for r in rows]
+
+    def _has_table(self, name: str) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
+
     # -- preferences, training, metrics -------------------------------------------------------
 
     def add_preferences(self, round: int, prefs: Sequence[Preference], producer: str) -> None:
@@ -409,8 +448,14 @@ class Store:
             "training",
             "metrics",
             "phases",
+            *_ADDED_TABLES,
         )
-        return {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+        return {
+            t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+            if self._has_table(t)
+            else 0
+            for t in tables
+        }
 
 
 REQUIRED_TABLES = ("meta", "phases", "queries", "responses", "training", "metrics", "state")
