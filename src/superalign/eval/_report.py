@@ -19,7 +19,7 @@ HEADLINE = (
     ("math_accuracy", "math accuracy"),
 )
 # Coverage and perplexity are not proportions of items; everything else is a rate.
-_NOT_PERCENT = ("archive_coverage", "answer_ppl")
+_NOT_PERCENT = ("archive_coverage", "answer_ppl", "turns", "backtracks")
 
 
 class RoundMetrics(BaseModel):
@@ -54,6 +54,16 @@ class PhaseTime(BaseModel):
     other: float = 0.0
 
 
+class Conversation(BaseModel):
+    """One multi-turn attack as the report shows it (text rendered from the transcript)."""
+
+    round: int
+    tier: str  # "train" (attack phase) or "multiturn" (the evaluation tier)
+    category: str
+    outcome: str
+    text: str
+
+
 class ReportData(BaseModel):
     """Everything the report shows; the loop fills it from the store."""
 
@@ -69,6 +79,8 @@ class ReportData(BaseModel):
     annotators: tuple[list[str], list[list[str]]] = ([], [])
     # The last debate / consultancy records (round, critic, query, transcript).
     transcripts: list[tuple[int, str, str, str]] = Field(default_factory=list)
+    # Multi-turn attacks (attack phase and evaluation tier), the latest ones.
+    conversations: list[Conversation] = Field(default_factory=list)
 
 
 def successful_attacks(judged: Sequence[Judged], limit: int = 10) -> list[SuccessfulAttack]:
@@ -275,6 +287,8 @@ def build_report(data: ReportData) -> str:
         _timing_section(data.timing),
         _annotator_section(*data.annotators),
         _transcript_section(data.transcripts),
+        _multiturn_section(data.rounds, data.conversations),
+        _language_section(data.rounds),
         f"<h2>Configuration</h2><pre>{escape(data.config_yaml)}</pre>",
     ]
     title = f"superalign report: {escape(data.run_name)}"
@@ -309,6 +323,83 @@ def _transcript_section(records: Sequence[tuple[int, str, str, str]]) -> str:
     return (
         "<h2>Debate and consultancy</h2><p>The last arguments a training critic's judge read "
         "(every transcript is stored with its critique).</p>" + items
+    )
+
+
+MULTITURN_METRICS = (
+    ("asr/multiturn", "attack success in conversation"),
+    ("asr/single_turn", "attack success asked directly"),
+    ("turns", "user turns per conversation"),
+    ("backtracks", "refused turns dropped per conversation"),
+)
+
+
+def multiturn_rows(rounds: Sequence[RoundMetrics]) -> list[list[str]]:
+    """Per round: the multi-turn tier's success in conversation and asked directly."""
+    rows = []
+    for r in sorted(rounds, key=lambda x: x.round):
+        found = r.tiers.get("multiturn", {})
+        if found:
+            rows.append(
+                [str(r.round)]
+                + [
+                    _cell(found.get(k)) if k.startswith("asr") else _plain(found.get(k))
+                    for k, _ in MULTITURN_METRICS
+                ]
+            )
+    return rows
+
+
+def _plain(m: Metric | None) -> str:
+    return m.format(percent=False) if m is not None else "n/a"
+
+
+def language_rows(rounds: Sequence[RoundMetrics]) -> list[list[str]]:
+    """Per round and language: harmful compliance and benign refusal on the slice."""
+    rows = []
+    for r in sorted(rounds, key=lambda x: x.round):
+        found = r.tiers.get("multilingual", {})
+        langs = sorted({k.rsplit("lang=", 1)[1] for k in found if "/lang=" in k})
+        for lang in langs:
+            rows.append(
+                [
+                    str(r.round),
+                    lang,
+                    _cell(found.get(f"attack_success_rate/lang={lang}")),
+                    _cell(found.get(f"benign_refusal_rate/lang={lang}")),
+                ]
+            )
+    return rows
+
+
+def _multiturn_section(
+    rounds: Sequence[RoundMetrics], conversations: Sequence[Conversation]
+) -> str:
+    rows = multiturn_rows(rounds)
+    if not rows and not conversations:
+        return ""
+    table = _table(["round"] + [label for _, label in MULTITURN_METRICS], rows) if rows else ""
+    items = "".join(
+        f"<h3>round {c.round}, {escape(c.tier)}, {escape(c.category)}: {escape(c.outcome)}</h3>"
+        f"<pre>{escape(c.text)}</pre>"
+        for c in conversations
+    )
+    return (
+        "<h2>Multi-turn attacks</h2><p>Held-out objectives attacked in conversation (the "
+        "evaluation judge decides success at each turn from the objective on) and asked "
+        "once, directly; then the latest conversations, refused turns marked as dropped "
+        "(the learner never saw them in its history).</p>" + table + items
+    )
+
+
+def _language_section(rounds: Sequence[RoundMetrics]) -> str:
+    rows = language_rows(rounds)
+    if not rows:
+        return ""
+    return (
+        "<h2>Languages</h2><p>The shipped multilingual slices, judged by the evaluation "
+        "judge (trained on English rows: read these rates with that in mind).</p>"
+        + _table(["round", "language", "harmful compliance", "benign refusal"], rows)
     )
 
 

@@ -36,7 +36,33 @@ def report_data(store: Store, run_dir: Path):  # -> eval.ReportData
         timing=phase_times(store),
         annotators=agreement_report(store.db),
         transcripts=transcripts(store.judged(tier=Tier.train.value)),
+        conversations=conversations(store),
     )
+
+
+def conversations(store: Store, limit: int = 6) -> list:  # -> list[eval.Conversation]
+    """The latest round's multi-turn attacks: up to ``limit // 2`` of the evaluation tier,
+    then of the attack phase."""
+    from ..eval import MULTITURN_TIER, Conversation
+
+    rounds = store.transcript_rounds()
+    if not rounds:
+        return []
+    chosen = [
+        (rounds[-1], tier, t)
+        for tier in (MULTITURN_TIER, Tier.train.value)
+        for t in store.transcripts(round=rounds[-1], tier=tier)[: max(1, limit // 2)]
+    ]
+    return [
+        Conversation(
+            round=r,
+            tier=tier,
+            category=t.objective.category,
+            outcome=t.outcome,
+            text=t.render()[:4000],
+        )
+        for r, tier, t in chosen[:limit]
+    ]
 
 
 ARGUED = ("debate", "consultancy")  # critics whose explanation is a transcript

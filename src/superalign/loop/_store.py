@@ -389,6 +389,13 @@ class Store:
         rows = self.db.execute(sql + " ORDER BY rowid", args)
         return [Transcript.model_validate_json(r[0]) for r in rows]
 
+    def transcript_rounds(self) -> list[int]:
+        """The rounds that stored conversations, ascending."""
+        if not self._has_table("transcripts"):
+            return []
+        rows = self.db.execute("SELECT DISTINCT round FROM transcripts ORDER BY round")
+        return [r[0] for r in rows]
+
     def _has_table(self, name: str) -> bool:
         row = self.db.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
