@@ -158,6 +158,14 @@ def rrm(
     rounds: int = typer.Option(5, "--rounds", min=2),
     budget: int = typer.Option(20, "--budget", min=1, help="expert labels per round"),
     target: float = typer.Option(0.9, "--target", help="test accuracy to reach"),
+    modes: str = typer.Option(
+        "choose,choose+confident,choose+all",
+        "--modes",
+        help="assisted conditions: choose, choose+confident, choose+all",
+    ),
+    audit: int = typer.Option(5, "--audit", min=0, help="choose+confident: random audit labels"),
+    min_confidence: float = typer.Option(0.8, "--min-confidence", help="choose+confident"),
+    min_precision: float = typer.Option(0.9, "--min-precision", help="choose+confident"),
     epochs: int = typer.Option(60, "--epochs", min=1),
     seed: int = typer.Option(0, "--seed"),
     data: str | None = typer.Option(None, "--data", help="labelled JSONL (default: shipped)"),
@@ -166,16 +174,24 @@ def rrm(
     """Assisted labelling: the round-N critic picks what the expert labels in round N+1."""
     from ._rrm import RRMSettings, run_rrm
 
-    result = run_rrm(RRMSettings(rounds, budget, epochs, seed, data))
-    table = Table("round", "expert labels", "unassisted [95%]", "assisted [95%]",
-                  title=f"assisted labelling, {budget} expert labels a round")  # fmt: skip
+    names = tuple(m.strip() for m in modes.split(",") if m.strip())
+    settings = RRMSettings(
+        rounds, budget, epochs, seed, data, modes=names, audit=audit,
+        min_confidence=min_confidence, min_precision=min_precision,
+    )  # fmt: skip
+    result = run_rrm(settings)
+    table = Table("round", "expert labels", "unassisted [95%]", *names,
+                  title=f"assisted labelling, {budget} expert labels a round "
+                  "(in brackets: the critic's own labels added that round)")  # fmt: skip
     for r in result.rounds:
-        table.add_row(str(r.round), str(r.labels), r.unassisted.format(), r.assisted.format())
-    console = Console(width=140)
+        cells = [f"{r.assisted[m].format()} (+{r.auto_labels.get(m, 0)})" for m in names]
+        table.add_row(str(r.round), str(r.labels), r.unassisted.format(), *cells)
+    console = Console(width=180)
     console.print(table)
-    for name, helped in (("unassisted", False), ("assisted", True)):
-        n = result.labels_to_reach(target, helped)
-        console.print(f"{name}: {'not reached' if n is None else f'{n} labels'} to {target:.0%}")
+    for mode in (None, *names):
+        n = result.labels_to_reach(target, mode)
+        reached = "not reached" if n is None else f"{n} labels"
+        console.print(f"{mode or 'unassisted'}: {reached} to {target:.0%}")
     if output:
         Path(output).write_text(json.dumps(result.as_dict(), indent=2) + "\n", encoding="utf-8")
 
