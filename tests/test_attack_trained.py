@@ -268,3 +268,13 @@ def test_operator_prompt_is_the_goal_not_the_parent(tiny_model) -> None:
     assert "<data>the seed request</data>" in seen[0] and "archived wrapper" not in seen[0]
     assert pending.goal == "the seed request" and pending.operator == "trained_attacker"
     assert child is None or child.parent_id == parent.id
+
+
+def test_configured_by_one_nested_field_with_errors_naming_the_key() -> None:
+    from superalign.config import load_config
+
+    config = load_config("configs/default.yaml", ["attacker.trained={epochs: 1, rl: rloo}"])
+    assert config.attacker.trained == TrainedAttackerSettings(epochs=1, rl="rloo")
+    assert load_config("configs/default.yaml").attacker.trained is None  # fixed by default
+    with pytest.raises(ConfigError, match=r"attacker\.trained\.rl: .*'grpo' or 'rloo'"):
+        load_config("configs/default.yaml", ["attacker.trained={rl: ppo}"])
