@@ -398,6 +398,7 @@ class LearnedModel:
         seed: int = 0,
         aux_weight: float = 0.0,
         aux_warmup: float = 0.2,
+        aux_prior: bool = False,
     ) -> dict[str, Any]:
         """Train the head on ``rows`` (full-batch Adam; the features are fixed).
 
@@ -406,6 +407,10 @@ class LearnedModel:
         label and the head's own hardened (argmax) prediction, the mix weight ramped
         linearly from 0 to ``aux_weight`` over the first ``aux_warmup`` of the epochs,
         so a strong student can overrule a weak supervisor's mistakes it is sure of.
+        ``aux_prior`` hardens with an adaptive threshold instead of the plain argmax (as
+        Burns et al. do): the log-probabilities are shifted by log(label prior / mean
+        prediction) per class first, so the hardened verdicts keep the labels' class
+        balance rather than collapsing onto the class the head favours early on.
         """
         import torch
 
@@ -428,13 +433,18 @@ class LearnedModel:
         opt = torch.optim.Adam(self.parameters(), lr=lr)
         started = time.perf_counter()
         ramp = max(1.0, aux_warmup * epochs)
+        prior = torch.bincount(y, minlength=len(CLASSES)).float().clamp_min(1) / len(y)  # (K,)
         for epoch in range(epochs):
             opt.zero_grad()
             logp = torch.log_softmax(self.logits(feats).masked_fill(~mask, -1e9), dim=1)
             per_row = _row_loss(logp, y, loss)
             if aux_weight > 0:
                 alpha = aux_weight * min(1.0, (epoch + 1) / ramp)
-                hardened = logp.detach().argmax(1)  # (N,) the head's own verdicts
+                own = logp.detach()  # (N, K)
+                if aux_prior:
+                    shift = prior.log() - own.exp().mean(0).clamp_min(1e-6).log()
+                    own = (own + shift).masked_fill(~mask, -1e9)
+                hardened = own.argmax(1)  # (N,) the head's own verdicts
                 per_row = (1 - alpha) * per_row + alpha * _row_loss(logp, hardened, loss)
             value = (w * per_row).sum() / w.sum().clamp_min(1e-6)
             l2 = sum((p**2).sum() for p in self.parameters() if p.dim() > 1)
@@ -443,6 +453,7 @@ class LearnedModel:
         info: dict[str, Any] = {"epochs": epochs, "loss": loss}
         if aux_weight > 0:
             info["aux_weight"] = aux_weight
+            info["aux_prior"] = aux_prior
         return {**info, "seconds": time.perf_counter() - started}
 
     # -- prediction --------------------------------------------------------------

@@ -13,6 +13,8 @@ Its interval resamples the held-out rows (one PGR per resample, percentile 95%).
 Students, each trained on the same weak labels:
 - ``naive``: plain training on the weak labels;
 - ``aux``: the auxiliary confidence loss (Burns et al., eq. 1), in ``LearnedModel.fit``;
+- ``aux, adaptive``: the same with Burns et al.'s adaptive hardening threshold (the
+  hardened verdicts keep the weak labels' class balance);
 - ``filtered``: only the weak labels the supervisor was most confident of;
 - ``bootstrap``: an intermediate student trained with the auxiliary loss relabels the
   pool and the final student learns from its labels (Burns et al. bootstrap through an
@@ -134,6 +136,7 @@ def train_student(
     epochs: int = 60,
     seed: int = 0,
     lm: LMFeatures | None = None,
+    aux_prior: bool = False,
 ) -> LearnedCritic:
     """A learned critic trained on ``rows`` (weak or gold labels), in memory; ``lm``
     shares one LM feature extractor (and its cache) between students."""
@@ -142,7 +145,7 @@ def train_student(
     model = LearnedModel(features)  # type: ignore[arg-type]
     if lm is not None and model.lm is not None:
         model.lm = lm
-    model.fit(rows, epochs=epochs, seed=seed, aux_weight=aux_weight)
+    model.fit(rows, epochs=epochs, seed=seed, aux_weight=aux_weight, aux_prior=aux_prior)
     return LearnedCritic.from_model(model)
 
 
@@ -327,6 +330,9 @@ def run_w2s(settings: W2SSettings, model: ChatModel | None = None) -> W2SResult:
     students.append(("naive", hits(naive, test), len(weak_rows), ""))
     aux = train_student(weak_rows, aux_weight=settings.aux_weight, **fit)
     students.append(("aux", hits(aux, test), len(weak_rows), f"alpha {settings.aux_weight}"))
+    adaptive = train_student(weak_rows, aux_weight=settings.aux_weight, aux_prior=True, **fit)
+    note = f"alpha {settings.aux_weight}, class-balanced hardening"
+    students.append(("aux, adaptive", hits(adaptive, test), len(weak_rows), note))
 
     conf = np.array([c for _, (_, c) in labelled])
     cut = np.quantile(conf, 1 - settings.keep) if settings.keep < 1 else -np.inf
