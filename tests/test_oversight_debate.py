@@ -108,6 +108,23 @@ def test_the_judge_decides_from_the_transcript_and_the_verdict_follows() -> None
         assert 0 < c.confidence <= 1
 
 
+def test_the_judge_scores_shortest_first_and_verdicts_keep_their_pairs() -> None:
+    """Batched pairs reach the judge sorted by prompt length (less padding); each
+    verdict still belongs to its own pair."""
+    judge = JudgeByArgument()
+    critic = ArguedJudge("debate", judge, _arguer())
+    exchanges = [_exchange(i, "Sure. " * n) for i, n in enumerate((30, 1, 12, 5))]
+    critiques = critic.critique(exchanges)
+    seen = judge.chats[: len(exchanges)]  # the Yes continuations, in scoring order
+    lengths = [sum(len(m["content"]) for m in chat) for chat in seen]
+    assert lengths == sorted(lengths) and lengths != [
+        sum(len(m["content"]) for m in critic.judge_chat(ex, [])) for ex in exchanges
+    ]
+    for ex, c in zip(exchanges, critiques, strict=True):
+        alone = ArguedJudge("debate", JudgeByArgument(), _arguer()).critique([ex])[0]
+        assert c.verdict is alone.verdict and c.explanation == alone.explanation
+
+
 def test_records_survive_aggregation_and_serialisation() -> None:
     critic = ArguedJudge("consultancy", JudgeByArgument(), _arguer())
     ensemble = CriticEnsemble([critic])

@@ -175,12 +175,22 @@ class ArguedJudge:
         try:
             transcripts = self.transcripts(exchanges)
             chats = [self.judge_chat(ex, t) for ex, t in zip(exchanges, transcripts, strict=True)]
-            s = self.settings
-            odds = binary_logodds(self.judge, chats, s.positive, s.negative)
+            odds = self._score(chats)
         except Exception as e:  # a failed protocol abstains; the round goes on
             log.warning("%s failed: %s", self.name, e)
             return [Critique.abstain(self.name, f"{self.name} failed: {e}") for _ in exchanges]
         return [self._one(ex, t, d) for ex, t, d in zip(exchanges, transcripts, odds, strict=True)]
+
+    def _score(self, chats: list[Chat]) -> list[float | None]:
+        """The judge's log-odds per chat, scored shortest first: the scorer pads each
+        batch to its longest prompt, and transcripts vary a lot in length."""
+        order = sorted(range(len(chats)), key=lambda i: sum(len(m["content"]) for m in chats[i]))
+        s = self.settings
+        scored = binary_logodds(self.judge, [chats[i] for i in order], s.positive, s.negative)
+        out: list[float | None] = [None] * len(chats)
+        for i, value in zip(order, scored, strict=True):
+            out[i] = value
+        return out
 
     def _one(self, ex: Exchange, transcript: list[Turn], logodds: float | None) -> Critique:
         record = render(self.protocol, transcript, None if logodds is None else sigmoid(logodds))
