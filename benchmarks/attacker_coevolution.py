@@ -20,6 +20,8 @@ and the round's diversity (mean pairwise char 4-gram similarity; distinct-1/2).
 
     HF_HUB_OFFLINE=1 nice -n 15 .venv/bin/python benchmarks/attacker_coevolution.py
 
+The conditions are independent: on a shared machine run one process per condition
+(``--conditions sft --json sft.json``, ...) and print one table with ``--merge``.
 RL's reward asks the target too: those training queries are counted and printed
 beside the budget (they are not part of it). Run it with nothing else on the machine
 for the seconds to mean anything; the rates do not depend on speed.
@@ -263,6 +265,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--work", default="runs/attacker-coevolution", help="adapters go here")
     p.add_argument("--json", default=None, help="also write the rows to this file")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        help="print one table from the --json files of earlier runs (one per condition, run "
+        "side by side) and exit; give the runs' other flags too, for the header",
+    )
     return p
 
 
@@ -280,6 +289,10 @@ def scripted_target() -> MockModel:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parser().parse_args(argv)
+    if args.merge:
+        rows = [row for f in args.merge for row in json.loads(Path(f).read_text())]
+        report(rows, args)
+        return rows
     conditions = [c for c in args.conditions.split(",") if c]
     unknown = sorted(set(conditions) - set(CONDITIONS))
     if unknown:

@@ -66,6 +66,9 @@ def test_smoke_run_reports_every_round_of_every_condition(
     assert rows[-1]["rl_queries"] > 0
     assert all(r["operator_n"] == 0 for r in rows if r["condition"] == "fixed")
     assert sum(r["operator_n"] for r in rows if r["condition"] == "sft") > 0
+    # conditions run side by side are printed as one table
+    assert bench.main(["--merge", str(out)]) == rows
+    assert "| rl | 2 |" in capsys.readouterr().out
 
 
 def test_summary_figures_follow_their_definitions(bench) -> None:
