@@ -68,3 +68,26 @@ def test_cli_writes_the_table_and_json(tmp_path: Path) -> None:
     saved = json.loads(out.read_text())
     assert saved["rows"] == 30 and [c["name"] for c in saved["critics"]] == ["rules", "decompose"]
     assert "steps" in saved
+
+
+def test_cli_takes_the_first_rows_and_compares_with_an_earlier_run(tmp_path: Path) -> None:
+    """A slow protocol measured on the first rows of an earlier run's sample is compared
+    with that run's critics on exactly those rows."""
+    from superalign.cli import app
+
+    runner = CliRunner()
+    first = tmp_path / "first.json"
+    args = ["oversight-eval", "--critics", "rules,decompose", "--limit", "30"]
+    assert runner.invoke(app, [*args, "--output", str(first)]).exit_code == 0
+    later = ["oversight-eval", "--critics", "rules", "--limit", "30", "--take", "12"]
+    got = runner.invoke(app, [*later, "--against", str(first), "--output", str(tmp_path / "b")])
+    assert got.exit_code == 0, got.output
+    assert json.loads((tmp_path / "b").read_text())["rows"] == 12
+    # rules against its own earlier self on the same 12 rows: identical, difference 0
+    assert "earlier rules:" in got.output and "rules vs it +0.0 [+0.0, +0.0]" in got.output
+    assert "earlier decompose:" in got.output
+    # a sample of another size is not the same rows
+    bad = runner.invoke(
+        app, ["oversight-eval", "--critics", "rules", "--split", "judge", "--against", str(first)]
+    )
+    assert bad.exit_code != 0 and "same --limit and --seed" in str(bad.exception or bad.output)

@@ -78,6 +78,15 @@ def oversight_eval(
     ),
     split: str = typer.Option("test", "--split"),
     limit: int = typer.Option(0, "--limit", min=0, help="a seeded sample of this many rows"),
+    take: int = typer.Option(
+        0, "--take", min=0, help="measure only the first N rows of the sample (0: all)"
+    ),
+    against: str | None = typer.Option(
+        None,
+        "--against",
+        help="an earlier --output of this command on the same --split/--limit/--seed: "
+        "its critics are compared with these on the rows both measured",
+    ),
     data: str | None = typer.Option(None, "--data", help="labelled JSONL (default: shipped)"),
     model: str = typer.Option("smollm2-135m", "--model", help="judge model of LM critics"),
     debaters: str | None = typer.Option(None, "--debaters", help="arguer model (default: --model)"),
@@ -98,6 +107,8 @@ def oversight_eval(
     rows = sample_rows(load_labelled(data, split), limit, seed)
     if not rows:
         raise ConfigError(f"no rows with split {split!r}; pick another --split")
+    rows = rows[:take] if take else rows
+    earlier = _earlier(against, split, len(rows)) if against else []
     names = [n.strip() for n in critics.split(",") if n.strip()]
     lm_names = [n for n in names if n != "direct"]
     needs = "direct" in names or registry.needs_model("critic", lm_names, "--critics")
@@ -124,12 +135,58 @@ def oversight_eval(
 
     results = measure(built, rows, on_result=save)
     _print(results, len(rows), split, show)
+    if earlier:
+        _compare(earlier, results, rows)
     report: dict[str, Any] = {"rows": len(rows), "split": split, "critics": results}
     if steps:
         report["steps"] = step_report(rows)
         Console().print(f"math step checker (no answer key): {report['steps']}", markup=False)
     if output:
         Path(output).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def _earlier(path: str, split: str, n: int) -> list[dict[str, Any]]:
+    """The critics of an earlier run on the same sample (at least ``n`` rows)."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"--against {path}: cannot read it ({e})") from e
+    if report.get("split") != split or report.get("rows", 0) < n:
+        raise ConfigError(
+            f"--against {path}: it measured {report.get('rows')} rows of split "
+            f"{report.get('split')!r}; this run needs at least {n} rows of {split!r} from the "
+            "same --limit and --seed"
+        )
+    return list(report["critics"])
+
+
+def _compare(earlier: list[dict[str, Any]], results: list[dict[str, Any]], rows: list[Any]) -> None:
+    """Each earlier critic's accuracy on these rows and each new critic's paired
+    difference to it (the sample is seeded: the earlier run's first rows are these)."""
+    import numpy as np
+
+    from ..eval import wilson_interval
+    from ..types import Verdict
+    from ._measure import paired_difference
+
+    def hits(critiques: list[dict[str, Any]]) -> np.ndarray:
+        return np.array(
+            [
+                c["verdict"] is not None and Verdict(c["verdict"]).acceptable == r.label.acceptable
+                for c, r in zip(critiques[: len(rows)], rows, strict=True)
+            ],
+            dtype=float,
+        )
+
+    console = Console(width=140)
+    for old in earlier:
+        base = hits(old["critiques"])
+        acc = wilson_interval(int(base.sum()), len(base)).format()
+        line = f"earlier {old['name']}: {acc}"
+        for new in results:
+            d, lo, hi = paired_difference(base, hits(new["critiques"]))
+            line += f"; {new['name']} vs it {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+        console.print(line, markup=False, highlight=False)
 
 
 def _interval(m: dict[str, Any]) -> str:
