@@ -426,7 +426,9 @@ class TrainedAttacker(ArchiveAttacker):
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
-        mine = state["trained"]
+        mine = state.get("trained")
+        if mine is None:  # a state the fixed attacker wrote: nothing trained yet
+            return
         self.successes = [Success.model_validate(x) for x in mine["successes"]]
         self.trained_rounds = list(mine["trained_rounds"])
         self.training = {int(k): v for k, v in mine["training"].items()}
