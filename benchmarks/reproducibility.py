@@ -72,7 +72,9 @@ def _pairs(store: Store, r: int) -> list[tuple[str, str, str]]:
 
 
 def _answers(store: Store, r: int, tier: str) -> list[tuple[str, str]]:
-    return sorted((x.query_id, x.text) for x in store.responses(r, tier))
+    """Each answer beside its query's content hash (query ids are fresh per run)."""
+    hashes = {q.id: q.hash for q in store.queries()}
+    return sorted((hashes.get(x.query_id, x.query_id), x.text) for x in store.responses(r, tier))
 
 
 def compare(a_dir: Path, b_dir: Path) -> list[tuple[str, str]]:
