@@ -176,9 +176,16 @@ def test_served_or_scripted_models_refuse_training(tmp_path: Path) -> None:
         build_attacker(_section(), None, seed=0)
 
 
-def test_rl_without_a_target_and_judge_fails_at_build(tiny_model) -> None:
-    with pytest.raises(ConfigError, match="loop does not bind those"):
+def test_rl_needs_a_target_and_judge_which_build_attacker_binds(tiny_model) -> None:
+    with pytest.raises(ConfigError, match="build the attacker with target= and judge="):
         build_attacker(_section(rl="grpo"), tiny_model, seed=0)
+    target = MockModel(lambda chat: "Sure, here it is.")
+    attacker = build_attacker(
+        _section(rl="grpo"), tiny_model, seed=0, target=target, judge=_scripted_judge
+    )
+    reward = attacker.operator.reward
+    assert reward is not None
+    assert reward.target is target and reward.judge is _scripted_judge
 
 
 def _scripted_judge(exchanges: list[Exchange]) -> list[Judgement]:

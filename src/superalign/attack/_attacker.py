@@ -28,7 +28,7 @@ from ._bandit import BANDITS, Bandit
 from ._data import load_seeds
 from ._families import reserved_families, reserved_family
 from ._generators import DifficultyLadder, EthicsGenerator, MathGenerator
-from ._llm import LLMAttacker, effectiveness, explanation
+from ._llm import Judge, LLMAttacker, effectiveness, explanation
 from ._mutators import LLM_MUTATORS, MutationFailed, Mutator
 from .settings import AttackerSection
 
@@ -399,13 +399,18 @@ def archive_attacker(
     model: ChatModel | None = None,
     seed: int = 0,
     run_dir: Path | None = None,
+    target: ChatModel | None = None,
+    judge: Judge | None = None,
 ) -> ArchiveAttacker:
     """Seeds, mutators, LLM rewrites and PAIR revisions over a quality-diversity archive;
-    with ``attacker.trained`` set, the attacker model also trains on its successes."""
+    with ``attacker.trained`` set, the attacker model also trains on its successes (with
+    RL, rewarded by its attacks' success against ``target`` as ``judge`` sees it)."""
     if section.trained is not None:
         from ._trained import trained_attacker
 
-        return trained_attacker(section, model=model, seed=seed, run_dir=run_dir)
+        return trained_attacker(
+            section, model=model, seed=seed, run_dir=run_dir, target=target, judge=judge
+        )
     return ArchiveAttacker(
         section,
         build_mutators(section.mutators, model),
@@ -416,10 +421,16 @@ def archive_attacker(
 
 
 def build_attacker(
-    section: AttackerSection, model: ChatModel | None, seed: int, run_dir: Path | None = None
+    section: AttackerSection,
+    model: ChatModel | None,
+    seed: int,
+    run_dir: Path | None = None,
+    target: ChatModel | None = None,
+    judge: Judge | None = None,
 ) -> Attacker:
     """The attacker the loop calls: the registered one named by ``section.name``.
     ``run_dir`` is where an attacker keeps files of its own (a trained one, its adapters);
-    None outside a run."""
+    None outside a run. ``target`` and ``judge`` (the learner and the training critics) are
+    for an attacker that learns from its attacks' success online (``attacker.trained.rl``)."""
     factory = registry.get("attacker", section.name, where="attacker.name").factory
-    return factory(section, model=model, seed=seed, run_dir=run_dir)
+    return factory(section, model=model, seed=seed, run_dir=run_dir, target=target, judge=judge)

@@ -33,12 +33,12 @@ from pydantic import BaseModel
 
 from ..errors import ConfigError, StoreError
 from ..models import ChatModel, HFChatModel, HFSettings
-from ..types import Chat, Exchange, Feedback, GenParams, Intent, Judged, Judgement, Query, Tier
+from ..types import Chat, Exchange, Feedback, GenParams, Intent, Judged, Query, Tier
 from ._attacker import ArchiveAttacker, Pending, build_mutators
 from ._data import load_seeds, load_yaml
 from ._diversity import novelty_bonus
 from ._families import reserved_family
-from ._llm import LLMAttacker, clean_reply, effectiveness
+from ._llm import Judge, LLMAttacker, clean_reply, effectiveness
 from ._mutators import MutationFailed, derive
 from ._trained_settings import TrainedAttackerSettings
 from .settings import AttackerSection
@@ -48,8 +48,6 @@ log = logging.getLogger(__name__)
 OPERATOR = "trained_attacker"
 ADAPTER_META = "attacker_adapter.json"
 _RL_TRAINERS = {"grpo": ("GRPOConfig", "GRPOTrainer"), "rloo": ("RLOOConfig", "RLOOTrainer")}
-
-Judge = Callable[[list[Exchange]], list[Judgement]]
 
 
 class Success(BaseModel):
@@ -457,9 +455,9 @@ def trained_attacker(
     if settings.rl != "none" and (target is None or judge is None):
         raise ConfigError(
             f"attacker.trained.rl {settings.rl!r} rewards attacks by their success against a "
-            "target judged by the training critics; the loop does not bind those to the "
-            "attacker yet: set attacker.trained.rl to none (SFT only), or build it with "
-            "trained_attacker(..., target=, judge=)"
+            "target judged by the training critics: build the attacker with target= and "
+            "judge= (the loop passes its learner and critics), or set attacker.trained.rl "
+            "to none (SFT only)"
         )
     if run_dir is not None:
         root = Path(run_dir) / "attacker"

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .. import registry, timing
 from ..config import RunConfig, load_config, validate_run_name
 from ..critic import Judge
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from ..eval import MULTILINGUAL_TIER, MULTITURN_TIER, EvalSuite, ExternalTier
 from ..models import ChatModel, HFChatModel, ModelSpec, load_model
 from ..textsafe import redact_data
@@ -124,11 +124,17 @@ class Loop:
     def attacker(self) -> Attacker:
         from ..attack import build_attacker
 
+        section = self.config.attacker
+        online = section.trained is not None and section.trained.rl != "none"
         return build_attacker(
-            self.config.attacker,
-            self._model(self.config.attacker.model),
+            section,
+            self._model(section.model),
             self.config.loop.seed,
             run_dir=self.run_dir,
+            # an attacker trained with RL is rewarded by its attacks' success against the
+            # learner, as the training critics judge it (never the evaluation judge)
+            target=self.learner_model if online else None,
+            judge=self._judge_fn() if online else None,
         )
 
     @cached_property
@@ -138,7 +144,7 @@ class Loop:
 
         settings = self.config.attacker.multiturn
         if settings is None:
-            raise StoreError("attacker.multiturn is not configured; no multi-turn planner")
+            raise ConfigError("attacker.multiturn is not configured; no multi-turn planner")
         llm = settings.planner == "llm"
         return build_planner(settings, self._model(self.config.attacker.model) if llm else None)
 
@@ -286,15 +292,8 @@ class Loop:
     # -- phases --------------------------------------------------------------------------
 
     def attack(self, r: int, started: float) -> None:
-        from ..eval import (
-            assert_disjoint,
-            frozen_hashes,
-            keep_apart,
-            split_frontier,
-        )
-        from ..eval import (
-            held_out_hashes as shipped_held_out,
-        )
+        from ..eval import assert_disjoint, frozen_hashes, keep_apart, split_frontier
+        from ..eval import held_out_hashes as shipped_held_out
 
         cfg = self.config
         state = self.store.latest_state("attacker", before=r)
