@@ -131,3 +131,14 @@ def test_language_metrics_per_slice() -> None:
         ReportData(run_name="r", rounds=[RoundMetrics(round=1, tiers={"multilingual": m})])
     )
     assert "<h2>Languages</h2>" in html and "<td>de</td>" in html
+
+
+def test_translate_runs_only_when_named():
+    from superalign.attack._attacker import build_mutators
+
+    model = MockModel("Bonjour.")
+    default = build_mutators(None, model)
+    assert "translate" not in default  # the bundled model is English-only: opt in
+    assert {"code_switch", "paraphrase", "llm_rewrite"} <= set(default)
+    assert "code_switch" in build_mutators(None, None)  # offline: no model needed
+    assert set(build_mutators(["translate", "code_switch"], model)) == {"translate", "code_switch"}

@@ -29,7 +29,7 @@ from ._data import load_seeds
 from ._families import reserved_families, reserved_family
 from ._generators import DifficultyLadder, EthicsGenerator, MathGenerator
 from ._llm import Judge, LLMAttacker, effectiveness, explanation
-from ._mutators import LLM_MUTATORS, MutationFailed, Mutator
+from ._mutators import LLM_MUTATORS, OPT_IN_MUTATORS, MutationFailed, Mutator
 from .settings import AttackerSection
 
 _TRIES_PER_SLOT = 8
@@ -383,12 +383,16 @@ class ArchiveAttacker:
 
 
 def build_mutators(names: list[str] | None, model: ChatModel | None) -> dict[str, Mutator]:
-    """Instantiate mutators by name; by default every registered one that can run
-    (the LLM-driven ones only when there is a model)."""
+    """Instantiate mutators by name; by default every registered one that can run (the
+    LLM-driven ones only when there is a model), but for the opt-in ones (``translate``)."""
     chosen = (
         names
         if names is not None
-        else [n for n in registry.names("mutator") if model is not None or n not in LLM_MUTATORS]
+        else [
+            n
+            for n in registry.names("mutator")
+            if n not in OPT_IN_MUTATORS and (model is not None or n not in LLM_MUTATORS)
+        ]
     )
     return {n: registry.create("mutator", n, model=model) for n in chosen}
 

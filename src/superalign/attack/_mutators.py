@@ -322,3 +322,6 @@ def llm_rewrite(model: ChatModel | None = None) -> Mutator:
 
 # Mutators that need a ChatModel; the attacker leaves them out when it has none.
 LLM_MUTATORS = frozenset({"paraphrase", "llm_rewrite", "translate"})
+# Mutators that run only when attacker.mutators names them: `translate` needs a
+# multilingual attacker model (the bundled one is English-only and fails every call).
+OPT_IN_MUTATORS = frozenset({"translate"})
