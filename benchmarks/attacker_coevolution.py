@@ -34,7 +34,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ from superalign.attack import (
     trained_attacker,
 )
 from superalign.attack._session import respond
-from superalign.critic import CriticEnsemble, load_constitution
+from superalign.critic import CriticEnsemble, Judge, load_constitution
 from superalign.eval import EvalSuite, attack_succeeded, distinct_n, wilson_interval
 from superalign.models import ChatModel, MockModel, load_model
 from superalign.types import (
@@ -66,7 +65,6 @@ from superalign.types import (
     Response,
 )
 
-Judge = Callable[[list[Exchange]], list[Judgement]]
 CONDITIONS = ("fixed", "sft", "rl")
 # The mutators of configs/default.yaml (every one that needs no attacker model).
 MUTATORS = [

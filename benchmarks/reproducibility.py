@@ -71,9 +71,8 @@ def _pairs(store: Store, r: int) -> list[tuple[str, str, str]]:
     return [(p.query.hash, p.chosen, p.rejected) for p in store.preferences(r)]
 
 
-def _answers(store: Store, r: int, tier: str) -> list[tuple[str, str]]:
+def _answers(store: Store, hashes: dict[str, str], r: int, tier: str) -> list[tuple[str, str]]:
     """Each answer beside its query's content hash (query ids are fresh per run)."""
-    hashes = {q.id: q.hash for q in store.queries()}
     return sorted((hashes.get(x.query_id, x.query_id), x.text) for x in store.responses(r, tier))
 
 
@@ -87,6 +86,8 @@ def compare(a_dir: Path, b_dir: Path) -> list[tuple[str, str]]:
         rounds = sorted({r for r, _ in done})
         training_a = {t["round"]: t for t in a.training()}
         training_b = {t["round"]: t for t in b.training()}
+        hashes_a = {q.id: q.hash for q in a.queries()}
+        hashes_b = {q.id: q.hash for q in b.queries()}
         metrics_a = {(m["round"], m["tier"], m["name"]): m for m in a.metrics()}
         metrics_b = {(m["round"], m["tier"], m["name"]): m for m in b.metrics()}
         for r in rounds:
@@ -129,7 +130,7 @@ def compare(a_dir: Path, b_dir: Path) -> list[tuple[str, str]]:
                     rows.append(
                         (
                             f"round {r}: {tier} answers",
-                            _differ(_answers(a, r, tier), _answers(b, r, tier)),
+                            _differ(_answers(a, hashes_a, r, tier), _answers(b, hashes_b, r, tier)),
                         )
                     )
                 keys = sorted(k for k in metrics_a.keys() | metrics_b.keys() if k[0] == r)

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
 
+from ..critic._base import Judge
 from ..models import ChatModel
 from ..types import Exchange, GenParams, Judgement, Query, new_id
 from ._data import load_yaml
-
-Judge = Callable[[list[Exchange]], list[Judgement]]
 
 _PREAMBLE = re.compile(
     r"^(?:sure|okay|ok|here(?:'s| is)|certainly|of course)[^\n:]*:\s*", re.IGNORECASE

@@ -20,14 +20,14 @@ objective is harmful would call any compliance unsafe.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..critic._base import OBJECTIVE_KEY, defang, fence_tag
+from ..critic._base import OBJECTIVE_KEY, Judge, defang, fence_tag
 from ..errors import ConfigError
 from ..models import ChatModel
 from ..types import (
@@ -45,8 +45,6 @@ from ..types import (
 from ._data import load_yaml
 from ._families import reserved_family
 from ._llm import clean_reply
-
-Judge = Callable[[Sequence[Exchange]], list[Judgement]]
 
 STAGES = ("opener", "narrower", "objective", "push")
 SOURCE = "multiturn"
