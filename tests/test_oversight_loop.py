@@ -14,22 +14,19 @@ import yaml
 from superalign.loop import Store
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-# Learners that always find something to train on with a random tiny model: the
-# decomposition critic calls its garbled answers to harmful requests harmless, so no
-# refusal is rated better and a pair- or revision-based learner would have nothing.
-LEARNERS = {
-    "debate": {
-        "algorithm": "sft",
-        "args": {"mode": "distill", "max_steps": 2, "max_new_tokens": 8},
-    },
-    "decompose": {
-        "algorithm": "grpo",
-        "args": {
-            "steps": 1,
-            "prompts_per_step": 2,
-            "num_generations": 2,
-            "max_completion_length": 8,
-        },
+# A learner that always finds something to train on with a random tiny model: GRPO
+# samples and scores its own completions. The decomposition critic calls the tiny
+# model's garbled answers to harmful requests harmless, so no refusal is rated better,
+# and which revisions a distilling SFT learner keeps depends on the queries the
+# attacker happens to draw; either would leave a pair- or revision-based learner with
+# nothing to train on, and the point here is the critic, not the learner.
+LEARNER = {
+    "algorithm": "grpo",
+    "args": {
+        "steps": 1,
+        "prompts_per_step": 2,
+        "num_generations": 2,
+        "max_completion_length": 8,
     },
 }
 
@@ -47,7 +44,7 @@ def _config(path: Path, name: str, learner: Path) -> Path:
     for spec in cfg["critic"]["critics"]:
         if spec["name"] == "debate":
             spec["args"] = {**spec.get("args", {}), "max_new_tokens": 8}
-    cfg["learner"] = LEARNERS[name]
+    cfg["learner"] = LEARNER
     cfg["loop"] = {"rounds": 1, "queries_per_round": 8, "max_new_tokens": 8, "human_budget": 2}
     cfg["eval"] = {"frozen_limit": 4, "bootstrap": 20, "max_new_tokens": 8}
     path.write_text(yaml.safe_dump(cfg))
