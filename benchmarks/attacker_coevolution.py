@@ -5,8 +5,10 @@ same FIXED target (the untouched bundled model; it is never trained here):
 
 - fixed: the archive attacker (seeds, mutators chosen by a UCB bandit over archived
   attacks, novelty filter), as shipped;
-- sft: the same, plus the attacker model as one more operator, fine-tuned after each
-  round on the round's successful attacks (MART-style SFT, a LoRA adapter per round);
+- sft: the same, plus the attacker model, which writes a fixed share (``--share``) of
+  each round's non-seed queries itself (the bandit shapes the rest) and is fine-tuned
+  after each round on the successful attacks (MART-style SFT, a LoRA adapter per round);
+  the fixed attacker spends that share on its mutators, so the budget is the same;
 - rl: as sft, then GRPO (``--rl``) rewarded by attack success under the training
   critics plus a novelty bonus against the archive.
 
@@ -113,6 +115,7 @@ def section(args: argparse.Namespace, condition: str) -> AttackerSection:
             epochs=args.epochs,
             rl_steps=args.rl_steps,
             target_max_new_tokens=args.max_new_tokens,
+            share=args.share,
         )
     mutators = [m for m in args.mutators.split(",") if m]
     return AttackerSection(mix={Intent.harmful: 1.0}, mutators=mutators, trained=trained)
@@ -223,7 +226,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print(
         f"target {args.target} (untouched), attacker model {args.attacker_model}, "
         f"{args.rounds} rounds x {args.n} harmful queries per condition, replies of "
-        f"{args.max_new_tokens} tokens, attacks of {args.attack_tokens} tokens; training "
+        f"{args.max_new_tokens} tokens, attacks of {args.attack_tokens} tokens, trained "
+        f"operator's share of the non-seed queries {args.share}; training "
         f"critics {args.critics} (vote); headline judge: eval.judge (learned, split judge)\n"
     )
     print(
@@ -253,6 +257,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=32, help="target reply length")
     p.add_argument("--attack-tokens", type=int, default=48, help="generated attack length")
     p.add_argument("--epochs", type=float, default=2.0, help="SFT epochs per round")
+    p.add_argument(
+        "--share",
+        type=float,
+        default=TrainedAttackerSettings().share,
+        help="share of each round's non-seed queries the trained model writes (0: one arm "
+        "of the operator bandit)",
+    )
     p.add_argument("--rl", default="grpo", choices=["grpo", "rloo"])
     p.add_argument("--rl-steps", type=int, default=2, help="RL optimizer steps per round")
     p.add_argument(

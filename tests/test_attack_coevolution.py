@@ -45,6 +45,7 @@ def test_smoke_run_reports_every_round_of_every_condition(
             "--attack-tokens=8",
             "--rl-steps=1",
             "--epochs=1",
+            "--share=0.5",
             "--critics=refusal",
             f"--work={tmp_path / 'work'}",
             f"--json={out}",
@@ -60,12 +61,13 @@ def test_smoke_run_reports_every_round_of_every_condition(
         assert r["asr_lo"] <= r["asr"] <= r["asr_hi"]
         assert 0 <= r["similarity"] <= 1 and 0 < r["distinct1"] <= 1
     # the scripted target complies with nearly everything: the SFT condition trained an
-    # adapter after round 1, and RL asked the target during training; with three
-    # operators, UCB tries each within the first rounds' searched slots
+    # adapter after round 1, and RL asked the target during training; the trained model
+    # writes at most its share of the non-seed slots (3 seeds of 6, then 2: 2 and 2)
     assert (tmp_path / "work" / "sft" / "attacker" / "round-1" / "adapter_config.json").is_file()
     assert rows[-1]["rl_queries"] > 0
     assert all(r["operator_n"] == 0 for r in rows if r["condition"] == "fixed")
     assert sum(r["operator_n"] for r in rows if r["condition"] == "sft") > 0
+    assert all(r["operator_n"] <= 2 for r in rows)
     # conditions run side by side are printed as one table
     assert bench.main(["--merge", str(out)]) == rows
     assert "| rl | 2 |" in capsys.readouterr().out

@@ -213,8 +213,19 @@ class ArchiveAttacker:
         out = self._fill(
             n_fresh, lambda: (self._next_seed(Intent.harmful, excluded), Pending()), excluded
         )
+        out += self._reserved(k - len(out), excluded)
         out += self._fill(min(n_revise, len(self.near_misses)), self._revision, excluded)
         return out + self._fill(k - len(out), self._search_mutation, excluded)
+
+    def _reserved(self, k: int, excluded: set[str]) -> list[Query]:
+        """Queries written outside the operator bandit, from the ``k`` non-seed harmful
+        slots of a round (none here; the trained attacker reserves a share for its model).
+        What they do not fill goes to the bandit's operators."""
+        return []
+
+    def _arms(self) -> list[str]:
+        """The operators the bandit and random mutations choose among."""
+        return sorted(self.mutators)
 
     def _benign(self, k: int, excluded: set[str]) -> list[Query]:
         n_ethics = round(k * self.section.ethics)
@@ -248,22 +259,26 @@ class ArchiveAttacker:
 
     def _mutate_seed(self, intent: Intent) -> tuple[Query | None, Pending]:
         parent = self.rng.choice(self.seeds[intent])
-        return self._mutate(parent, self.rng.choice(sorted(self.mutators)), parent.text)
+        return self._mutate(parent, self.rng.choice(self._arms()), parent.text)
 
     def _random_mutation(self) -> tuple[Query | None, Pending]:
         return self._mutate_seed(Intent.harmful)
 
-    def _search_mutation(self) -> tuple[Query | None, Pending]:
+    def _search_parent(self) -> tuple[str, Query, str]:
+        """A category chosen by the category bandit, a parent in it (an archived attack,
+        or a seed when it has none or its chain is full) and the goal of its lineage."""
         category = self.category_bandit.select(self.categories, self.rng)
         elite = self.archive.sample(self.rng, category)
         if elite is None or len(elite.query.operators) >= self.section.max_chain:
             parent = self.rng.choice(
                 [q for q in self.seeds[Intent.harmful] if q.category == category]
             )
-            goal = parent.text
-        else:
-            parent, goal = elite.query, elite.goal
-        operator = self.operator_bandit.select(sorted(self.mutators), self.rng)
+            return category, parent, parent.text
+        return category, elite.query, elite.goal
+
+    def _search_mutation(self) -> tuple[Query | None, Pending]:
+        category, parent, goal = self._search_parent()
+        operator = self.operator_bandit.select(self._arms(), self.rng)
         child, pending = self._mutate(parent, operator, goal)
         return child, pending.model_copy(update={"category": category, "searched": True})
 

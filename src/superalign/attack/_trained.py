@@ -12,10 +12,15 @@ penalises near copies of the archive (Hong et al. 2024, arXiv 2402.19464). The a
 of each round is saved under ``<run>/attacker/round-N`` and named in the attacker's
 state, so a resumed run reloads the last one.
 
-The trained model is one more operator (``trained_attacker``) that the operator bandit
-chooses among, beside the mutators; the archive, bandits and novelty filter are the
-archive attacker's. A served model (OpenAI-compatible) cannot be trained in process:
-asking to train one fails with an error that says so.
+The trained model is one more operator (``trained_attacker``). As in MART, where the
+attacker model writes the attacks, it writes a fixed share (``share``) of each round's
+non-seed harmful queries itself, in one batch; the operator bandit shapes the rest among
+the mutators (with ``share: 0`` the model is one more arm of that bandit instead). The
+archive, the category bandit and the novelty filter are the archive attacker's. It learns
+only from attacks the training critics judged successful (the evaluation judge never
+reaches it), minus near copies of each other and of their own goal. A served model
+(OpenAI-compatible) cannot be trained in process: asking to train one fails with an
+error that says so.
 """
 
 from __future__ import annotations
@@ -34,9 +39,9 @@ from pydantic import BaseModel
 from ..errors import ConfigError, StoreError
 from ..models import ChatModel, HFChatModel, HFSettings
 from ..types import Chat, Exchange, Feedback, GenParams, Intent, Judged, Query, Tier
-from ._attacker import ArchiveAttacker, Pending, build_mutators
+from ._attacker import _TRIES_PER_SLOT, ArchiveAttacker, Pending, build_mutators
 from ._data import load_seeds, load_yaml
-from ._diversity import novelty_bonus
+from ._diversity import max_similarity, novelty_bonus
 from ._families import reserved_family
 from ._llm import Judge, LLMAttacker, clean_reply, effectiveness
 from ._mutators import MutationFailed, derive
@@ -184,6 +189,16 @@ class TrainedOperator:
         return self.attack(query, query.text, rng)
 
     def attack(self, parent: Query, goal: str, rng: random.Random) -> Query:
+        child = self.attack_many([(parent, goal)], rng)[0]
+        if child is None:
+            raise MutationFailed(f"{self.name}: the attacker model gave no usable text")
+        return child
+
+    def attack_many(
+        self, lineages: Sequence[tuple[Query, str]], rng: random.Random
+    ) -> list[Query | None]:
+        """One attack per (parent, goal), generated in one batch with the current adapter;
+        None where the model gave no usable text."""
         s = self.settings
         params = GenParams(
             max_new_tokens=s.max_new_tokens,
@@ -191,12 +206,17 @@ class TrainedOperator:
             top_p=s.top_p,
             seed=rng.randrange(2**31),
         )
-        text = clean_reply(
-            self.chat_model.generate([attack_chat(goal, parent.category)], params)[0]
-        )
-        if not text:
-            raise MutationFailed(f"{self.name}: the attacker model gave no usable text")
-        return derive(parent, text, self.name, self.style, family="llm_rewrite", source="trained")
+        chats = [attack_chat(goal, parent.category) for parent, goal in lineages]
+        replies = self.chat_model.generate(chats, params) if chats else []
+        out: list[Query | None] = []
+        for (parent, _), reply in zip(lineages, replies, strict=True):
+            text = clean_reply(reply)
+            out.append(
+                derive(parent, text, self.name, self.style, family="llm_rewrite", source="trained")
+                if text
+                else None
+            )
+        return out
 
     # -- training ----------------------------------------------------------------------
 
@@ -352,6 +372,32 @@ class TrainedAttacker(ArchiveAttacker):
     def _known_texts(self) -> list[str]:
         return [e.query.text for e in self.archive.elites()] + [s.text for s in self.successes]
 
+    def _arms(self) -> list[str]:
+        """With a reserved share the model writes only its own slots: the bandit's arms
+        (and random mutations) are the mutators alone."""
+        arms = super()._arms()
+        if self.operator.settings.share > 0:
+            arms.remove(self.operator.name)
+        return arms
+
+    def _reserved(self, k: int, excluded: set[str]) -> list[Query]:
+        """The model's share of the ``k`` non-seed slots (rounded), on
+        goals the category bandit picks; written in batches, the unusable ones retried up
+        to the archive attacker's tries per slot. Unfilled slots fall to the bandit."""
+        want = round(k * self.operator.settings.share)
+        out: list[Query] = []
+        for _ in range(_TRIES_PER_SLOT):
+            need = want - len(out)
+            if need <= 0:
+                break
+            picks = [self._search_parent() for _ in range(need)]
+            children = self.operator.attack_many([(p, g) for _, p, g in picks], self.rng)
+            for (category, _, goal), child in zip(picks, children, strict=True):
+                pending = Pending(operator=self.operator.name, goal=goal, category=category)
+                if self._take(child, excluded, pending):
+                    out.append(child)
+        return out
+
     def _mutate(self, parent: Query, operator: str, goal: str) -> tuple[Query | None, Pending]:
         if operator != self.operator.name:
             return super()._mutate(parent, operator, goal)
@@ -391,18 +437,24 @@ class TrainedAttacker(ArchiveAttacker):
         return pending.goal if pending is not None and pending.goal else query.text
 
     def _keep(self, judged: list[Judged], goals: dict[str, str]) -> list[Success]:
-        """New successes (by content) short enough to learn from; the newest
+        """New successes short enough to learn from, neither a near copy of a kept one
+        (SFT would weight one attack several times) nor of its own goal (a plain seed, or
+        a trivial edit of it, teaches the model to copy the request); the newest
         ``max_examples`` stay."""
         s = self.operator.settings
-        have = {x.text for x in self.successes}
+        have = [x.text for x in self.successes]
         fresh = []
         for j in judged:
-            text = j.query.text
-            if succeeded(j) and text not in have and len(text) <= s.max_attack_chars:
-                have.add(text)
+            text, goal = j.query.text, goals[j.query.id]
+            if (
+                succeeded(j)
+                and len(text) <= s.max_attack_chars
+                and max_similarity(text, [goal, *have]) <= s.dedup_threshold
+            ):
+                have.append(text)
                 fresh.append(
                     Success(
-                        goal=goals[j.query.id],
+                        goal=goal,
                         category=j.query.category,
                         text=text,
                         round=j.query.round,

@@ -17,6 +17,14 @@ class TrainedAttackerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="share of each round's non-seed harmful queries that the attacker model "
+        "writes itself (MART: the attacker writes the attacks); the operator bandit shapes "
+        "the rest. 0: the model is one more arm of the operator bandit",
+    )
     sft: bool = Field(True, description="fine-tune (TRL SFT) on the successful attacks each round")
     rl: Literal["none", "grpo", "rloo"] = Field(
         "none",
@@ -39,6 +47,13 @@ class TrainedAttackerSettings(BaseModel):
     )
     max_attack_chars: int = Field(
         600, ge=20, description="longer successes are not trained on (wrapped many-shot walls)"
+    )
+    dedup_threshold: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="char 4-gram Jaccard above which a success is not trained on: a near copy "
+        "of a kept success, or of its own goal (a plain seed teaches only copying)",
     )
     max_new_tokens: int = Field(64, ge=8, description="length of one generated attack")
     temperature: float = Field(0.9, gt=0, description="sampling temperature of the operator")
