@@ -164,7 +164,7 @@ def test_prior_matched_hardening_keeps_the_aux_loss_from_collapsing() -> None:
             assert p_no[unsafe] > 0.5  # collapsed onto unsafe
 
 
-def test_cli_runs_and_refuses_the_unbuilt_loop_task(data: str, tmp_path: Path) -> None:
+def test_cli_runs_and_the_loop_task_asks_for_a_config(data: str, tmp_path: Path) -> None:
     from superalign.cli import app
 
     out = tmp_path / "w2s.json"
@@ -174,7 +174,7 @@ def test_cli_runs_and_refuses_the_unbuilt_loop_task(data: str, tmp_path: Path) -
     assert "PGR" in got.output and "ceiling" in got.output
     assert json.loads(out.read_text())["entries"][-1]["name"] == "ceiling"
     got = CliRunner().invoke(app, ["w2s", "--task", "loop", "--data", data])
-    assert isinstance(got.exception, ConfigError) and "not built" in str(got.exception)
+    assert isinstance(got.exception, ConfigError) and "needs --config" in str(got.exception)
 
 
 def test_lm_student_shares_one_feature_cache_across_students(

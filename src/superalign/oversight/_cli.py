@@ -12,13 +12,26 @@ from rich.table import Table
 
 from ..errors import ConfigError
 
-TASKS = ("critic",)  # "loop" (the learner trained from weak vs gold labels) is designed, not built
+TASKS = ("critic", "loop")
 
 
 def w2s(
-    task: str = typer.Option("critic", "--task", help="critic (the loop task is not built yet)"),
-    weak: str = typer.Option(
-        "few", "--weak", help="few (a learned critic on --weak-labels gold rows) or a critic name"
+    task: str = typer.Option(
+        "critic",
+        "--task",
+        help="critic (students of weak labels) or loop (the learner trained from weak, "
+        "weak + expert budget, and gold labels; needs --config)",
+    ),
+    weak: str | None = typer.Option(
+        None,
+        "--weak",
+        help="critic task: few (default; a learned critic on --weak-labels gold rows) or a "
+        "critic name; loop task: rules (default; the rule critics) or config (its critics)",
+    ),
+    config: str | None = typer.Option(None, "--config", "-c", help="loop task: run config"),
+    rounds: int | None = typer.Option(None, "--rounds", min=1, help="loop task: rounds per arm"),
+    queries: int | None = typer.Option(
+        None, "--queries", min=1, help="loop task: queries per round"
     ),
     weak_labels: int = typer.Option(30, "--weak-labels", min=1, help="gold rows for --weak few"),
     features: str = typer.Option("ngram", "--features", help="student features: ngram, lm, both"),
@@ -34,17 +47,20 @@ def w2s(
     model: str | None = typer.Option(None, "--model", help="model of an LM weak supervisor"),
     output: str | None = typer.Option(None, "--output", help="write the result as JSON here"),
 ) -> None:
-    """Weak-to-strong on the critic task: weak, students (naive and remedies), ceiling, PGR."""
+    """Weak-to-strong: on the critic task (weak, students, ceiling) or the loop (weak,
+    oversight and gold arms); PGR with intervals."""
     from ..models import load_model
     from ._w2s import W2SSettings, run_w2s
 
     if task not in TASKS:
-        raise ConfigError(
-            f"--task {task!r}: valid tasks are {', '.join(TASKS)} (the loop task, a learner "
-            "trained from weak vs gold labels, is not built yet; see docs/oversight.md)"
-        )
+        raise ConfigError(f"--task {task!r}: valid tasks are {', '.join(TASKS)}")
+    if task == "loop":
+        if config is None:
+            raise ConfigError("--task loop needs --config CONFIG (e.g. configs/w2s-loop.yaml)")
+        _w2s_loop(config, weak or "rules", rounds, queries, bootstrap, seed, output)
+        return
     settings = W2SSettings(
-        weak=weak,
+        weak=weak or "few",
         weak_labels=weak_labels,
         features=features,
         aux_weight=aux_weight,
@@ -65,6 +81,48 @@ def w2s(
         pgr = e.pgr.format(percent=False).rsplit(" (", 1)[0] if e.pgr else ""
         table.add_row(e.name, e.accuracy.format(), str(e.trained_on or ""), pgr, e.note)
     Console(width=160).print(table)
+    if output:
+        Path(output).write_text(json.dumps(result.as_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def _w2s_loop(
+    config: str,
+    weak: str,
+    rounds: int | None,
+    queries: int | None,
+    bootstrap: int,
+    seed: int,
+    output: str | None,
+) -> None:
+    from ._w2s_loop import LoopW2SSettings, run_w2s_loop
+
+    settings = LoopW2SSettings(config, weak, rounds, queries, bootstrap, seed)
+    result = run_w2s_loop(settings)
+    table = Table("metric", "n", "base", "weak", "oversight", "gold", "PGR weak [95%]",
+                  "PGR oversight [95%]",
+                  title=f"weak-to-strong, loop task: weak = {weak}; PGR = (arm - base) / "
+                  "(gold - base), gain oriented so that better is positive")  # fmt: skip
+    for m in result.metrics:
+        table.add_row(
+            m.label, str(m.n),
+            f"{m.base['gold']:.1%}" if result.shared_base
+            else " / ".join(f"{m.base[a]:.1%}" for a in ("weak", "oversight", "gold")),
+            *(f"{m.trained[a]:.1%}" for a in ("weak", "oversight", "gold")),
+            m.pgr["weak"].format(), m.pgr["oversight"].format(),
+        )  # fmt: skip
+    console = Console(width=180)
+    console.print(table)
+    for a in result.arms.values():
+        console.print(
+            f"{a.name}: critics {', '.join(a.critics)}; expert labels {a.expert_labels} of "
+            f"{a.train_pairs} training pairs (budget {a.human_budget} a round); rounds 1.."
+            f"{a.last_round} took {a.seconds:.0f} s; {a.run_dir}",
+            markup=False,
+            highlight=False,
+        )
+    console.print(f"round 0 (shared): {result.round0_seconds:.0f} s", markup=False)
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
     if output:
         Path(output).write_text(json.dumps(result.as_dict(), indent=2) + "\n", encoding="utf-8")
 
