@@ -1,5 +1,6 @@
 """Generation speed against the machine's float32 bound: plain ``model.generate``, the fast
-rollout path, and the opt-in int8 fast path, on the bundled SmolLM2-135M (float32, CPU).
+rollout path, and its opt-in bfloat16 and int8 precisions (``fast_precision``), on the
+bundled SmolLM2-135M (float32, CPU).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/generate.py            # full run
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/generate.py --quick    # short run
@@ -17,7 +18,7 @@ and the tokens/s of both, then the fraction of the bound at the median and at th
 run. The fast path's generation is timed alone; the per-round weight conversion (LoRA
 merge and fusion) is timed apart and printed amortised over ``--round-prompts`` prompts.
 Agreement: the share of greedy token positions equal to plain generate's (the whole
-answer; for int8 also the first 32 tokens and the median position of the first
+answer; for bfloat16 and int8 also the first 32 tokens and the median position of the first
 difference). The load average is printed before and after.
 """
 
@@ -140,16 +141,17 @@ def row(name: str, tokens: int, times: list[float], bound: float, note: str = ""
 def run_case(
     m: HFChatModel,
     fast: TorchDecodeEngine,
-    int8: TorchDecodeEngine | None,
+    approximate: dict[str, TorchDecodeEngine],
     batch: int,
     new: int,
     repeats: int,
     bound: float,
     convert_s: float,
     args: argparse.Namespace,
-) -> tuple[float, float]:
-    """Print one batch size and length: plain, fast and int8 rows. Returns the fast path's
-    best-run fraction of the bound and its agreement with plain generate."""
+) -> dict[str, tuple[float, float]]:
+    """Print one batch size and length: plain, fast, and one row per opt-in precision.
+    Returns, per fast path, its best-run fraction of the bound and its agreement with
+    plain generate."""
     params = GenParams(max_new_tokens=new)
     prompts = m.encode_prompts(chats(batch), new)
     plain, t_plain = repeated(lambda: m.generate_ids(prompts, params), repeats)
@@ -166,19 +168,21 @@ def run_case(
     )
     print(row("plain", n_plain, t_plain, bound))
     agree = token_agreement(plain, out)
+    fractions = {"fast": (n_fast / min(t_fast) / bound, agree)}
     note = f"{agree:.3f}; {n_fast / amortised:.1f} t/s with conversion"
     print(row("fast", n_fast, t_fast, bound, note))
-    if int8 is not None:
-        q, t_q = repeated(lambda: int8.generate_ids(prompts, params), repeats)
+    for name, engine in approximate.items():
+        q, t_q = repeated(lambda e=engine: e.generate_ids(prompts, params), repeats)
         head = token_agreement([r[:32] for r in plain], [r[:32] for r in q])
         note = (
             f"{token_agreement(plain, q):.3f}; first 32 tokens {head:.3f}; "
             f"median first difference at token {first_difference(plain, q):.0f}"
         )
-        print(row("int8", sum(map(len, q)), t_q, bound, note))
+        print(row(name, sum(map(len, q)), t_q, bound, note))
+        fractions[name] = (sum(map(len, q)) / min(t_q) / bound, token_agreement(plain, q))
     speedup = statistics.median(t_plain) / statistics.median(t_fast)
     print(f"  speedup fast/plain (median): {speedup:.2f}x", flush=True)
-    return n_fast / min(t_fast) / bound, agree
+    return fractions
 
 
 def main() -> None:
@@ -187,7 +191,9 @@ def main() -> None:
     ap.add_argument("--batches", default="32", help="comma-separated batch sizes")
     ap.add_argument("--repeats", type=int, default=3, help="runs per figure (at least 3)")
     ap.add_argument("--round-prompts", type=int, default=200)
-    ap.add_argument("--no-int8", action="store_true", help="skip the opt-in int8 path")
+    ap.add_argument(
+        "--skip", default="", help="opt-in precisions not to run: bfloat16, int8 (comma-separated)"
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--model", default="smollm2-135m", help="bundled alias or checkpoint path")
     args = ap.parse_args()
@@ -216,23 +222,29 @@ def main() -> None:
 
     fast = TorchDecodeEngine(m)
     first_s, convert_s = conversion_seconds(m, fast)
-    int8 = None if args.no_int8 else TorchDecodeEngine(m, int8=True)
-    quantize_s = timed(int8.ensure_weights)[1] if int8 else 0.0
+    approximate = {
+        p: TorchDecodeEngine(m, precision=p)
+        for p in ("bfloat16", "int8")
+        if p not in args.skip.split(",")
+    }
+    extra = "".join(
+        f"; {p} conversion {timed(e.ensure_weights)[1]:.2f}s" for p, e in approximate.items()
+    )
     print(
         f"per-round conversion (LoRA r=16 merge + fusion): {convert_s:.2f}s (first round "
-        f"{first_s:.2f}s; int8 quantization {quantize_s:.2f}s); peak RSS {peak_rss_mb():.0f} MB"
+        f"{first_s:.2f}s{extra}); peak RSS {peak_rss_mb():.0f} MB"
     )
 
     summary = []
     for new in lengths:
         for batch in batches:
-            frac, agree = run_case(m, fast, int8, batch, new, repeats, bound, convert_s, args)
-            summary.append((batch, new, frac, agree))
+            fractions = run_case(m, fast, approximate, batch, new, repeats, bound, convert_s, args)
+            summary += [(batch, new, path, *fa) for path, fa in fractions.items()]
     print(f"peak RSS after all runs: {peak_rss_mb():.0f} MB; {time.perf_counter() - started:.0f}s")
     print(f"load average after: {load()}")
-    for batch, new, frac, agree in summary:
+    for batch, new, path, frac, agree in summary:
         print(
-            f"fast batch={batch} new={new}: {frac:.1%} of the float32 bound (best run), "
+            f"{path} batch={batch} new={new}: {frac:.1%} of the float32 bound (best run), "
             f"agreement {agree:.3f}"
         )
 

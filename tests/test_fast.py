@@ -43,7 +43,7 @@ def _both(m: HFChatModel, params: GenParams = GREEDY) -> tuple[list, list]:
 def test_fast_engine_is_attached_by_default(tiny_model_path: Path) -> None:
     m = _fast_model(tiny_model_path)
     assert isinstance(m.fast, TorchDecodeEngine)
-    assert not m.fast.int8
+    assert m.fast.precision == "float32"
     assert _fast_model(tiny_model_path, fast=False).fast is None
 
 
@@ -229,7 +229,7 @@ def test_int8_matmul_is_close_to_float_per_channel_and_per_token() -> None:
 
 
 def test_int8_keeps_the_head_embedding_and_norms_float(tiny_model_path: Path) -> None:
-    m = _fast_model(tiny_model_path, fast_int8=True)
+    m = _fast_model(tiny_model_path, fast_precision="int8")
     w = m.fast.ensure_weights()
     assert isinstance(w.layers[0].wgu, _fast._Int8) and isinstance(w.layers[0].wd, _fast._Int8)
     for t in (w.lm_head, w.embed, w.norm, w.layers[0].ln1):
@@ -237,13 +237,35 @@ def test_int8_keeps_the_head_embedding_and_norms_float(tiny_model_path: Path) ->
 
 
 def test_int8_is_opt_in_and_generates(tiny_model_path: Path) -> None:
-    m = _fast_model(tiny_model_path, fast_int8=True)
+    m = _fast_model(tiny_model_path, fast_precision="int8")
     if not _fast._int8_available():
         pytest.skip("torch build without fbgemm")
-    assert m.fast.int8
+    assert m.fast.precision == "int8"
     prompts = m.encode_prompts(CHATS, 8)
     out = m.fast.generate_ids(prompts, GenParams(max_new_tokens=8))
     assert len(out) == len(CHATS) and all(0 < len(r) <= 8 for r in out)
+
+
+def test_bf16_layers_keep_the_head_embedding_norms_and_stream_float(
+    tiny_model_path: Path,
+) -> None:
+    m = _fast_model(tiny_model_path, fast_precision="bfloat16")
+    assert m.fast.precision == "bfloat16"
+    w = m.fast.ensure_weights()
+    layer = w.layers[0]
+    for t in (layer.wqkv, layer.wo, layer.wgu, layer.wd):
+        assert isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16
+    for t in (w.lm_head, w.embed, w.norm, layer.ln1):
+        assert t.dtype == torch.float32
+    # a bfloat16 product on a float32 row: float32 out, within bfloat16's rounding
+    x = torch.randn(5, layer.wo.shape[0])
+    exact = x @ layer.wo.float()
+    out = _fast._linear(x, layer.wo, None)
+    assert out.dtype == torch.float32
+    assert float((out - exact).abs().max() / exact.abs().max()) < 2e-2
+    prompts = m.encode_prompts(CHATS, 8)
+    out_ids = m.fast.generate_ids(prompts, GenParams(max_new_tokens=8))
+    assert len(out_ids) == len(CHATS) and all(0 < len(r) <= 8 for r in out_ids)
 
 
 @pytest.mark.bundled

@@ -24,7 +24,9 @@ def attach_fast(owner: HFChatModel) -> FastEngine | None:
         except FastUnavailable as e:
             warn_once(f"vLLM fast path unavailable ({e}); using the torch decode loop")
     try:
-        return TorchDecodeEngine(owner, int8=bool(getattr(owner.settings, "fast_int8", False)))
+        return TorchDecodeEngine(
+            owner, precision=getattr(owner.settings, "fast_precision", "float32")
+        )
     except FastUnavailable as e:
         warn_once(f"fast generation unavailable ({e}); falling back to plain generate")
         return None

@@ -41,6 +41,9 @@ _STATIC_ROPE = ("default", "linear", "llama3", "yarn")
 # Compact the batch once this share of its rows has finished: copying the cache costs
 # about one decode step, computing dead rows costs their share of every later step.
 _COMPACT_SHARE = 0.25
+# Matrix products of the decoder layers: float32 as trained, bfloat16 (on CPUs with
+# AMX/AVX512-BF16 several times float32's rate at decode shapes), or int8.
+PRECISIONS = ("float32", "bfloat16", "int8")
 
 # -- weights -------------------------------------------------------------------
 
@@ -233,19 +236,22 @@ class TorchDecodeEngine:
 
     name = "torch-static-cache"
 
-    def __init__(self, owner: HFChatModel, int8: bool = False) -> None:
+    def __init__(self, owner: HFChatModel, precision: str = "float32") -> None:
         check_supported(owner.model)
-        if int8 and not owner.device.startswith("cpu"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: one of {', '.join(PRECISIONS)}")
+        if precision != "float32" and not owner.device.startswith("cpu"):
             warn_once(
-                f"int8 rollouts are a CPU path; generating in the model's dtype on {owner.device}"
+                f"{precision} rollouts are a CPU path; generating in the model's dtype on "
+                f"{owner.device}"
             )
-            int8 = False
-        if int8 and not _int8_available():
+            precision = "float32"
+        if precision == "int8" and not _int8_available():
             raise FastUnavailable(
                 "int8 matrix products (torch._int_mm) are not in this torch build"
             )
         self.owner = owner
-        self.int8 = int8
+        self.precision = precision
         cfg = base_model(owner.model).config
         self.n_heads = cfg.num_attention_heads
         self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
@@ -265,7 +271,7 @@ class TorchDecodeEngine:
         seen = fingerprint(self.owner.model)
         if self.weights is None or seen != self._seen:
             weights = read_weights(self.owner.model, self._buffers)
-            self.weights = quantize_int8(weights) if self.int8 else weights
+            self.weights = convert(weights, self.precision)
             self._seen = seen
         return self.weights
 
@@ -486,6 +492,10 @@ def _linear(x: torch.Tensor, weight: Weight, bias: torch.Tensor | None) -> torch
         out = _int8_matmul(flat, weight)
         if bias is not None:
             out = out.add_(bias)
+    elif weight.dtype != flat.dtype:  # bfloat16 products on a float32 stream
+        out = (flat.to(weight.dtype) @ weight).to(flat.dtype)
+        if bias is not None:
+            out = out.add_(bias)
     elif bias is None:
         out = flat @ weight
     else:
@@ -503,6 +513,11 @@ def _int8_matmul(x: torch.Tensor, w: _Int8) -> torch.Tensor:
     return out.to(x.dtype)
 
 
+def _to_bf16(weight: Weight) -> torch.Tensor:
+    assert isinstance(weight, torch.Tensor)  # the float weights read_weights returns
+    return weight.to(torch.bfloat16).contiguous()
+
+
 def _int8_available() -> bool:
     return hasattr(torch, "_int_mm")
 
@@ -515,21 +530,25 @@ def _to_int8(weight: Weight) -> _Int8:
     return _Int8(q=(w / scale).round_().to(torch.int8).contiguous(), scale=scale)
 
 
-def quantize_int8(w: _Weights) -> _Weights:
-    """The same weights with every decoder linear layer int8; the embedding, the norms and
-    the LM head stay float (the head picks the token: its rounding flips greedy choices)."""
+def convert(w: _Weights, precision: str) -> _Weights:
+    """The same weights with every decoder linear layer in ``precision`` (float32: as
+    read). The embedding, the norms, the residual stream, the KV cache and the LM head
+    stay float32: the head picks the token, and its rounding flips greedy choices."""
+    if precision == "float32":
+        return w
+    to = _to_int8 if precision == "int8" else _to_bf16
     with torch.inference_mode():
         layers = [
             _Layer(
                 ln1=ly.ln1,
-                wqkv=_to_int8(ly.wqkv),
+                wqkv=to(ly.wqkv),
                 bqkv=ly.bqkv,
-                wo=_to_int8(ly.wo),
+                wo=to(ly.wo),
                 bo=ly.bo,
                 ln2=ly.ln2,
-                wgu=_to_int8(ly.wgu),
+                wgu=to(ly.wgu),
                 bgu=ly.bgu,
-                wd=_to_int8(ly.wd),
+                wd=to(ly.wd),
                 bd=ly.bd,
             )
             for ly in w.layers

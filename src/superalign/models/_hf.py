@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,8 +34,10 @@ class HFSettings(BaseModel):
     batch_size: int = Field(32, ge=1, description="chats per forward batch")
     max_context: int | None = Field(None, ge=16, description="override the model's context")
     fast: bool = Field(True, description="use the fast generation path where available")
-    fast_int8: bool = Field(
-        False, description="opt-in: int8 weights on the fast CPU path (faster, approximate)"
+    fast_precision: Literal["float32", "bfloat16", "int8"] = Field(
+        "float32",
+        description="matrix products of the fast CPU path's decoder layers: float32 (exact), "
+        "or opt-in bfloat16 / int8 (faster, approximate: docs/benchmarks.md)",
     )
     trainable: bool = Field(False, description="load a checkpoint's adapter for further training")
 
