@@ -120,6 +120,27 @@ def test_eval_command_writes_json(tmp_path) -> None:
     assert payload["metrics"]["math_accuracy"]["value"] == 0.0
 
 
+def test_eval_command_passes_model_settings_to_the_backend(tmp_path) -> None:
+    pytest.importorskip("superalign.critic")
+    from superalign.cli import app
+
+    args = ["eval", "mock", "--limit", "1", "--bootstrap", "20"]
+    metrics = {}
+    for reply in (REFUSAL, "Sure. Step 1: get the materials. Step 2: mix them."):
+        out = tmp_path / f"{len(metrics)}.json"
+        setting = ["--model-setting", f"default={reply}", "--output", str(out)]
+        result = CliRunner().invoke(app, [*args, *setting])
+        assert result.exit_code == 0, result.output
+        metrics[reply] = json.loads(out.read_text())["metrics"]
+    # the mock's reply is the setting: refusing, nothing succeeds; complying, the attack does
+    rates = [m["attack_success_rate"]["value"] for m in metrics.values()]
+    assert rates == [0.0, 1.0]
+    for bad, says in [("fast_precision", "KEY=VALUE"), ("bogus=1", "model.bogus")]:
+        refused = CliRunner().invoke(app, [*args, "--model-setting", bad])
+        assert refused.exit_code != 0
+        assert says in refused.output + str(refused.exception)
+
+
 @pytest.mark.bundled
 def test_bundled_model_on_a_small_frozen_sample() -> None:
     from superalign.models import load_model

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -17,6 +18,9 @@ from ..textsafe import printable
 from ._metrics import Metric
 from ._runner import EvalResult, EvalSuite
 from .settings import EvalSection, ExternalSpec
+
+if TYPE_CHECKING:
+    from ..models._load import ModelSpec
 
 TIERS = ("frozen", "external", "all")
 
@@ -34,6 +38,23 @@ def metrics_table(metrics: dict[str, Metric], title: str) -> Table:
         value = f"{m.value * scale:.1f}{'%' if percent else ''}"
         table.add_row(Text(printable(name)), value, interval, str(m.n))
     return table
+
+
+def _model_spec(model: str, settings: list[str]) -> ModelSpec:
+    """MODEL as a spec, with each ``--model-setting KEY=VALUE`` added and validated."""
+    from ..models._load import ModelSpec, parse_model_ref, validate_spec
+
+    spec = parse_model_ref(model)
+    extra = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"--model-setting {item!r}: write KEY=VALUE, e.g. fast_precision=bfloat16"
+            )
+        extra[key.strip()] = value
+    spec = ModelSpec(**{**spec.model_dump(), **extra})
+    return validate_spec(spec, where="model")
 
 
 def eval_command(
@@ -64,12 +85,19 @@ def eval_command(
     external_limit: int | None = typer.Option(
         None, "--external-limit", min=1, help="at most N queries per external set"
     ),
+    model_settings: list[str] = typer.Option(
+        [],
+        "--model-setting",
+        help="KEY=VALUE for MODEL's backend, as under `models:` in a config (e.g. "
+        "fast_precision=bfloat16); repeat",
+    ),
 ) -> None:
     """Run the frozen and/or external evaluation tier on MODEL and print its metrics with
     95% intervals, judged by the evaluation judge, with the judge's agreement with human
     labels."""
     from ..models import load_model
 
+    spec = _model_spec(model, model_settings)  # checked before any work
     if tier not in TIERS:
         raise ConfigError(f"--tier {tier!r} is not one of: {', '.join(TIERS)}")
     if output is not None:  # checked before the evaluation, whose results it would lose
@@ -92,7 +120,7 @@ def eval_command(
     )
     suite = EvalSuite(section, seed=seed)
     judge_fn = suite.judge()
-    learner = load_model(model)
+    learner = load_model(spec, where="model")
     tiers = {"frozen": suite.frozen_queries} if tier != "external" else {}
     if tier != "frozen":
         tiers["external"] = suite.external_queries
