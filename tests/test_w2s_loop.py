@@ -200,3 +200,10 @@ def test_w2s_loop_end_to_end(tmp_path: Path, tiny_model_path: Path) -> None:
                            capture_output=True, text=True, timeout=600)  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((tmp_path / "w2s.json").read_text())["metrics"] == result["metrics"]
+    assert result["arms"]["gold"]["critics"] == ["learned:calibration"]
+    # the same directories with another weak supervisor: refused, nothing overwritten
+    other = [*command[:-2], "--weak", "config"]
+    refused = subprocess.run(other, cwd=tmp_path, env=env | {"HF_HUB_OFFLINE": "1"},
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert refused.returncode != 0
+    assert "another configuration" in refused.stderr + refused.stdout

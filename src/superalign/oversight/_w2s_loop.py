@@ -493,6 +493,7 @@ def _round0(run_dir: Path, cfg: RunConfig) -> float:
     loop = _open(run_dir, cfg)
     try:
         if not loop.store.done(0, "evaluate"):
+            # Loop.run's own round-0 step (progress display, phase timing), on its own
             with loop._progress() as progress:
                 loop.progress = progress
                 loop._timed(0, "evaluate", loop.evaluate)
