@@ -163,7 +163,7 @@ def test_w2s_loop_end_to_end(tmp_path: Path, tiny_model_path: Path) -> None:
     proc = subprocess.run(command, cwd=tmp_path, env=env | {"HF_HUB_OFFLINE": "1"},
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    parent = tmp_path / "runs" / "tiny-w2s"
+    parent = tmp_path / "runs" / "tiny-w2s-rules"
     arms = ("weak", "oversight", "gold")
     stores = {a: Store(parent / a / "superalign.db", write=False) for a in arms}
     for store in stores.values():
@@ -201,8 +201,8 @@ def test_w2s_loop_end_to_end(tmp_path: Path, tiny_model_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((tmp_path / "w2s.json").read_text())["metrics"] == result["metrics"]
     assert result["arms"]["gold"]["critics"] == ["learned:calibration"]
-    # the same directories with another weak supervisor: refused, nothing overwritten
-    other = [*command[:-2], "--weak", "config"]
+    # the same directories asked for another configuration: refused, nothing overwritten
+    other = [*command[:-2], "--queries", "4"]
     refused = subprocess.run(other, cwd=tmp_path, env=env | {"HF_HUB_OFFLINE": "1"},
                              capture_output=True, text=True, timeout=600)  # fmt: skip
     assert refused.returncode != 0

@@ -3,7 +3,7 @@ learner): how much of the gain that gold training labels buy does the loop recov
 weak feedback?
 
 One configuration, one seed, three arms, each a normal resumable run in its own
-directory (``runs/<name>-w2s/{weak,oversight,gold}``):
+directory (``runs/<name>-w2s-<weak>/{weak,oversight,gold}``):
 
 - ``weak``: the weak supervisor's labels only (``--weak rules``: the rule critics
   refusal, query_risk and verifier; ``--weak config``: the config's own critics); no
@@ -516,7 +516,7 @@ def run_arms(settings: LoopW2SSettings) -> tuple[dict[str, Path], float]:
         raise ConfigError(f"--config {settings.config} does not exist; pass a config file")
     base = load_config(settings.config)
     configs = arm_configs(base, settings.weak, settings.rounds, settings.queries)
-    parent = settings.runs_dir / f"{base.name}-w2s"
+    parent = settings.runs_dir / f"{base.name}-w2s-{settings.weak}"  # one per weak supervisor
     parent.mkdir(parents=True, exist_ok=True)
     dirs = {arm: parent / arm for arm in ARMS}
     round0 = _round0(dirs["weak"], configs["weak"])
