@@ -11,8 +11,10 @@ broadcasts its keys and values, computes prompt logits only at the last position
 drops finished rows from the batch as it goes. ``benchmarks/generate.py`` measures it
 against plain generate and against the machine's float32 bound.
 
-Opt-in int8 (CPU): per-output-channel int8 weights and per-token int8 activations
-(``torch._int_mm``), the LM head, embeddings and norms in float32.
+Opt-in precisions of the decoder layers' products (CPU, ``fast_precision``): bfloat16
+weights with the activations cast for each product (AMX/AVX512-BF16), or per-output-channel
+int8 weights with per-token int8 activations (``torch._int_mm``); the LM head, embeddings,
+norms, residual stream and KV cache stay float32.
 ``_engines.attach_fast`` decides whether this engine, vLLM or plain generate serves a model.
 """
 
