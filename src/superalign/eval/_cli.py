@@ -46,7 +46,7 @@ def _model_spec(model: str, settings: list[str]) -> ModelSpec:
 
     spec = parse_model_ref(model)
     extra = {}
-    for item in settings:
+    for item in settings:  # values kept as text: config.parse_override's YAML breaks "a: b"
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(
