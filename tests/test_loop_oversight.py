@@ -34,6 +34,17 @@ def test_budget_goes_to_disagreement_and_uncertainty() -> None:
     assert [j.response.text for j in again] == ["unsure", "mild"]
 
 
+def test_ties_keep_the_given_order_whatever_the_ids() -> None:
+    """Ids are random per process; the choice among equal priorities must not follow them,
+    or two runs of one config label different pairs (and train on different ones)."""
+    items = [_judged(t, 0.5, 0.9) for t in ("first", "second", "third")]
+    for ids in (("r-a", "r-b", "r-c"), ("r-c", "r-b", "r-a")):
+        for j, i in zip(items, ids, strict=True):
+            j.response.id = i
+        chosen = select_for_review(items, budget=2, labelled=set())
+        assert [j.response.text for j in chosen] == ["first", "second"]
+
+
 def test_gold_expert_needs_a_file_or_an_expert_critic() -> None:
     with pytest.raises(ConfigError, match=r"needs `file`.*or `critic`"):
         registry.create("label_source", "gold", {"critic": None})

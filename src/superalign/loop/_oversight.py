@@ -44,10 +44,12 @@ def select_for_review(judged: Sequence[Judged], budget: int, labelled: set[str])
     """The ``budget`` exchanges most worth a human label.
 
     Priority is the larger of the critics' disagreement and the label model's
-    uncertainty (1 - confidence); exchanges a human already labelled are skipped.
+    uncertainty (1 - confidence); exchanges a human already labelled are skipped. Ties
+    keep the order of ``judged`` (the store's insertion order): ids are random, so a
+    tie-break on them would pick different pairs in two runs of the same config.
     """
     candidates = [j for j in judged if j.response.id not in labelled]
-    candidates.sort(key=lambda j: (-priority(j), j.response.id))
+    candidates.sort(key=lambda j: -priority(j))  # stable
     return candidates[:budget]
 
 
