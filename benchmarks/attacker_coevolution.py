@@ -116,6 +116,7 @@ def section(args: argparse.Namespace, condition: str) -> AttackerSection:
             rl_steps=args.rl_steps,
             target_max_new_tokens=args.max_new_tokens,
             share=args.share,
+            learn_from=args.learn_from,
         )
     mutators = [m for m in args.mutators.split(",") if m]
     return AttackerSection(mix={Intent.harmful: 1.0}, mutators=mutators, trained=trained)
@@ -227,7 +228,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"target {args.target} (untouched), attacker model {args.attacker_model}, "
         f"{args.rounds} rounds x {args.n} harmful queries per condition, replies of "
         f"{args.max_new_tokens} tokens, attacks of {args.attack_tokens} tokens, trained "
-        f"operator's share of the non-seed queries {args.share}; training "
+        f"operator's share of the non-seed queries {args.share}, SFT on "
+        f"{'its own' if args.learn_from == 'own' else 'every operator'}'s successes; training "
         f"critics {args.critics} (vote); headline judge: eval.judge (learned, split judge)\n"
     )
     print(
@@ -263,6 +265,12 @@ def parser() -> argparse.ArgumentParser:
         default=TrainedAttackerSettings().share,
         help="share of each round's non-seed queries the trained model writes (0: one arm "
         "of the operator bandit)",
+    )
+    p.add_argument(
+        "--learn-from",
+        default=TrainedAttackerSettings().learn_from,
+        choices=["all", "own"],
+        help="SFT on every operator's successes, or only the model's own (MART's recipe)",
     )
     p.add_argument("--rl", default="grpo", choices=["grpo", "rloo"])
     p.add_argument("--rl-steps", type=int, default=2, help="RL optimizer steps per round")

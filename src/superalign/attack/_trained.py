@@ -437,7 +437,8 @@ class TrainedAttacker(ArchiveAttacker):
         return pending.goal if pending is not None and pending.goal else query.text
 
     def _keep(self, judged: list[Judged], goals: dict[str, str]) -> list[Success]:
-        """New successes short enough to learn from, neither a near copy of a kept one
+        """New successes short enough to learn from (with ``learn_from: own``, only the
+        model's own attacks), neither a near copy of a kept one
         (SFT would weight one attack several times) nor of its own goal (a plain seed, or
         a trivial edit of it, teaches the model to copy the request); the newest
         ``max_examples`` stay."""
@@ -446,6 +447,8 @@ class TrainedAttacker(ArchiveAttacker):
         fresh = []
         for j in judged:
             text, goal = j.query.text, goals[j.query.id]
+            if s.learn_from == "own" and j.query.operators[-1:] != [OPERATOR]:
+                continue
             if (
                 succeeded(j)
                 and len(text) <= s.max_attack_chars

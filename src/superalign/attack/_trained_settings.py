@@ -26,6 +26,12 @@ class TrainedAttackerSettings(BaseModel):
         "the rest. 0: the model is one more arm of the operator bandit",
     )
     sft: bool = Field(True, description="fine-tune (TRL SFT) on the successful attacks each round")
+    learn_from: Literal["all", "own"] = Field(
+        "all",
+        description="which successful attacks SFT trains on: `all` (every operator's, "
+        "seeds and mutators included) or `own` (only those the attacker model wrote: "
+        "MART's rejection-sampling recipe, which sharpens the model's own distribution)",
+    )
     rl: Literal["none", "grpo", "rloo"] = Field(
         "none",
         description="after SFT, reinforce with TRL's GRPO or RLOO, rewarded by attack success "
