@@ -144,6 +144,37 @@ def test_resume_after_sigkill_in_every_phase(tmp_path, tiny_model_path, referenc
     assert len(ids) == len(set(ids))
 
 
+def test_run_until_stops_after_a_phase_and_the_rest_matches(
+    tmp_path, tiny_model_path, reference: Path
+) -> None:
+    """``run(until=...)`` leaves a prefix that a later ``run()`` finishes; the finished run
+    holds exactly what the uninterrupted one does (two runs of one config agree)."""
+    from superalign.loop import resume, start
+
+    cfg = _write_config(tmp_path / "tiny.yaml", tiny_model_path, "prefix")
+    loop = start(cfg, [], None, runs_dir=tmp_path / "runs")
+    try:
+        with pytest.raises(ValueError, match="not a phase of this run"):
+            loop.run(until=(ROUNDS + 1, "attack"))
+        loop.run(until=(1, "critique"))
+        done = [(r, p) for r, p, _ in loop.store.finished_phases()]
+    finally:
+        loop.close()
+    assert done == _expected_phases()[: _expected_phases().index((1, "critique")) + 1]
+    run_dir = tmp_path / "runs" / "prefix"
+    assert not (run_dir / "report.html").exists()
+    loop = resume(run_dir)
+    try:
+        loop.run()
+    finally:
+        loop.close()
+    got = Store(run_dir / "superalign.db", write=False)
+    ref = Store(reference / "superalign.db", write=False)
+    assert got.counts() == ref.counts()
+    assert [p.chosen for p in got.preferences()] == [p.chosen for p in ref.preferences()]
+    assert (run_dir / "report.html").is_file()
+
+
 def test_new_run_refuses_to_overwrite(reference: Path) -> None:
     cwd = reference.parent.parent
     proc = _cli("run", "--config", str(cwd / "tiny.yaml"), cwd=cwd)

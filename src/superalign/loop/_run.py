@@ -227,16 +227,26 @@ class Loop:
 
     # -- driver ------------------------------------------------------------------------
 
-    def run(self) -> None:
-        cfg = self.config
+    def schedule(self) -> list[tuple[int, str]]:
+        """Every (round, phase) of the run, in order: round 0's evaluation, then PHASES."""
+        rounds = range(1, self.config.loop.rounds + 1)
+        return [(0, "evaluate")] + [(r, p) for r in rounds for p in PHASES]
+
+    def run(self, until: tuple[int, str] | None = None) -> None:
+        """Every phase not done yet, in order, then the report. With ``until`` (round,
+        phase), stop once that phase is done, without a report: a shared prefix that
+        several runs copy and finish differently (``w2s --task loop``, the algorithm
+        benchmark)."""
+        schedule = self.schedule()
+        if until is not None and until not in schedule:
+            raise ValueError(f"until={until} is not a phase of this run: one of {schedule}")
         with self._progress() as progress:
             self.progress = progress
-            if not self.store.done(0, "evaluate"):
-                self._timed(0, "evaluate", self.evaluate)
-            for r in range(1, cfg.loop.rounds + 1):
-                for phase in PHASES:
-                    if not self.store.done(r, phase):
-                        self._timed(r, phase, getattr(self, phase))
+            for r, phase in schedule:
+                if not self.store.done(r, phase):
+                    self._timed(r, phase, getattr(self, phase))
+                if (r, phase) == until:
+                    return
         self.write_report()
         self._print_times()
 

@@ -492,11 +492,7 @@ def _round0(run_dir: Path, cfg: RunConfig) -> float:
     """Round 0 (the untouched model evaluated) in the weak arm's directory; its seconds."""
     loop = _open(run_dir, cfg)
     try:
-        if not loop.store.done(0, "evaluate"):
-            # Loop.run's own round-0 step (progress display, phase timing), on its own
-            with loop._progress() as progress:
-                loop.progress = progress
-                loop._timed(0, "evaluate", loop.evaluate)
+        loop.run(until=(0, "evaluate"))
         return sum(s or 0.0 for r, _, s in loop.store.finished_phases() if r == 0)
     finally:
         loop.close()
