@@ -3,7 +3,8 @@
     python benchmarks/reproducibility.py runs/demo runs/demo-repro
 
 For every round both runs finished, it compares what each phase produced: the attacker's
-queries (content hashes, in order), the learner's training answers, the preference pairs,
+queries (content hashes, in order), the learner's training answers, which answers the
+(simulated) expert labelled and how, the preference pairs,
 the training losses, the trained adapter's weights, every evaluation answer and every
 stored metric. Each line says how many items differ, and by how much where they are
 numbers. Wall times are not compared: the runs may have shared the cores with other jobs.
@@ -76,6 +77,16 @@ def _answers(store: Store, hashes: dict[str, str], r: int, tier: str) -> list[tu
     return sorted((hashes.get(x.query_id, x.query_id), x.text) for x in store.responses(r, tier))
 
 
+def _expert_labels(store: Store, hashes: dict[str, str], r: int) -> list[tuple[str, str, str]]:
+    """Round r's answers a (simulated) expert labelled: which ones, and the verdicts."""
+    human = store.human_labels()
+    return sorted(
+        (hashes.get(x.query_id, x.query_id), x.text, human[x.id].value)
+        for x in store.responses(r, "train")
+        if x.id in human
+    )
+
+
 def compare(a_dir: Path, b_dir: Path) -> list[tuple[str, str]]:
     a, b = Store(a_dir / "superalign.db", write=False), Store(b_dir / "superalign.db", write=False)
     try:
@@ -106,6 +117,13 @@ def compare(a_dir: Path, b_dir: Path) -> list[tuple[str, str]]:
                             [x.text for x in a.responses(r, "train")],
                             [x.text for x in b.responses(r, "train")],
                         ),
+                    )
+                )
+            if (r, "oversee") in done:
+                rows.append(
+                    (
+                        f"round {r}: expert labels (which answers, verdicts)",
+                        _differ(_expert_labels(a, hashes_a, r), _expert_labels(b, hashes_b, r)),
                     )
                 )
             if (r, "aggregate") in done:
