@@ -5,6 +5,8 @@ same FIXED target (the untouched bundled model; it is never trained here):
 
 - fixed: the archive attacker (seeds, mutators chosen by a UCB bandit over archived
   attacks, novelty filter), as shipped;
+- untrained: as sft below, but the attacker model is never trained: the control that
+  tells what its share of the budget brings before any learning;
 - sft: the same, plus the attacker model, which writes a fixed share (``--share``) of
   each round's non-seed queries itself (the bandit shapes the rest) and is fine-tuned
   after each round on the successful attacks (MART-style SFT, a LoRA adapter per round);
@@ -67,7 +69,7 @@ from superalign.types import (
     Response,
 )
 
-CONDITIONS = ("fixed", "sft", "rl")
+CONDITIONS = ("fixed", "untrained", "sft", "rl")
 # The mutators of configs/default.yaml (every one that needs no attacker model).
 MUTATORS = [
     "role_play",
@@ -110,6 +112,7 @@ def section(args: argparse.Namespace, condition: str) -> AttackerSection:
     trained = None
     if condition != "fixed":
         trained = TrainedAttackerSettings(
+            sft=condition != "untrained",
             rl=args.rl if condition == "rl" else "none",
             max_new_tokens=args.attack_tokens,
             epochs=args.epochs,

@@ -1,4 +1,4 @@
-"""benchmarks/attacker_coevolution.py: a smoke run of all three conditions (tiny attacker
+"""benchmarks/attacker_coevolution.py: a smoke run of all four conditions (tiny attacker
 model, scripted target), and its per-round figures checked against their definitions."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def test_smoke_run_reports_every_round_of_every_condition(
     )
     printed = capsys.readouterr().out
     assert [(r["condition"], r["round"]) for r in rows] == [
-        (c, r) for c in ("fixed", "sft", "rl") for r in (1, 2)
+        (c, r) for c in ("fixed", "untrained", "sft", "rl") for r in (1, 2)
     ]
     assert out.is_file() and "| rl | 2 |" in printed and "load average after" in printed
     for r in rows:
@@ -64,6 +64,9 @@ def test_smoke_run_reports_every_round_of_every_condition(
     # adapter after round 1, and RL asked the target during training; the trained model
     # writes at most its share of the non-seed slots (3 seeds of 6, then 2: 2 and 2)
     assert (tmp_path / "work" / "sft" / "attacker" / "round-1" / "adapter_config.json").is_file()
+    # the untrained control writes its share too, and never trains
+    assert sum(r["operator_n"] for r in rows if r["condition"] == "untrained") > 0
+    assert not (tmp_path / "work" / "untrained" / "attacker").exists()
     assert rows[-1]["rl_queries"] > 0
     assert all(r["operator_n"] == 0 for r in rows if r["condition"] == "fixed")
     assert sum(r["operator_n"] for r in rows if r["condition"] == "sft") > 0

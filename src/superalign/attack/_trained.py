@@ -420,6 +420,9 @@ class TrainedAttacker(ArchiveAttacker):
             return
         fresh = self._keep(judged, goals)
         self.trained_rounds.append(round_)
+        s = self.operator.settings
+        if not s.sft and s.rl == "none":  # proposes, never learns (a control)
+            return
         if not fresh:
             log.info(
                 "round %d: no new successful attack; the attacker model is not trained", round_
