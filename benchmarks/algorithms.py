@@ -62,9 +62,10 @@ ALGORITHMS: dict[str, dict[str, Any]] = {
         "args": {"loss": "cdpo", "beta": 0.1, "confidence": "smoothing", "epochs": BIG},
         "pairs": {"revisions": False},
     },
-    "rdpo-refusals-b8": {
-        **DPO,
-        "args": {"loss": "robust", "beta": 0.1, "sft_weight": 1.0, "epochs": BIG, "batch_size": 8},
+    "sft-rehearse": {  # the default's recipe (configs/default.yaml)
+        "algorithm": "sft",
+        "learning_rate": 5.0e-4,
+        "args": {"mode": "chosen", "epochs": BIG, "batch_size": 8, "rehearse": 0.5},
         "pairs": {"revisions": False},
     },
     "sft-chosen": {
@@ -137,13 +138,7 @@ def base_run(seed: int, args: argparse.Namespace) -> Path:
     else:
         loop = start(args.config, overrides, name, runs_dir=args.out)
     try:
-        with loop._progress() as progress:
-            loop.progress = progress
-            if not loop.store.done(0, "evaluate"):
-                loop._timed(0, "evaluate", loop.evaluate)
-            for phase in ("attack", "respond", "critique", "oversee"):
-                if not loop.store.done(1, phase):
-                    loop._timed(1, phase, getattr(loop, phase))
+        loop.run(until=(1, "oversee"))
     finally:
         loop.close()
     return path
