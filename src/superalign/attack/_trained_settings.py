@@ -26,11 +26,11 @@ class TrainedAttackerSettings(BaseModel):
         "the rest. 0: the model is one more arm of the operator bandit",
     )
     sft: bool = Field(True, description="fine-tune (TRL SFT) on the successful attacks each round")
-    learn_from: Literal["all", "own"] = Field(
-        "all",
-        description="which successful attacks SFT trains on: `all` (every operator's, "
-        "seeds and mutators included) or `own` (only those the attacker model wrote: "
-        "MART's rejection-sampling recipe, which sharpens the model's own distribution)",
+    learn_from: Literal["own", "all"] = Field(
+        "own",
+        description="which successful attacks SFT trains on: `own` (only those the attacker "
+        "model wrote: MART's recipe; its own attacks then won 71% against 53% with `all` "
+        "and 62% untrained, docs/attacker.md) or `all` (every operator's, mutators included)",
     )
     rl: Literal["none", "grpo", "rloo"] = Field(
         "none",
