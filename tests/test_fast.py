@@ -273,3 +273,25 @@ def test_bundled_greedy_agreement(bundled_model: HFChatModel) -> None:
     assert isinstance(bundled_model.fast, TorchDecodeEngine)
     plain, fast = _both(bundled_model, GenParams(max_new_tokens=12))
     assert token_agreement(plain, fast) >= 0.95
+
+
+def test_reduced_precision_off_cpu_warns_only_when_it_changes_something(
+    tiny_model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Off the CPU the decoder runs in the model's own dtype: that is worth a warning for
+    int8, or bfloat16 on a float32 model, and is noise for a model already in bfloat16.
+    (The device name is only read here; nothing runs on it.)"""
+    m = HFChatModel(model=str(tiny_model_path), device="cpu", fast=False)
+    m.device = "cuda:0"
+    for dtype, precision, warned in (
+        (torch.float32, "bfloat16", True),
+        (torch.bfloat16, "int8", True),
+        (torch.bfloat16, "bfloat16", False),
+    ):
+        m.model.to(dtype)
+        _common._warned.clear()
+        with caplog.at_level(logging.WARNING, logger="superalign.models._common"):
+            caplog.clear()
+            engine = TorchDecodeEngine(m, precision=precision)
+        assert engine.precision == "float32"
+        assert any("CPU path" in r.message for r in caplog.records) == warned

@@ -243,10 +243,12 @@ class TorchDecodeEngine:
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r}: one of {', '.join(PRECISIONS)}")
         if precision != "float32" and not owner.device.startswith("cpu"):
-            warn_once(
-                f"{precision} rollouts are a CPU path; generating in the model's dtype on "
-                f"{owner.device}"
-            )
+            # A GPU model already in bfloat16 (dtype auto) is what was asked for: no noise.
+            if not (precision == "bfloat16" and owner.model.dtype == torch.bfloat16):
+                warn_once(
+                    f"{precision} rollouts are a CPU path; generating in the model's dtype "
+                    f"on {owner.device}"
+                )
             precision = "float32"
         if precision == "int8" and not _int8_available():
             raise FastUnavailable(
