@@ -198,7 +198,7 @@ class TrainedOperator:
         self, lineages: Sequence[tuple[Query, str]], rng: random.Random
     ) -> list[Query | None]:
         """One attack per (parent, goal), generated in one batch with the current adapter;
-        None where the model gave no usable text."""
+        None where the model gave no usable text (empty, or the parent's own text)."""
         s = self.settings
         params = GenParams(
             max_new_tokens=s.max_new_tokens,
@@ -210,12 +210,15 @@ class TrainedOperator:
         replies = self.chat_model.generate(chats, params) if chats else []
         out: list[Query | None] = []
         for (parent, _), reply in zip(lineages, replies, strict=True):
-            text = clean_reply(reply)
-            out.append(
-                derive(parent, text, self.name, self.style, family="llm_rewrite", source="trained")
-                if text
-                else None
-            )
+            child = None
+            if text := clean_reply(reply):
+                try:
+                    child = derive(
+                        parent, text, self.name, self.style, family="llm_rewrite", source="trained"
+                    )
+                except MutationFailed:  # the parent repeated word for word
+                    child = None
+            out.append(child)
         return out
 
     # -- training ----------------------------------------------------------------------
