@@ -231,8 +231,8 @@ def pooled(rows: list[tuple[str, int, dict[str, Any]]]) -> str:
                 continue
             n = sum(int(m["n"]) for m in ms)
             k = round(sum(m["value"] * m["n"] for m in ms))
-            lo, hi = wilson_interval(k, n)
-            cells.append(f"{k / n:.1%} [{lo:.0%}, {hi:.0%}]")
+            ci = wilson_interval(k, n)
+            cells.append(f"{k / n:.1%} [{ci.lo:.0%}, {ci.hi:.0%}]")
         lines.append("| " + " | ".join([algo, str(len(mine)), *cells]) + " |")
     return "\n".join(lines)
 
