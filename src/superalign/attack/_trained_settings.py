@@ -29,8 +29,8 @@ class TrainedAttackerSettings(BaseModel):
     learn_from: Literal["own", "all"] = Field(
         "own",
         description="which successful attacks SFT trains on: `own` (only those the attacker "
-        "model wrote: MART's recipe; its own attacks then won 71% against 53% with `all` "
-        "and 62% untrained, docs/attacker.md) or `all` (every operator's, mutators included)",
+        "model wrote: MART's recipe, which measured better, docs/attacker.md) or `all` "
+        "(every operator's, the mutators' templates included)",
     )
     rl: Literal["none", "grpo", "rloo"] = Field(
         "none",
