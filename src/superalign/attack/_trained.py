@@ -5,12 +5,13 @@ its own successes, in the manner of MART (multi-round automatic red-teaming; Ge 
 After every round the attacker model (a private copy, so a model shared with the judge
 stays untouched) is fine-tuned with TRL's SFTTrainer on a LoRA adapter: the prompt asks
 for an attack on a goal (the seed request a lineage pursues) in a risk category, the
-completion is an attack it wrote that succeeded against the learner (``attack_succeeded``
-on the round's feedback; train tier only; ``learn_from: all`` adds the other operators'). Optionally it is then reinforced with GRPO or RLOO,
-rewarded by attack success under the training critics plus a curiosity bonus that
-penalises near copies of the archive (Hong et al. 2024, arXiv 2402.19464). The adapter
-of each round is saved under ``<run>/attacker/round-N`` and named in the attacker's
-state, so a resumed run reloads the last one.
+completion is an attack it wrote that succeeded against the learner
+(``attack_succeeded`` on the round's feedback; train tier only; ``learn_from: all`` adds
+the other operators'). Optionally it is then reinforced with GRPO or RLOO, rewarded by
+attack success under the training critics plus a curiosity bonus that penalises near
+copies of the archive (Hong et al. 2024, arXiv 2402.19464). The adapter of each round is
+saved under ``<run>/attacker/round-N`` and named in the attacker's state, so a resumed
+run reloads the last one.
 
 The trained model is one more operator (``trained_attacker``). As in MART, where the
 attacker model writes the attacks, it writes a fixed share (``share``) of each round's
