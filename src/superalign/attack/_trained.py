@@ -211,14 +211,13 @@ class TrainedOperator:
         replies = self.chat_model.generate(chats, params) if chats else []
         out: list[Query | None] = []
         for (parent, _), reply in zip(lineages, replies, strict=True):
-            child = None
-            if text := clean_reply(reply):
-                try:
-                    child = derive(
-                        parent, text, self.name, self.style, family="llm_rewrite", source="trained"
-                    )
-                except MutationFailed:  # the parent repeated word for word
-                    child = None
+            text = clean_reply(reply)
+            try:
+                child = derive(
+                    parent, text, self.name, self.style, family="llm_rewrite", source="trained"
+                )
+            except MutationFailed:  # no text, or the parent's own word for word
+                child = None
             out.append(child)
         return out
 
