@@ -311,3 +311,47 @@ def test_full_fine_tuning_without_lora_writes_full_weights(tiny_model, tiny_mode
     path = Path(ckpt.path)
     assert not (path / "adapter_config.json").exists()
     assert _probe(load_model(str(path))) == pytest.approx(_probe(tiny_model), abs=1e-4)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_anchored_sft_targets_are_the_untouched_models_answers(tiny_model_path, tmp_path, fast):
+    """After a round of training the benign targets come from the base weights (the fast
+    path too: a disabled adapter must not reuse the merged weights), harmful ones stay."""
+    model = HFChatModel(model=str(tiny_model_path), device="cpu", fast=fast)
+    with torch.no_grad():  # the random model's greedy answer is newlines: make it words
+        model.model.get_input_embeddings().weight[198].zero_()
+    params = GenParams(max_new_tokens=6, temperature=0.0)
+    queries = _queries()
+    untouched = model.generate([q.chat() for q in queries], params)
+    section = LearnerSection(
+        algorithm="sft",
+        args={
+            "mode": "chosen",
+            "batch_size": 4,
+            "max_steps": 2,
+            "anchor": True,
+            "max_new_tokens": 6,
+        },
+        learning_rate=1e-2,
+    )
+    learner = build_learner(section, model, CriticReward(approving_judge), tmp_path)
+    pairs = [Preference(query=q, chosen="OK OK OK OK.", rejected="No.") for q in queries]
+    learner.train_round(_round(0, preferences=pairs))
+    assert model.has_adapter
+    with torch.no_grad():  # an adapter strong enough to change every greedy answer
+        for name, p in model.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
+    trained = model.generate([q.chat() for q in queries], params)
+    assert trained != untouched  # the round moved the learner
+    examples = learner.examples(_round(1, preferences=pairs))
+    by_query = {q.text: a for q, a in examples}
+    anchored = 0
+    for q, base_answer in zip(queries, untouched, strict=True):
+        # an empty untouched answer is no target: the pair's own chosen answer stays
+        keep = q.intent == Intent.harmful or not base_answer.strip()
+        assert by_query[q.text] == ("OK OK OK OK." if keep else base_answer)
+        anchored += not keep
+    assert anchored >= 2
+    # outside base_weights() the adapter is back
+    assert model.generate([q.chat() for q in queries], params) == trained

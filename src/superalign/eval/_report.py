@@ -17,7 +17,11 @@ HEADLINE = (
     ("benign_refusal_rate", "benign refusal rate"),
     ("benign_refusal/scary_but_safe", "hard-benign refusal rate (harmless but scary)"),
     ("math_accuracy", "math accuracy"),
+    ("garbled_rate", "garbled or repeating answers"),
+    ("helpfulness_win_rate", "helpfulness: win rate against the untouched model, ties half"),
 )
+# Round 0 is the untouched model itself: its win rate against itself is 50% by definition.
+_REFERENCE = {"helpfulness_win_rate": 0.5}
 # Coverage and perplexity are not proportions of items; everything else is a rate.
 _NOT_PERCENT = ("archive_coverage", "answer_ppl", "turns", "backtracks")
 
@@ -150,10 +154,15 @@ def headline_rows(rounds: Sequence[RoundMetrics], tier: str = "frozen") -> list[
     if ends is None:
         return []
     first, last = (r.tiers.get(tier, {}) for r in ends)
-    return [
-        [label, _cell(first.get(key)), _cell(last.get(key)), _change(first.get(key), last.get(key))]
-        for key, label in HEADLINE
-    ]
+    rows = []
+    for key, label in HEADLINE:
+        before, after = first.get(key), last.get(key)
+        if before is None and key in _REFERENCE and after is not None:
+            reference = Metric(value=_REFERENCE[key])
+            rows.append([label, "50% (reference)", _cell(after), _change(reference, after)])
+        elif before is not None or after is not None:
+            rows.append([label, _cell(before), _cell(after), _change(before, after)])
+    return rows
 
 
 # The tiers the headline shows beside the frozen one when a run measured them.

@@ -22,6 +22,7 @@ from ..types import (
 )
 from ._coherence import base_perplexities, coherence_metrics, perplexity_metric
 from ._frozen import _data_file, load_frozen
+from ._helpfulness import helpfulness_metrics
 from ._metrics import Metric, compute_metrics, wilson_interval
 from .settings import EvalSection
 
@@ -145,8 +146,11 @@ class EvalSuite:
         found = resolve_external(self.settings.external, self.settings.external_limit, self.seed)
         return found.queries
 
-    def per_set_metrics(self, judged: Sequence[Judged]) -> dict[str, dict[str, Metric]]:
-        """External-tier metrics per imported set (``query.meta['set']``); empty when the
+    def per_set_metrics(
+        self, judged: Sequence[Judged], untouched: Sequence[Judged] = ()
+    ) -> dict[str, dict[str, Metric]]:
+        """External-tier metrics per imported set (``query.meta['set']``), with the win
+        rate against ``untouched`` (the round-0 answers) where given; empty when the
         tier holds only one set, whose metrics are the tier's."""
         groups: dict[str, list[Judged]] = {}
         for j in judged:
@@ -156,6 +160,7 @@ class EvalSuite:
         return {
             name: compute_metrics(items, None, self.settings.bootstrap, self.seed)
             | coherence_metrics(j.response.text for j in items)
+            | helpfulness_metrics(items, untouched)
             for name, items in sorted(groups.items())
         }
 

@@ -74,6 +74,13 @@ class SFTSettings(BaseModel):
         "failed, so once it refuses most attacks the benign side would otherwise outweigh "
         "the harmful one and pull it back towards complying.",
     )
+    anchor: bool = Field(
+        False,
+        description="mode chosen: the targets of benign and capability queries are the "
+        "untouched model's answers (adapter disabled, greedy) where the critics accept "
+        "them, not the current learner's: its own answers drift round after round (loops, "
+        "broken words), and training on them compounds the drift",
+    )
 
 
 @cache
@@ -333,6 +340,8 @@ class SFTLearner(BaseLearner):
         s = self.settings
         if s.mode == "chosen":
             chosen = chosen_examples(data.preferences)
+            if s.anchor:
+                chosen = self._anchored(chosen)
             return chosen + refusal_top_up(chosen, _train_tier(data), s.rehearse)
         judge = self._judge()
         constitution = constitution_of(data)
@@ -348,6 +357,28 @@ class SFTLearner(BaseLearner):
         )
         kept = [(i.query, i.improved) for i in improved if i.gain > s.min_gain]
         return kept + self._helpful_top_up(kept, judge, constitution)
+
+    def _anchored(self, examples: list[tuple[Query, str]]) -> list[tuple[Query, str]]:
+        """``examples`` with each benign or capability target replaced by the untouched
+        model's answer to the same query, where the critics accept that answer."""
+        idx = [i for i, (q, _) in enumerate(examples) if q.intent != Intent.harmful]
+        if not idx or not self.chat_model.has_adapter:
+            return examples  # no adapter yet: the learner is the untouched model
+        queries = [examples[i][0] for i in idx]
+        with self.chat_model.base_weights():
+            answers = self.chat_model.generate(
+                [q.chat() for q in queries],
+                GenParams(max_new_tokens=self.settings.max_new_tokens, temperature=0.0),
+            )
+        labels = self._judge()(
+            [Exchange(query=q, response=a) for q, a in zip(queries, answers, strict=True)]
+        )
+        out = list(examples)
+        for i, answer, judgement in zip(idx, answers, labels, strict=True):
+            label = judgement.label
+            if answer.strip() and label.verdict is not None and label.p_acceptable > 0.5:
+                out[i] = (examples[i][0], answer)
+        return out
 
     def _helpful_top_up(
         self, kept: list[tuple[Query, str]], judge: Judge, constitution: str

@@ -27,7 +27,13 @@ from .. import registry, timing
 from ..config import RunConfig, load_config, validate_run_name
 from ..critic import Judge
 from ..errors import ConfigError, StoreError
-from ..eval import MULTILINGUAL_TIER, MULTITURN_TIER, EvalSuite, ExternalTier
+from ..eval import (
+    MULTILINGUAL_TIER,
+    MULTITURN_TIER,
+    EvalSuite,
+    ExternalTier,
+    helpfulness_metrics,
+)
 from ..models import ChatModel, HFChatModel, ModelSpec, load_model
 from ..textsafe import redact_data
 from ..types import (
@@ -576,8 +582,14 @@ class Loop:
         divergence = self._reward_vs_judge(results[Tier.frozen].judged)
         agreement = self.eval_suite.judge_agreement(self.eval_judge) if r == 0 else {}
         extra = self._round_extras(r)
+        untouched = self._untouched_answers(r, results)
+        for tier, result in results.items():
+            if tier in untouched:
+                result.metrics.update(helpfulness_metrics(result.judged, untouched[tier]))
         per_set = (
-            self.eval_suite.per_set_metrics(results[Tier.external].judged)
+            self.eval_suite.per_set_metrics(
+                results[Tier.external].judged, untouched.get(Tier.external, [])
+            )
             if Tier.external in results
             else {}
         )
@@ -609,6 +621,17 @@ class Loop:
             if extra:
                 self.store.add_metrics(r, Tier.train.value, extra)
         self._print_headline(r)
+
+    def _untouched_answers(self, r: int, results: dict[Tier, Any]) -> dict[Tier, list[Judged]]:
+        """The round-0 model's judged answers on the frozen and external tiers, for the
+        helpfulness comparison of round ``r`` (none at round 0: that model is the reference)."""
+        if r == 0:
+            return {}
+        return {
+            tier: self.store.judged(round=0, tier=f"eval-{tier.value}")
+            for tier in (Tier.frozen, Tier.external)
+            if tier in results
+        }
 
     def _multiturn_tier(self, r: int) -> tuple[list[Transcript], dict[str, Any]] | None:
         """The multi-turn tier: held-out objectives attacked in conversation and directly,
@@ -764,6 +787,7 @@ class Loop:
             "benign_refusal_rate",
             "benign_refusal/scary_but_safe",
             "math_accuracy",
+            "helpfulness_win_rate",
         )
         for tier, names in (
             ("frozen", headline),

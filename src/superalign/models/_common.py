@@ -44,9 +44,14 @@ def base_model(model: Any) -> Any:
 
 
 def fingerprint(model: Any) -> tuple[tuple[int, int], ...]:
-    """Identity and in-place version of every parameter: an optimizer step or a loaded
-    adapter changes it, so stale weights are caught even without ``weights_changed()``."""
-    return tuple((id(p), p._version) for p in model.parameters())
+    """Identity and in-place version of every parameter, and which adapters are disabled:
+    an optimizer step, a loaded adapter or ``base_weights()`` changes it, so stale
+    weights are caught even without ``weights_changed()``."""
+    # A disabled peft adapter (``base_weights()``) changes what the weights compute too.
+    disabled = tuple(
+        (id(m), 1) for m in model.modules() if getattr(m, "disable_adapters", False) is True
+    )
+    return tuple((id(p), p._version) for p in model.parameters()) + disabled
 
 
 def eos_ids(owner: HFChatModel) -> set[int]:
