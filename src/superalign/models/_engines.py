@@ -17,16 +17,15 @@ if TYPE_CHECKING:
 
 def attach_fast(owner: HFChatModel) -> FastEngine | None:
     """The fastest engine available for ``owner``, or None (with one warning) for plain
-    generate. On CUDA with vLLM installed that is vLLM; otherwise the torch decode loop."""
+    generate. On CUDA with vLLM installed that is vLLM; otherwise the torch decode loop,
+    whose ``fast_precision: auto`` is settled by a timed probe on the CPU (``_precision``)."""
     if owner.device.startswith("cuda") and _vllm.vllm_available():
         try:
             return _vllm.VLLMEngine(owner)
         except FastUnavailable as e:
             warn_once(f"vLLM fast path unavailable ({e}); using the torch decode loop")
     try:
-        return TorchDecodeEngine(
-            owner, precision=getattr(owner.settings, "fast_precision", "float32")
-        )
+        return TorchDecodeEngine(owner, precision=getattr(owner.settings, "fast_precision", "auto"))
     except FastUnavailable as e:
         warn_once(f"fast generation unavailable ({e}); falling back to plain generate")
         return None

@@ -11,10 +11,12 @@ broadcasts its keys and values, computes prompt logits only at the last position
 drops finished rows from the batch as it goes. ``benchmarks/generate.py`` measures it
 against plain generate and against the machine's float32 bound.
 
-Opt-in precisions of the decoder layers' products (CPU, ``fast_precision``): bfloat16
-weights with the activations cast for each product (AMX/AVX512-BF16), or per-output-channel
-int8 weights with per-token int8 activations (``torch._int_mm``); the LM head, embeddings,
-norms, residual stream and KV cache stay float32.
+Precisions of the decoder layers' products (CPU, ``fast_precision``): bfloat16 weights
+with the activations cast for each product (AMX/AVX512-BF16), or per-output-channel int8
+weights with per-token int8 activations (``torch._int_mm``); the LM head, embeddings,
+norms, residual stream and KV cache stay float32. ``auto`` (the default) times float32
+against bfloat16 at the model's decode shape once per process and takes bfloat16 only
+where it is clearly faster (``_precision.py``).
 ``_engines.attach_fast`` decides whether this engine, vLLM or plain generate serves a model.
 """
 
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 
 from ..types import GenParams
 from ._common import FastUnavailable, base_model, eos_ids, fingerprint, warn_once
+from ._precision import auto_precision
 
 if TYPE_CHECKING:
     from ._hf import HFChatModel
@@ -44,7 +47,8 @@ _STATIC_ROPE = ("default", "linear", "llama3", "yarn")
 # about one decode step, computing dead rows costs their share of every later step.
 _COMPACT_SHARE = 0.25
 # Matrix products of the decoder layers: float32 as trained, bfloat16 (on CPUs with
-# AMX/AVX512-BF16 several times float32's rate at decode shapes), or int8.
+# AMX/AVX512-BF16 several times float32's rate at decode shapes), or int8. ``auto``
+# resolves to float32 or bfloat16 when an engine is built.
 PRECISIONS = ("float32", "bfloat16", "int8")
 
 # -- weights -------------------------------------------------------------------
@@ -240,8 +244,10 @@ class TorchDecodeEngine:
 
     def __init__(self, owner: HFChatModel, precision: str = "float32") -> None:
         check_supported(owner.model)
+        if precision == "auto":
+            precision = auto_precision(owner)
         if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r}: one of {', '.join(PRECISIONS)}")
+            raise ValueError(f"precision {precision!r}: one of auto, {', '.join(PRECISIONS)}")
         if precision != "float32" and not owner.device.startswith("cpu"):
             # A GPU model already in bfloat16 (dtype auto) is what was asked for: no noise.
             if not (precision == "bfloat16" and owner.model.dtype == torch.bfloat16):

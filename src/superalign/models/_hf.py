@@ -34,10 +34,12 @@ class HFSettings(BaseModel):
     batch_size: int = Field(32, ge=1, description="chats per forward batch")
     max_context: int | None = Field(None, ge=16, description="override the model's context")
     fast: bool = Field(True, description="use the fast generation path where available")
-    fast_precision: Literal["float32", "bfloat16", "int8"] = Field(
-        "float32",
-        description="matrix products of the fast CPU path's decoder layers: float32 (exact), "
-        "or opt-in bfloat16 / int8 (faster, approximate: docs/benchmarks.md)",
+    fast_precision: Literal["auto", "float32", "bfloat16", "int8"] = Field(
+        "auto",
+        description="matrix products of the fast CPU path's decoder layers: auto (bfloat16 "
+        "where a timed probe at load finds it >= 1.2x float32, else float32; float32 off "
+        "the CPU), float32 (exact), or bfloat16 / int8 (faster where the CPU supports "
+        "them, approximate: docs/benchmarks.md)",
     )
     trainable: bool = Field(False, description="load a checkpoint's adapter for further training")
 
