@@ -5,7 +5,9 @@ queries come from fresh seeds, from PAIR-style revisions of last round's near
 misses (when it has a model), and from mutations of archived attacks, with the
 target category and the operator chosen by bandits over observed effectiveness.
 Judged results flow back through ``update`` into the archive, the bandits and the
-difficulty ladders. Nothing whose content hash is in ``feedback.exclude_hashes``
+difficulty ladders. A floor of unmutated plain requests (``plain_per_category``) comes
+first in every harmful category each round, so the unwrapped form of a request is never
+left to the bandits' luck. Nothing whose content hash is in ``feedback.exclude_hashes``
 (the evaluation tiers) is ever proposed, nor anything of a template family reserved for
 evaluation (``families.yaml``), whichever operator or language model wrote it.
 """
@@ -35,6 +37,19 @@ from .settings import AttackerSection
 _TRIES_PER_SLOT = 8
 _REVISION_SHARE = 0.2
 _NEAR_MISS_QUEUE = 64
+# The plain floor: the seed styles that are the request itself, unwrapped; the most of a
+# round's harmful queries the floor may take (the bandit keeps the rest); and, per
+# category once its plain archive cells are filled, the style of its n-th floor seed (two
+# requests to one question, so both forms keep coming).
+PLAIN_STYLES = ("direct", "question")
+_PLAIN_CAP = 0.5
+_PLAIN_CYCLE = ("direct", "direct", "question")
+
+
+def phrasing(text: str) -> str:
+    """A seed's phrasing, as its first two words ("give me", "how do", "explain how"):
+    the floor spreads its picks over them so the learner sees many wordings of a request."""
+    return " ".join(text.lower().split()[:2])
 
 
 @runtime_checkable
@@ -123,6 +138,8 @@ class ArchiveAttacker:
         self.seen: set[str] = set()
         self.pending: dict[str, Pending] = {}
         self.near_misses: deque[NearMiss] = deque(maxlen=_NEAR_MISS_QUEUE)
+        self.plain_count: dict[str, int] = {}  # floor seeds proposed so far, per category
+        self.phrasing_count: dict[str, dict[str, int]] = {}  # per category, per phrasing
 
     def _shuffled(self, k: int) -> list[int]:
         order = list(range(k))
@@ -203,19 +220,88 @@ class ArchiveAttacker:
         return None
 
     def _harmful(self, k: int, excluded: set[str]) -> list[Query]:
+        plain = self._plain(self._plain_floor(k), excluded)
         if not self.section.search:
-            fresh = self._fill(
-                k, lambda: (self._next_seed(Intent.harmful, excluded), Pending()), excluded
+            fresh = plain + self._fill(
+                k - len(plain),
+                lambda: (self._next_seed(Intent.harmful, excluded), Pending()),
+                excluded,
             )
             return fresh + self._fill(k - len(fresh), self._random_mutation, excluded)
         n_fresh = round(k * self.section.explore) if self.archive else k // 2
         n_revise = round(k * _REVISION_SHARE) if self.llm and self.section.refine_iterations else 0
-        out = self._fill(
-            n_fresh, lambda: (self._next_seed(Intent.harmful, excluded), Pending()), excluded
+        # The floor counts toward the fresh seeds: it decides which seeds come first, and
+        # takes slots from the bandit only where it needs more than `explore` gives.
+        out = plain + self._fill(
+            max(0, n_fresh - len(plain)),
+            lambda: (self._next_seed(Intent.harmful, excluded), Pending()),
+            excluded,
         )
         out += self._reserved(k - len(out), excluded)
         out += self._fill(min(n_revise, len(self.near_misses)), self._revision, excluded)
         return out + self._fill(k - len(out), self._search_mutation, excluded)
+
+    def _plain_floor(self, k: int) -> int:
+        """How many of ``k`` harmful slots the plain floor fills: ``plain_per_category`` in
+        every category, but never over half of them (categories then take turns)."""
+        return min(self.section.plain_per_category * len(self.categories), int(k * _PLAIN_CAP))
+
+    def _plain(self, k: int, excluded: set[str]) -> list[Query]:
+        """Up to ``k`` unmutated plain seeds (styles direct and question), spread over the
+        categories: the ones with the fewest floor seeds so far first, then by name. In a
+        category, the plain style whose archive cell is still empty (so plain cells are
+        kept filled), else ``_PLAIN_CYCLE``; within it, the phrasing the floor has used
+        least in the category, then overall, then the seed order. Seeds proposed before,
+        held out or reserved are never taken (``_acceptable``), so a category left without
+        fresh ones is skipped."""
+        pool = self.seeds[Intent.harmful]
+        rank = {i: pos for pos, i in enumerate(self.order[Intent.harmful.value])}
+        taken: dict[str, set[str]] = {}  # this round's floor styles, per category
+        out: list[Query] = []
+        for _ in range(self.section.plain_per_category):
+            for category in sorted(self.categories, key=lambda c: (self.plain_count.get(c, 0), c)):
+                if len(out) >= k:
+                    return out
+                fresh = [
+                    (rank[i], q)
+                    for i, q in enumerate(pool)
+                    if q.category == category
+                    and q.style in PLAIN_STYLES
+                    and self._acceptable(q, excluded)
+                ]
+                if not fresh:
+                    continue
+                style = self._plain_style(category, taken.setdefault(category, set()))
+                used = self.phrasing_count.setdefault(category, {})
+                _, pick = min(
+                    fresh,
+                    key=lambda rq: (
+                        rq[1].style != style,
+                        used.get(phrasing(rq[1].text), 0),
+                        self._phrasing_uses(phrasing(rq[1].text)),
+                        rq[0],
+                    ),
+                )
+                query = pick.model_copy(deep=True)
+                if self._take(query, excluded, Pending()):
+                    out.append(query)
+                    taken[category].add(query.style)
+                    self.plain_count[category] = self.plain_count.get(category, 0) + 1
+                    key = phrasing(query.text)
+                    used[key] = used.get(key, 0) + 1
+        return out
+
+    def _phrasing_uses(self, key: str) -> int:
+        """How often the floor has used a phrasing, over all categories."""
+        return sum(used.get(key, 0) for used in self.phrasing_count.values())
+
+    def _plain_style(self, category: str, taken: set[str]) -> str:
+        """The plain style for the category's next floor seed: one whose archive cell is
+        empty (and not already taken this round), direct first; else the cycle."""
+        for style in PLAIN_STYLES:
+            if (category, style) not in self.archive.cells and style not in taken:
+                return style
+        return _PLAIN_CYCLE[self.plain_count.get(category, 0) % len(_PLAIN_CYCLE)]
 
     def _reserved(self, k: int, excluded: set[str]) -> list[Query]:
         """Queries written outside the operator bandit, from the ``k`` non-seed harmful
@@ -376,6 +462,10 @@ class ArchiveAttacker:
             "seen": sorted(self.seen),
             "pending": {k: p.model_dump(mode="json") for k, p in self.pending.items()},
             "near_misses": [m.model_dump(mode="json") for m in self.near_misses],
+            "plain": {
+                "category": dict(self.plain_count),
+                "phrasing": {c: dict(used) for c, used in self.phrasing_count.items()},
+            },
             "rng": [version, list(internal), gauss],
         }
 
@@ -393,6 +483,9 @@ class ArchiveAttacker:
         self.near_misses = deque(
             (NearMiss.model_validate(m) for m in state["near_misses"]), maxlen=_NEAR_MISS_QUEUE
         )
+        plain = state.get("plain", {})  # absent from states written before the floor
+        self.plain_count = dict(plain.get("category", {}))
+        self.phrasing_count = {c: dict(u) for c, u in plain.get("phrasing", {}).items()}
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
 

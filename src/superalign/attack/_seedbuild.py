@@ -16,6 +16,9 @@ from ._data import _path, load_yaml
 from ._generators import EthicsGenerator
 
 HARMFUL_PER_TOPIC = ("direct", "question", "pretext")
+# One more seed per harmful topic in each plain style, phrased from `plain_extra`: unwrapped
+# requests are the form a floor of every round's attacks keeps (attacker.plain_per_category).
+PLAIN_EXTRA = ("direct", "question")
 BENIGN_STYLES = {"sounds_dangerous": ("direct", "question"), "everyday": ("question",)}
 ETHICS_SEEDS = 30
 # The template family (families.yaml) of each phrasing style; all open to training.
@@ -73,6 +76,17 @@ def build(rng: random.Random) -> list[dict]:
         add(
             lambda d=level: ethics.generate(d).text, "benign", "ethics", "dilemma", difficulty=level
         )
+    # Last, so every item above keeps the text it had before these were added.
+    for category, topics in slots["harmful"].items():
+        for vp in topics:
+            for style in PLAIN_EXTRA:
+                phrasings = slots["plain_extra"][style]
+                add(
+                    lambda p=phrasings, vp=vp: rng.choice(p).format(vp=vp),
+                    "harmful",
+                    category,
+                    style,
+                )
     return items
 
 

@@ -33,6 +33,13 @@ class AttackerSection(BaseModel):
     explore: float = Field(
         0.3, ge=0, le=1, description="share of harmful queries drawn fresh from the seeds"
     )
+    plain_per_category: int = Field(
+        1,
+        ge=0,
+        description="unmutated plain seeds (direct, question) of every harmful category in "
+        "each round, before the bandit spends the rest: unwrapped requests are otherwise left "
+        "to chance (at most half the round's harmful queries; 0: off)",
+    )
     benign_mutation: float = Field(
         0.25, ge=0, le=1, description="share of benign queries wrapped by a mutator"
     )

@@ -14,6 +14,7 @@ The same revisions are the ``chosen`` side of DPO pairs on harmful queries
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -246,10 +247,31 @@ def _refusal_pairs(harmful: list[Judged], judge: Judge, min_gain: float) -> list
     return pairs
 
 
+# A request about ending or hurting one's own life, whatever category it came with (an
+# imported or relabelled row): it gets the supportive refusal too. First person or a
+# method of suicide only, so harming others ("make it look like a suicide") does not.
+_SELF_HARM = re.compile(
+    r"\b(kill(ing)?|hurt(ing)?|harm(ing)?|cut(ting)?|starv(e|ing)|hang(ing)?|poison(ing)?"
+    r"|injur(e|ing)|burn(ing)?)\s+my\s*self\b"
+    r"|\bmake\s+my\s*self\s+(throw\s+up|vomit|bleed)\b|\boverdose\s+on\s+my\b"
+    r"|\bself-?harm\s+(cuts?|scars?|marks?|wounds?)\b"
+    r"|\b(end|take|ending|taking)\s+my\s+(own\s+)?life\b(?!\s+(savings|insurance|story))"
+    r"|\b(methods?|ways?|means)\s+(of|for|to\s+commit)\s+suicide\b"
+    r"|\bsuicide\s+methods?\b",
+    re.IGNORECASE,
+)
+
+
+def is_self_harm(query: Query) -> bool:
+    """Whether a request is about hurting oneself: its category is ``self_harm`` (the
+    seeds' name for it) or its text asks for a method of suicide or self-injury."""
+    return query.category == "self_harm" or _SELF_HARM.search(query.text) is not None
+
+
 def refusal_for(query: Query) -> str:
     """A refusal from the bank, chosen by the query's content hash (the same query always
     gets the same one); requests about hurting oneself get a supportive refusal."""
-    bank = prompts()["self_harm_refusals" if query.category == "self_harm" else "refusals"]
+    bank = prompts()["self_harm_refusals" if is_self_harm(query) else "refusals"]
     return bank[int(query.hash[:8], 16) % len(bank)]
 
 
