@@ -8,6 +8,7 @@ from ._attacker import (
     archive_attacker,
     build_attacker,
     build_mutators,
+    is_plain_request,
     split_counts,
 )
 from ._bandit import BANDITS, Bandit, ThompsonBandit, UCBBandit
@@ -103,6 +104,7 @@ __all__ = [
     "derive",
     "effectiveness",
     "explanation",
+    "is_plain_request",
     "load_lexicon",
     "load_seeds",
     "max_similarity",

@@ -46,6 +46,17 @@ _PLAIN_CAP = 0.5
 _PLAIN_CYCLE = ("direct", "direct", "question")
 
 
+def is_plain_request(query: Query) -> bool:
+    """A harmful seed proposed as it is, unwrapped (the floor's kind of query): it trains,
+    so the frontier tier is left to measure the wrapped and mutated attacks."""
+    return (
+        query.intent == Intent.harmful
+        and query.source == "seed"
+        and not query.operators
+        and query.style in PLAIN_STYLES
+    )
+
+
 def phrasing(text: str) -> str:
     """A seed's phrasing, as its first two words ("give me", "how do", "explain how"):
     the floor spreads its picks over them so the learner sees many wordings of a request."""

@@ -308,6 +308,7 @@ class Loop:
     # -- phases --------------------------------------------------------------------------
 
     def attack(self, r: int, started: float) -> None:
+        from ..attack import is_plain_request
         from ..eval import assert_disjoint, frozen_hashes, keep_apart, split_frontier
         from ..eval import held_out_hashes as shipped_held_out
 
@@ -328,7 +329,10 @@ class Loop:
         )
         if dropped:
             log.warning("dropped %d proposed queries found in a held-out tier", len(dropped))
-        held_out = {q.id for q in split_frontier(queries, cfg.eval.frontier_share, round=r)[1]}
+        # Plain requests always train (the floor put them there); the frontier holds out
+        # a share of the wrapped and mutated attacks.
+        wrapped = [q for q in queries if not is_plain_request(q)]
+        held_out = {q.id for q in split_frontier(wrapped, cfg.eval.frontier_share, round=r)[1]}
         queries = [
             q.model_copy(
                 update={"round": r, "tier": Tier.frontier if q.id in held_out else Tier.train}
