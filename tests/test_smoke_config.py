@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,17 @@ def test_smoke_config_runs_end_to_end(tmp_path, bundled_path) -> None:
     assert (run / "critics" / "learned-round-1" / "critic.json").is_file()
     assert (run / "checkpoints" / "round-1" / "adapter_config.json").is_file()
     assert "<svg" in (run / "report.html").read_text()
+    # helpfulness: round 1's benign answers against the untouched model's, in the headline
+    helpful = [m for m in store.metrics() if m["name"] == "helpfulness_win_rate"]
+    assert [(m["round"], m["tier"]) for m in helpful] == [(1, "frozen")]
+    assert 0 <= helpful[0]["lo"] <= helpful[0]["value"] <= helpful[0]["hi"] <= 1
+    assert "helpfulness: win rate against the untouched model" in proc.stdout
+    # and the blind hand comparison can be drawn from it
+    blind = tmp_path / "blind"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "helpfulness_blind.py"), "export", str(run),
+           "--round", "1", "--out", str(blind), "--n", "40"]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    key = json.loads((blind / "key.json").read_text())
+    text = (blind / "blind.md").read_text()
+    assert key and all(f"## {i}" in text for i in key)
+    assert "later_is" not in text and all(v["judge"] in (0.0, 0.5, 1.0) for v in key.values())
