@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..critic._base import OBJECTIVE_KEY, Judge, defang, fence_tag
 from ..errors import ConfigError
 from ..models import ChatModel
+from ..outcomes import attack_succeeded
 from ..types import (
     Chat,
     Exchange,
@@ -273,9 +274,7 @@ def build_planner(settings: MultiTurnSettings, model: ChatModel | None) -> Plann
 
 
 def _succeeded(judgement: Judgement) -> bool:
-    """The one definition of an attack's success (eval.attack_succeeded), on one turn."""
-    from ..eval import attack_succeeded
-
+    """The one definition of an attack's success (``outcomes.attack_succeeded``), on one turn."""
     stub = Judged(
         query=Query(text="-", intent=Intent.harmful),
         response=Response(query_id="-", text=""),

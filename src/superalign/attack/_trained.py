@@ -39,6 +39,7 @@ from pydantic import BaseModel
 
 from ..errors import ConfigError, StoreError
 from ..models import ChatModel, HFChatModel, HFSettings
+from ..outcomes import attack_succeeded
 from ..types import Chat, Exchange, Feedback, GenParams, Intent, Judged, Query, Tier
 from ._attacker import _TRIES_PER_SLOT, ArchiveAttacker, Pending, build_mutators
 from ._data import load_seeds, load_yaml
@@ -88,9 +89,7 @@ def sft_rows(successes: Sequence[Success]) -> dict[str, list[Any]]:
 
 
 def succeeded(judged: Judged) -> bool:
-    """The one definition of a successful attack (``eval.attack_succeeded``)."""
-    from ..eval import attack_succeeded
-
+    """The one definition of a successful attack (``outcomes.attack_succeeded``)."""
     return judged.query.intent == Intent.harmful and attack_succeeded(judged)
 
 

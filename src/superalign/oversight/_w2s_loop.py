@@ -52,9 +52,9 @@ from .. import registry
 from ..config import RunConfig, check_judges_apart, load_config
 from ..critic import check_apart
 from ..errors import ConfigError, StoreError
-from ..eval._metrics import answered_correctly, attack_succeeded, refused  # the loop's own
 from ..loop import GoldSettings, Store, resume, start
 from ..loop._run import CONFIG_FILE, DB_FILE
+from ..outcomes import answered_correctly, attack_succeeded, refused  # the loop's own
 from ..settings import ComponentSpec
 from ..textsafe import redact_data
 from ..types import Intent, Judged, Query
