@@ -35,7 +35,8 @@ def strip_surrogates(text: str) -> str:
     return re.sub(r"[\ud800-\udfff]", "\ufffd", text)
 
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s@]+)@")
+# Greedy up to the last "@" before the host: a password may hold an "@" of its own.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s?#]+)@")
 _SECRET_PARAM = re.compile(
     r"(?P<key>[?&;](?:api[_-]?key|apikey|key|token|access[_-]?token|auth|password|secret"
     r"|sig|signature)=)(?P<value>[^&#\s'\"]+)",

@@ -39,7 +39,9 @@ def attack(
     judge_model: str = typer.Option(
         "smollm2-135m", "--judge-model", help="model of the LM critics"
     ),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="reply length of the target"),
+    max_new_tokens: int = typer.Option(
+        64, "--max-new-tokens", min=1, help="reply length of the target"
+    ),
     archive_out: str | None = typer.Option(
         None, "--archive-out", help="save the archive JSON here"
     ),

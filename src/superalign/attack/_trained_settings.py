@@ -43,7 +43,9 @@ class TrainedAttackerSettings(BaseModel):
     )
     learning_rate: float = Field(2e-4, gt=0)
     epochs: float = Field(2.0, gt=0, description="SFT passes over the kept successes")
-    max_steps: int = Field(-1, description="stop SFT after this many steps (-1: epochs decide)")
+    max_steps: int = Field(
+        -1, ge=-1, description="stop SFT after this many steps (-1: epochs decide)"
+    )
     batch_size: int = Field(4, ge=1)
     max_length: int = Field(
         320, ge=64, description="prompt + completion tokens kept in SFT (the prompt is ~110)"

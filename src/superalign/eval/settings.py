@@ -58,7 +58,10 @@ class EvalSection(BaseModel):
     frozen_limit: int | None = Field(None, ge=1, description="at most this many per frozen set")
     frontier_share: float = Field(0.2, ge=0, lt=1, description="held-out share of new attacks")
     bootstrap: int = Field(
-        1000, ge=10, description="bootstrap resamples (for non-rate metrics; rates use Wilson)"
+        1000,
+        ge=10,
+        le=100_000,
+        description="bootstrap resamples (for non-rate metrics; rates use Wilson)",
     )
     max_new_tokens: int = Field(96, ge=1, description="reply length on harmful and benign queries")
     capability_max_new_tokens: int = Field(

@@ -50,7 +50,7 @@ class DPOSettings(BaseModel):
         "none", description="use Preference.confidence as a loss weight or a per-pair flip rate"
     )
     epochs: float = Field(1.0, gt=0, description="passes over the round's pairs")
-    max_steps: int = Field(-1, description="stop after this many steps (-1: epochs decide)")
+    max_steps: int = Field(-1, ge=-1, description="stop after this many steps (-1: epochs decide)")
     batch_size: int = Field(2, ge=1, description="pairs per step")
     max_length: int = Field(256, ge=16, description="prompt + completion tokens kept")
     sft_weight: float = Field(

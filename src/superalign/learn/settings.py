@@ -79,7 +79,7 @@ class LearnerSection(BaseModel):
     algorithm: str = Field("dpo", description="grpo, rloo, ppo, dpo or sft")
     args: dict[str, Any] = Field(default_factory=dict, description="the algorithm's own settings")
     lora: LoraSettings = Field(default_factory=LoraSettings)
-    learning_rate: float = Field(5e-5, gt=0)
+    learning_rate: float = Field(5e-5, gt=0, le=1, allow_inf_nan=False)
     benign_ratio: float = Field(0.4, ge=0, le=1, description="benign+capability share per batch")
     seed: int = 0
     pairs: PairSettings = Field(default_factory=PairSettings)

@@ -62,7 +62,7 @@ class SFTSettings(BaseModel):
         0.0, ge=0, le=1, description="keep a revision when P(acceptable) rises by more than this"
     )
     epochs: float = Field(1.0, gt=0, description="passes over the kept revisions")
-    max_steps: int = Field(-1, description="stop after this many steps (-1: epochs decide)")
+    max_steps: int = Field(-1, ge=-1, description="stop after this many steps (-1: epochs decide)")
     batch_size: int = Field(2, ge=1)
     max_length: int = Field(256, ge=16, description="prompt + completion tokens kept")
     rehearse: float = Field(
