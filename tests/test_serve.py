@@ -85,6 +85,8 @@ def test_different_sampling_parameters_are_never_mixed_in_one_call() -> None:
          "temperature", "number from 0 to 2"),
         ({"model": "echo", "messages": [{"role": "user", "content": "x"}], "n": 2}, "n", "'n'"),
         ([1, 2], None, "must be a JSON object"),
+        ({"model": "echo", "messages": [{"role": "user", "content": "x"}], "seed": 2**70},
+         "seed", "from 0 to 2**63 - 1"),
     ],
 )  # fmt: skip
 def test_malformed_requests_get_a_400_with_an_openai_error_body(
@@ -115,6 +117,17 @@ def test_invalid_json_unknown_model_and_unknown_route_are_refused_clearly() -> N
     assert unknown.status_code == 404
     assert "'gpt-9' is not served here" in unknown.json()["error"]["message"]
     assert route.status_code == 404 and "/v1/chat/completions" in route.json()["error"]["message"]
+
+
+def test_deeply_nested_json_gets_a_400_not_a_500() -> None:
+    deep = b'{"model": "echo", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with running(create_app(MockModel(_echo), "echo")) as base:
+        r = httpx.post(
+            f"{base}/v1/chat/completions",
+            content=deep,
+            headers={"Content-Type": "application/json"},
+        )
+    assert r.status_code == 400 and "nests too deeply" in r.json()["error"]["message"]
 
 
 def test_streaming_sends_the_reply_then_done() -> None:

@@ -159,6 +159,11 @@ async def _json_body(request: Request) -> Any:
     raw = await request.body()
     try:
         return json.loads(raw)
+    except RecursionError as e:  # nesting deeper than the parser's stack
+        raise BadRequest(
+            "the request body nests too deeply to parse; send a JSON object with 'model' "
+            "and 'messages'"
+        ) from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadRequest(
             f"the request body is not valid JSON ({e}); send a JSON object with "
@@ -199,8 +204,10 @@ def parse_chat_request(
     if top_p == 0:
         raise BadRequest("'top_p' must be above 0", "top_p")
     seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise BadRequest(f"'seed' must be a non-negative integer, not {seed!r}", "seed")
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63
+    ):
+        raise BadRequest(f"'seed' must be an integer from 0 to 2**63 - 1, not {seed!r}", "seed")
     n = body.get("n", 1)
     if n != 1:
         raise BadRequest(f"'n' must be 1 on this server, not {n!r}", "n")
