@@ -43,9 +43,10 @@ def _both(m: HFChatModel, params: GenParams = GREEDY) -> tuple[list, list]:
 def test_fast_engine_is_attached_by_default(tiny_model_path: Path) -> None:
     m = _fast_model(tiny_model_path)
     assert isinstance(m.fast, TorchDecodeEngine)
+    assert m.fast.precision == "float32"  # the backend's default is exact
     # fast_precision auto: float32 for a model too small to time
-    assert 2 * 32 * 32 * 64 < _precision.MIN_FLOPS and m.fast.precision == "float32"
-    assert _fast_model(tiny_model_path, fast_precision="float32").fast.precision == "float32"
+    auto = _fast_model(tiny_model_path, fast_precision="auto")
+    assert 2 * 32 * 32 * 64 < _precision.MIN_FLOPS and auto.fast.precision == "float32"
     assert _fast_model(tiny_model_path, fast=False).fast is None
 
 

@@ -35,10 +35,11 @@ class HFSettings(BaseModel):
     max_context: int | None = Field(None, ge=16, description="override the model's context")
     fast: bool = Field(True, description="use the fast generation path where available")
     fast_precision: Literal["auto", "float32", "bfloat16", "int8"] = Field(
-        "auto",
-        description="matrix products of the fast CPU path's decoder layers: auto (bfloat16 "
-        "where a timed probe at load finds it >= 1.2x float32, else float32; float32 off "
-        "the CPU), float32 (exact), or bfloat16 / int8 (faster where the CPU supports "
+        "float32",
+        description="matrix products of the fast CPU path's decoder layers: float32 (exact; "
+        "the default, so a model's answers do not depend on the CPU), auto (bfloat16 where "
+        "a timed probe at load finds it >= 1.2x float32, else float32; float32 off the "
+        "CPU; configs/default.yaml), or bfloat16 / int8 (faster where the CPU supports "
         "them, approximate: docs/benchmarks.md)",
     )
     trainable: bool = Field(False, description="load a checkpoint's adapter for further training")
