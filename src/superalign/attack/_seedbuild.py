@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..types import content_hash
@@ -50,26 +50,21 @@ def build(rng: random.Random) -> list[dict]:
                 items.append(_item(text, intent, category, style, **extra))
                 return
 
-    for category, topics in slots["harmful"].items():
-        for vp in topics:
-            for style in HARMFUL_PER_TOPIC:
-                phrasings = slots["phrasings"][style]
-                add(
-                    lambda p=phrasings, vp=vp: rng.choice(p).format(vp=vp),
-                    "harmful",
-                    category,
-                    style,
-                )
-    for category, topics in slots["benign"].items():
-        for vp in topics:
-            for style in BENIGN_STYLES[category]:
-                phrasings = slots["benign_phrasings"][style]
-                add(
-                    lambda p=phrasings, vp=vp: rng.choice(p).format(vp=vp),
-                    "benign",
-                    category,
-                    style,
-                )
+    def fill(intent: str, styles: Callable[[str], Sequence[str]], phrasing: str) -> None:
+        """One seed per topic of ``intent`` and style, in a phrasing of that style."""
+        for category, topics in slots[intent].items():
+            for vp in topics:
+                for style in styles(category):
+                    phrasings = slots[phrasing][style]
+                    add(
+                        lambda p=phrasings, vp=vp: rng.choice(p).format(vp=vp),
+                        intent,
+                        category,
+                        style,
+                    )
+
+    fill("harmful", lambda _: HARMFUL_PER_TOPIC, "phrasings")
+    fill("benign", lambda category: BENIGN_STYLES[category], "benign_phrasings")
     ethics = EthicsGenerator(rng)
     for i in range(ETHICS_SEEDS):
         level = 1 + i % 3
@@ -77,16 +72,7 @@ def build(rng: random.Random) -> list[dict]:
             lambda d=level: ethics.generate(d).text, "benign", "ethics", "dilemma", difficulty=level
         )
     # Last, so every item above keeps the text it had before these were added.
-    for category, topics in slots["harmful"].items():
-        for vp in topics:
-            for style in PLAIN_EXTRA:
-                phrasings = slots["plain_extra"][style]
-                add(
-                    lambda p=phrasings, vp=vp: rng.choice(p).format(vp=vp),
-                    "harmful",
-                    category,
-                    style,
-                )
+    fill("harmful", lambda _: PLAIN_EXTRA, "plain_extra")
     return items
 
 
