@@ -21,9 +21,9 @@ The judge works in two stages and never feeds training:
    truncated, garbled or off-topic version, against incoherent rows, and two helpful
    answers to one prompt as a tie. Within ``TIE_MARGIN`` of 0.5 the pair is a tie.
 
-A served LM judge can take stage 2 instead where one is available; on the CPU this
-learned model is the default. Its agreement with a blind hand comparison is in
-docs/benchmarks.md.
+It sees refusals, loops, broken words and drift off the question, not wrong facts: a
+served LM judge would be the better second stage where a capable model is available
+(not built yet). Its agreement with a blind hand comparison is in docs/benchmarks.md.
 """
 
 from __future__ import annotations
