@@ -149,8 +149,8 @@ class ArchiveAttacker:
         self.seen: set[str] = set()
         self.pending: dict[str, Pending] = {}
         self.near_misses: deque[NearMiss] = deque(maxlen=_NEAR_MISS_QUEUE)
-        self.plain_count: dict[str, int] = {}  # floor seeds proposed so far, per category
-        self.phrasing_count: dict[str, dict[str, int]] = {}  # per category, per phrasing
+        # Floor seeds proposed so far, per category and phrasing.
+        self.phrasing_count: dict[str, dict[str, int]] = {}
 
     def _shuffled(self, k: int) -> list[int]:
         order = list(range(k))
@@ -252,6 +252,11 @@ class ArchiveAttacker:
         out += self._fill(min(n_revise, len(self.near_misses)), self._revision, excluded)
         return out + self._fill(k - len(out), self._search_mutation, excluded)
 
+    @property
+    def plain_count(self) -> dict[str, int]:
+        """Floor seeds proposed so far, per category."""
+        return {c: sum(used.values()) for c, used in self.phrasing_count.items() if used}
+
     def _plain_floor(self, k: int) -> int:
         """How many of ``k`` harmful slots the plain floor fills: ``plain_per_category`` in
         every category, but never over half of them (categories then take turns)."""
@@ -297,7 +302,6 @@ class ArchiveAttacker:
                 if self._take(query, excluded, Pending()):
                     out.append(query)
                     taken[category].add(query.style)
-                    self.plain_count[category] = self.plain_count.get(category, 0) + 1
                     key = phrasing(query.text)
                     used[key] = used.get(key, 0) + 1
         return out
@@ -473,10 +477,7 @@ class ArchiveAttacker:
             "seen": sorted(self.seen),
             "pending": {k: p.model_dump(mode="json") for k, p in self.pending.items()},
             "near_misses": [m.model_dump(mode="json") for m in self.near_misses],
-            "plain": {
-                "category": dict(self.plain_count),
-                "phrasing": {c: dict(used) for c, used in self.phrasing_count.items()},
-            },
+            "plain": {"phrasing": {c: dict(used) for c, used in self.phrasing_count.items()}},
             "rng": [version, list(internal), gauss],
         }
 
@@ -495,7 +496,6 @@ class ArchiveAttacker:
             (NearMiss.model_validate(m) for m in state["near_misses"]), maxlen=_NEAR_MISS_QUEUE
         )
         plain = state.get("plain", {})  # absent from states written before the floor
-        self.plain_count = dict(plain.get("category", {}))
         self.phrasing_count = {c: dict(u) for c, u in plain.get("phrasing", {}).items()}
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))

@@ -31,7 +31,6 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -39,13 +38,12 @@ from functools import cache
 import numpy as np
 
 from ..types import Intent, Judged, Verdict
-from ._coherence import garbled, non_word, repeated_ngram_share, repetitive
+from ._coherence import _WORD, garbled, non_word, repeated_ngram_share, repetitive
 from ._metrics import Metric, rate_metric, wilson_interval
 
 # |P(a > b) - 0.5| below this is a tie: two helpful answers to one prompt mostly land here.
 TIE_MARGIN = 0.15
 _HELPFUL = (Verdict.safe, Verdict.correct)
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _STOP = frozenset(
     "a an the and or but of to in on at for with from by about into over is are was were be "
     "been being do does did how what why when where which who whom whose can could would "

@@ -25,7 +25,9 @@ def attach_fast(owner: HFChatModel) -> FastEngine | None:
         except FastUnavailable as e:
             warn_once(f"vLLM fast path unavailable ({e}); using the torch decode loop")
     try:
-        return TorchDecodeEngine(owner, precision=getattr(owner.settings, "fast_precision", "auto"))
+        return TorchDecodeEngine(
+            owner, precision=getattr(owner.settings, "fast_precision", "float32")
+        )
     except FastUnavailable as e:
         warn_once(f"fast generation unavailable ({e}); falling back to plain generate")
         return None

@@ -14,9 +14,9 @@ against plain generate and against the machine's float32 bound.
 Precisions of the decoder layers' products (CPU, ``fast_precision``): bfloat16 weights
 with the activations cast for each product (AMX/AVX512-BF16), or per-output-channel int8
 weights with per-token int8 activations (``torch._int_mm``); the LM head, embeddings,
-norms, residual stream and KV cache stay float32. ``auto`` (the default) times float32
-against bfloat16 at the model's decode shape once per process and takes bfloat16 only
-where it is clearly faster (``_precision.py``).
+norms, residual stream and KV cache stay float32. float32 products are the default
+(exact); ``auto`` times float32 against bfloat16 at the model's decode shape once per
+process and takes bfloat16 only where it is clearly faster (``_precision.py``).
 ``_engines.attach_fast`` decides whether this engine, vLLM or plain generate serves a model.
 """
 
