@@ -96,3 +96,20 @@ def test_judged_view_joins_query_response_critiques_label(tmp_path) -> None:
         assert j.judgement.label.p_acceptable == 0.1
         assert store.human_labels() == {r.id: Verdict.unsafe}
         assert store.counts()["critiques"] == 1
+
+
+def test_metrics_deleted_by_pattern_and_the_backup_is_the_whole_run(tmp_path) -> None:
+    store = Store(tmp_path / "superalign.db")
+    with store.transaction():
+        store.add_metrics(0, "frozen", {"critic_reward/harmful": 0.5, "attack_success_rate": 0.9})
+        store.add_metrics(1, "frozen", {"critic_reward/harmful": 0.7})
+    with store.transaction():
+        store.delete_metrics(0, "critic_reward/%")
+    store.checkpoint()
+    kept = [(m["round"], m["name"]) for m in store.metrics()]
+    assert kept == [(0, "attack_success_rate"), (1, "critic_reward/harmful")]
+    store.backup_to(tmp_path / "copy.db")
+    store.close()
+    copy = Store(tmp_path / "copy.db", write=False)
+    assert [(m["round"], m["name"]) for m in copy.metrics()] == kept
+    copy.close()

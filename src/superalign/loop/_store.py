@@ -438,6 +438,22 @@ class Store:
                 rows.append((round, tier, name, m.value, m.lo, m.hi, m.n))
         self.db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
+    def delete_metrics(self, round: int, name_like: str) -> None:
+        """Drop the metrics of ``round`` whose name matches the SQL LIKE ``name_like``."""
+        self.db.execute("DELETE FROM metrics WHERE round = ? AND name LIKE ?", (round, name_like))
+
+    def backup_to(self, path: str | Path) -> None:
+        """A consistent copy of the whole database at ``path`` (SQLite's online backup)."""
+        target = sqlite3.connect(path)
+        try:
+            self.db.backup(target)
+        finally:
+            target.close()
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file, so the file alone is the run."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def metrics(self) -> list[dict[str, Any]]:
         cols = ("round", "tier", "name", "value", "lo", "hi", "n")
         rows = self.db.execute("SELECT * FROM metrics ORDER BY round, tier, name")

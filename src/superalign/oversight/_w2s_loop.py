@@ -37,7 +37,6 @@ evaluation judge's and stay.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -461,21 +460,19 @@ def _copy_round0(src: Path, run_dir: Path, cfg: RunConfig) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / f"{DB_FILE}.copy"
     tmp.unlink(missing_ok=True)
-    source = sqlite3.connect(f"file:{src / DB_FILE}?mode=ro", uri=True)
-    target = sqlite3.connect(tmp)
+    source = Store(src / DB_FILE, write=False)
     try:
-        source.backup(target)
+        source.backup_to(tmp)
     finally:
         source.close()
-        target.close()
     store = Store(tmp)
     try:
         with store.transaction():
             store.set_meta("config", json.dumps(_stored(cfg)))
             store.set_meta("run_id", uuid.uuid4().hex)
             for pattern in _CRITIC_VIEW:
-                store.db.execute("DELETE FROM metrics WHERE round = 0 AND name LIKE ?", (pattern,))
-        store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                store.delete_metrics(0, pattern)
+        store.checkpoint()
     finally:
         store.close()
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(_stored(cfg), sort_keys=False))
