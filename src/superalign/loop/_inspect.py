@@ -35,10 +35,7 @@ def write_inspect_logs(store: Store, run_name: str, out_dir: Path) -> list[Path]
     metrics: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
     for m in store.metrics():
         metrics[(m["round"], m["tier"])].append(m)
-    groups = store.db.execute(
-        "SELECT DISTINCT round, tier FROM responses WHERE tier LIKE ? ORDER BY round, tier",
-        (EVAL_PREFIX + "%",),
-    ).fetchall()
+    groups = store.response_groups(EVAL_PREFIX)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for rd, tier in groups:

@@ -303,6 +303,15 @@ class Store:
 
     # -- critiques, labels, human labels ------------------------------------------------------
 
+    def response_groups(self, tier_prefix: str = "") -> list[tuple[int, str]]:
+        """The (round, tier) pairs that hold responses, tiers starting with ``tier_prefix``."""
+        rows = self.db.execute(
+            "SELECT DISTINCT round, tier FROM responses WHERE substr(tier, 1, ?) = ? "
+            "ORDER BY round, tier",
+            (len(tier_prefix), tier_prefix),
+        )
+        return [(r, t) for r, t in rows]
+
     def add_critiques(self, response_id: str, critiques: Sequence[Critique]) -> None:
         self.db.executemany(
             "INSERT INTO critiques VALUES (?, ?, ?, ?)",
