@@ -253,6 +253,23 @@ def test_sft_on_the_chosen_answers_of_the_pairs_generates_nothing(tiny_model, tm
     assert tiny_model.logprobs([chat], ["I can't help with that."])[0] > before
 
 
+def test_sft_batches_rows_of_similar_length(tiny_model, tmp_path):
+    section = LearnerSection(algorithm="sft", args={"mode": "chosen", "batch_size": 4})
+    learner = build_learner(section, tiny_model, None, tmp_path)
+    short = [(Query(text=f"Hi {i}", intent=Intent.benign), "Hello.") for i in range(8)]
+    long_ = [
+        (Query(text=f"Tell me a story {i}. " + "Once upon a time. " * 30, intent=Intent.benign),
+         "The end.")
+        for i in range(8)
+    ]  # fmt: skip
+    examples = [x for pair in zip(short, long_, strict=True) for x in pair]  # interleaved
+    batches = list(learner.trainer(examples, 0).get_train_dataloader())
+    assert sum(len(b["input_ids"]) for b in batches) == 16
+    for b in batches:  # each batch all short or all long: almost no padding
+        kept = b["attention_mask"].sum(1)
+        assert kept.max() - kept.min() < 10, kept.tolist()
+
+
 def test_chosen_sft_rehearses_refusals_the_learner_already_gives():
     from superalign.learn.sft import refusal_for, refusal_top_up
 

@@ -49,3 +49,35 @@ def test_dpo_is_the_only_learner_touching_trl_private_methods() -> None:
         text = path.read_text(encoding="utf-8")
         for _, _, method in _trl.PRIVATE_OVERRIDES:
             assert method not in text, f"{path.name} uses TRL's {method}: keep it in _trl.py"
+
+
+def test_length_grouped_order_pads_little_and_reshuffles_each_pass() -> None:
+    import random
+
+    rng = random.Random(0)
+    lengths = [rng.choice([20, 60, 120, 300]) + rng.randrange(10) for _ in range(101)]
+    order = _trl.LengthGroupedOrder(lengths, batch_size=8, seed=3)
+
+    def padded(batches: list[list[int]]) -> int:
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches)
+
+    first, second = order.batches(), order.batches()
+    for batches in (first, second):
+        assert sorted(i for b in batches for i in b) == list(range(101))  # each once
+        assert [len(b) for b in batches].count(8) == 12
+    random_batches = [list(range(i, min(i + 8, 101))) for i in range(0, 101, 8)]
+    assert padded(first) < 0.8 * padded(random_batches)  # the point of the order
+    assert first != second  # a new order on every pass
+    again = _trl.LengthGroupedOrder(lengths, batch_size=8, seed=3)
+    assert again.batches() == first  # seeded
+    assert list(again) == [i for b in second for i in b]  # iterating draws the next pass
+    with pytest.raises(ValueError, match="batch_size"):
+        _trl.LengthGroupedOrder(lengths, batch_size=0, seed=0)
+
+
+def test_length_grouped_trainer_overrides_only_the_sampler() -> None:
+    from transformers import Trainer
+
+    trainer = _trl.length_grouped(Trainer)
+    own = {n for n in vars(trainer) if n.startswith("_") and not n.startswith("__")}
+    assert own == {m for (_, c, m) in _trl.PRIVATE_OVERRIDES if c == "Trainer"}

@@ -90,6 +90,16 @@ def test_tiny_logprobs_match_a_manual_forward_pass(tiny_model) -> None:
     assert math.isclose(lp, lp2, rel_tol=1e-4, abs_tol=1e-4)
 
 
+def test_tiny_logprobs_come_back_in_the_callers_order(tiny_model) -> None:
+    # batched by length inside (longest first here), returned in the order asked
+    chats = [[{"role": "user", "content": "word " * n}] for n in (40, 2, 25, 9, 1)]
+    conts = [" a long reply of several words", " b", "", " c d", " e f g h"]
+    together = tiny_model.logprobs(chats, conts)
+    alone = [tiny_model.logprobs([c], [x])[0] for c, x in zip(chats, conts, strict=True)]
+    assert together == pytest.approx(alone, rel=1e-4, abs=1e-4)
+    assert together[2] == 0.0  # an empty continuation
+
+
 def test_unknown_local_model_gives_clear_error(tmp_path) -> None:
     from superalign.errors import ModelError
 

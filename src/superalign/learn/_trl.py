@@ -1,11 +1,12 @@
-"""Plumbing shared by the learners that run on TRL trainers (GRPO, RLOO, DPO), and the
-one adapter over TRL's private API (``margin_loss_dpo_trainer``)."""
+"""Plumbing shared by the learners that run on TRL trainers (SFT, GRPO, RLOO, DPO), and
+the adapters over the trainers' private API (``length_grouped``,
+``margin_loss_dpo_trainer``)."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,12 +144,64 @@ def log_summary(log_history: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+class LengthGroupedOrder:
+    """Indices in batches of examples of similar length: each pass sorts the examples by
+    their length scaled by a random factor in [1, 1 + ``jitter``) (so a batch's neighbours
+    change from pass to pass), cuts the order into batches and shuffles the batches. A
+    batch is padded to its longest row, and prompts here run from a few words to many-shot
+    transcripts: random batches of the demo's round spent a third of their tokens on
+    padding. Seeded: the same seed gives the same passes."""
+
+    def __init__(
+        self, lengths: Sequence[int], batch_size: int, seed: int, jitter: float = 0.2
+    ) -> None:
+        import torch
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.jitter = jitter
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batches(self) -> list[list[int]]:
+        """One pass: the batches, in the order they are drawn."""
+        import torch
+
+        n = len(self.lengths)
+        noise = torch.rand(n, generator=self.generator).tolist()
+        key = [self.lengths[i] * (1 + self.jitter * noise[i]) for i in range(n)]
+        order = sorted(range(n), key=key.__getitem__)
+        cut = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        return [cut[b] for b in torch.randperm(len(cut), generator=self.generator).tolist()]
+
+    def __iter__(self) -> Iterator[int]:
+        return (i for batch in self.batches() for i in batch)
+
+
+def length_grouped(trainer_cls: type) -> type:
+    """``trainer_cls`` drawing its training batches through ``LengthGroupedOrder`` over
+    the tokenised rows' ``input_ids`` (one process; the order is the sampler's)."""
+
+    class LengthGrouped(trainer_cls):  # type: ignore[misc, valid-type]
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            data = self.train_dataset if train_dataset is None else train_dataset
+            lengths = [len(ids) for ids in data["input_ids"]]
+            return LengthGroupedOrder(lengths, self.args.train_batch_size, self.args.seed)
+
+    return LengthGrouped
+
+
 # -- TRL's private API ---------------------------------------------------------------
 # The one place this package overrides TRL internals. Each entry names a private method
 # and the parameters this code calls or overrides it with; tests/test_learn_trl.py checks
 # them against the installed TRL, so an upgrade that renames one fails there, loudly,
 # instead of silently training with TRL's own loss.
 PRIVATE_OVERRIDES: dict[tuple[str, str, str], tuple[str, ...]] = {
+    ("transformers", "Trainer", "_get_train_sampler"): ("self", "train_dataset"),
     ("trl", "DPOTrainer", "_compute_loss"): ("self", "model", "inputs", "return_outputs"),
     ("trl", "DPOTrainer", "_set_signature_columns_if_needed"): ("self",),
     ("trl.trainer.dpo_trainer", "DataCollatorForPreference", "torch_call"): ("self", "examples"),

@@ -445,7 +445,7 @@ class SFTLearner(BaseLearner):
             completion_only_loss=True,
         )
         dataset = Dataset.from_dict(sft_rows(examples))
-        return SFTTrainer(
+        return _trl.length_grouped(SFTTrainer)(
             model=self.chat_model.model,
             args=args,
             train_dataset=dataset,

@@ -567,6 +567,8 @@ class Loop:
         results = {}
         # Answers are scored under the round-0 model: the learner with its adapter
         # disabled; a learner trained in full weights no longer holds it after round 0.
+        # Only the headline tiers: the regression and frontier tiers are attacks, whose
+        # answers' perplexity nobody reads, and scoring them cost a third of the phase.
         base_at_hand = r == 0 or self.learner_model.has_adapter
         for tier, queries in tiers.items():
             if queries:
@@ -577,7 +579,7 @@ class Loop:
                     queries,
                     tier,
                     round=r,
-                    perplexity=base_at_hand,
+                    perplexity=base_at_hand and tier in (Tier.frozen, Tier.external),
                 )
         if r > 0:
             self._label_model(r)

@@ -246,19 +246,21 @@ class HFChatModel:
         torch = self._torch
         if len(chats) != len(continuations):
             raise ValueError("logprobs needs one continuation per chat")
-        out: list[tuple[float, int]] = []
+        conts = [self.tokenizer(c, add_special_tokens=False).input_ids for c in continuations]
+        prompts = [
+            self.encode_prompts([chat], len(c))[0] for chat, c in zip(chats, conts, strict=True)
+        ]
+        # Batched by total length (each batch pads little), the results put back in order.
+        order = sorted(range(len(chats)), key=lambda i: len(prompts[i]) + len(conts[i]))
+        out: dict[int, tuple[float, int]] = {}
         bs = self.settings.batch_size
-        for start in range(0, len(chats), bs):
-            conts = [
-                self.tokenizer(c, add_special_tokens=False).input_ids
-                for c in continuations[start : start + bs]
-            ]
-            longest = max((len(c) for c in conts), default=0)
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs]
+            longest = max(len(conts[i]) for i in idx)
             if longest == 0:
-                out.extend((0.0, 0) for _ in conts)
+                out.update((i, (0.0, 0)) for i in idx)
                 continue
-            prompts = self.encode_prompts(chats[start : start + bs], longest)
-            ids, mask = self.pad_left([p + c for p, c in zip(prompts, conts, strict=True)])
+            ids, mask = self.pad_left([prompts[i] + conts[i] for i in idx])
             with torch.no_grad():
                 # Logits only where a continuation token is predicted: the last
                 # ``longest`` positions before the end (the vocabulary product and its
@@ -270,11 +272,12 @@ class HFChatModel:
                 )  # (B, longest, V)
                 targets = ids[:, -longest:].unsqueeze(-1)
                 token_lp = logits.gather(-1, targets).squeeze(-1) - logits.logsumexp(-1)
-            for i, c in enumerate(conts):
+            for row, i in enumerate(idx):
                 # continuation tokens sit at the last len(c) positions of the row
-                total = float(token_lp[i, longest - len(c) :].sum()) if c else 0.0
-                out.append((total, len(c)))
-        return out
+                c = conts[i]
+                total = float(token_lp[row, longest - len(c) :].sum()) if c else 0.0
+                out[i] = (total, len(c))
+        return [out[i] for i in range(len(chats))]
 
 
 def _has_tokenizer(path: str) -> bool:
