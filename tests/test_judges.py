@@ -35,6 +35,30 @@ def test_a_judge_sharing_a_signal_with_training_is_refused() -> None:
     assert check_apart(training, spec("rules"), allow=True)
 
 
+def test_a_new_rule_critic_declares_its_signals_at_registration(monkeypatch) -> None:
+    from superalign import registry
+
+    kinds = {k: dict(v) for k, v in registry._REGISTRY.items()}
+    monkeypatch.setattr(registry, "_REGISTRY", kinds)  # registrations vanish after the test
+    registry.names("critic")  # the built-ins are loaded into the copy
+
+    @registry.register("critic", "polite_refusal", signals={"rules:refusal"})
+    def polite(settings: object = None, **deps: object) -> RulesCritic:
+        return RulesCritic()
+
+    @registry.register("critic", "undeclared")
+    def undeclared(settings: object = None, **deps: object) -> RulesCritic:
+        return RulesCritic()
+
+    # it reads the refusal detector, and says so: the check sees what it shares
+    with pytest.raises(ConfigError, match=r"rules:refusal.*'polite_refusal'"):
+        check_apart([spec("polite_refusal")], spec("rules"))
+    # one that declares nothing rests on itself alone
+    assert check_apart([spec("undeclared")], spec("rules")) == []
+    with pytest.raises(ConfigError, match=r"undeclared:\{\}"):
+        check_apart([spec("undeclared")], spec("undeclared"))
+
+
 def test_the_expert_is_neither_the_judge_nor_a_training_critic() -> None:
     training = [spec("refusal"), spec("learned")]
     judge = spec("learned", split="judge")

@@ -41,6 +41,9 @@ class Component:
     settings: type[BaseModel] | None = None
     summary: str = ""
     needs_model: bool = False  # a critic that calls a chat model (judge, pairwise...)
+    # What a critic's judgement rests on (critic.signals): a fixed set, or a function of
+    # the critic's settings; None: its name and settings, or its model if it needs one.
+    signals: frozenset[str] | Callable[[Any], set[str]] | None = None
 
 
 _REGISTRY: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
@@ -48,17 +51,29 @@ _loaded = False
 
 
 def register(
-    kind: str, name: str, settings: type[BaseModel] | None = None, *, needs_model: bool = False
+    kind: str,
+    name: str,
+    settings: type[BaseModel] | None = None,
+    *,
+    needs_model: bool = False,
+    signals: Iterable[str] | Callable[[Any], set[str]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``factory`` as component ``name`` of ``kind``; ``needs_model``
-    says it calls a chat model, so callers load one only when some component does."""
+    says it calls a chat model, so callers load one only when some component does.
+    ``signals`` (critics) names what its judgement rests on, for the check that keeps the
+    evaluation judge apart from the training critics: the rule families it reads (a rule
+    critic must declare them, or the check cannot see two critics share one), or a
+    function from its settings spec to them."""
+    declared = signals if signals is None or callable(signals) else frozenset(signals)
     if kind not in _REGISTRY:
         raise ValueError(f"unknown component kind {kind!r}; kinds are {', '.join(KINDS)}")
 
     def wrap(factory: Callable[..., Any]) -> Callable[..., Any]:
         doc = (factory.__doc__ or "").strip().splitlines()
         summary = doc[0] if doc else ""
-        _REGISTRY[kind][name] = Component(kind, name, factory, settings, summary, needs_model)
+        _REGISTRY[kind][name] = Component(
+            kind, name, factory, settings, summary, needs_model, declared
+        )
         return factory
 
     return wrap

@@ -1,6 +1,6 @@
 """Judges built from critics, and the rule that keeps the three judges apart.
 
-The loop has three judges (DESIGN.md, "Three judges that must stay apart"): the
+The loop has three judges (docs/architecture.md, "Three judges, kept apart"): the
 training critics (combined by the label model), the human experts (or a simulated
 expert), and the evaluation judge. ``signals`` names what a critic's judgement rests
 on (a rule family, the data a learned critic was trained on, a judge model), so a
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -75,7 +74,7 @@ class RulesCritic:
         return out
 
 
-@register("critic", "rules", settings=RulesSettings)
+@register("critic", "rules", settings=RulesSettings, signals={"rules:refusal"})
 def rules_critic(settings: RulesSettings, **deps: object) -> RulesCritic:
     """Refusal detector for safety queries, answer key for math: deterministic."""
     return RulesCritic()
@@ -92,42 +91,19 @@ def build_judge(spec: ComponentSpec, model: Any = None, **deps: Any) -> Judge:
 
 # -- keeping judges apart ----------------------------------------------------------------
 
-# What each built-in critic's judgement rests on, beyond its own name. The refusal
-# detector is shared by several rule critics.
-_RULE_SIGNALS = {
-    "refusal": {"rules:refusal"},
-    "query_risk": {"rules:refusal", "rules:lexicon"},
-    "rules": {"rules:refusal"},
-    "verifier": set(),  # the answer key: ground truth
-    "decompose": {"rules:refusal", "rules:lexicon"},  # superalign.oversight: reuses both
-}
-
 
 def signals(spec: ComponentSpec, model_ref: str | None = None) -> set[str]:
-    """What a critic spec's judgement rests on (see the module docstring)."""
-    if spec.name in _RULE_SIGNALS:
-        return set(_RULE_SIGNALS[spec.name])
-    if spec.name == "learned":
-        return _learned_signals(spec)
+    """What a critic spec's judgement rests on (see the module docstring): what the critic
+    declared at registration; else its judge model if it calls one; else its own name and
+    settings (shared with nothing but the same critic)."""
+    declared = registry.get("critic", spec.name).signals
+    if callable(declared):
+        return set(declared(spec))
+    if declared is not None:
+        return set(declared)
     if registry.get("critic", spec.name).needs_model:
         return {f"lm:{model_ref or 'judge'}"}
     return {f"{spec.name}:{json.dumps(spec.args, sort_keys=True)}"}
-
-
-def _learned_signals(spec: ComponentSpec) -> set[str]:
-    from ._learned import LearnedSettings, default_artifact, read_meta
-
-    settings = LearnedSettings(**spec.args)
-    path = Path(settings.path) if settings.path else default_artifact(settings.split)
-    out = {f"artifact:{path.resolve()}"}
-    try:
-        trained_on = read_meta(path).get("trained_on", [])
-    except ConfigError:
-        trained_on = [{"source": "shipped", "splits": [settings.split]}]
-    for entry in trained_on:
-        source = entry.get("source", "?")
-        out |= {f"data:{source}:{s}" for s in entry.get("splits") or ["*"]}
-    return out
 
 
 def check_apart(

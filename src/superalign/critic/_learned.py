@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError
 from ..registry import register
+from ..settings import ComponentSpec
 from ..types import Critique, Dimension, Exchange, Intent, Verdict
 from ._base import conversation_text
 from ._verifier import answer_matches, final_number, to_number
@@ -725,7 +726,22 @@ _SUGGEST = {
 }
 
 
-@register("critic", "learned", settings=LearnedSettings)
+def learned_signals(spec: ComponentSpec) -> set[str]:
+    """A learned critic rests on its artifact and on the data it was trained on."""
+    settings = LearnedSettings(**spec.args)
+    path = Path(settings.path) if settings.path else default_artifact(settings.split)
+    out = {f"artifact:{path.resolve()}"}
+    try:
+        trained_on = read_meta(path).get("trained_on", [])
+    except ConfigError:
+        trained_on = [{"source": "shipped", "splits": [settings.split]}]
+    for entry in trained_on:
+        source = entry.get("source", "?")
+        out |= {f"data:{source}:{s}" for s in entry.get("splits") or ["*"]}
+    return out
+
+
+@register("critic", "learned", settings=LearnedSettings, signals=learned_signals)
 def learned_critic(settings: LearnedSettings, **deps: object) -> LearnedCritic:
     """A critic trained from labels (shipped rows, human labels, confident aggregates)."""
     return LearnedCritic(settings)

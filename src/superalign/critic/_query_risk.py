@@ -100,7 +100,13 @@ class QueryRiskCritic:
         )
 
 
-@register("critic", "query_risk", settings=QueryRiskSettings, needs_model=True)
+@register(
+    "critic",
+    "query_risk",
+    settings=QueryRiskSettings,
+    needs_model=True,
+    signals={"rules:refusal", "rules:lexicon"},
+)
 def query_risk_critic(
     settings: QueryRiskSettings, model: ChatModel | None = None, **deps: object
 ) -> QueryRiskCritic:

@@ -170,7 +170,7 @@ def _suggestion(verdict: Verdict) -> str:
     return ""
 
 
-@register("critic", "refusal", settings=RefusalSettings)
+@register("critic", "refusal", settings=RefusalSettings, signals={"rules:refusal"})
 def refusal_critic(settings: RefusalSettings, **deps: object) -> RefusalCritic:
     """Refusal phrasing at sentence starts, judged against the query's intent."""
     return RefusalCritic(settings)

@@ -221,7 +221,8 @@ class VerifierCritic:
         return [self._one(ex) for ex in exchanges]
 
 
-@register("critic", "verifier", settings=VerifierSettings)
+# The answer key is ground truth: a learner satisfies it only by answering correctly.
+@register("critic", "verifier", settings=VerifierSettings, signals=())
 def verifier_critic(settings: VerifierSettings, **deps: object) -> VerifierCritic:
     """Exact check of the response's final number against Query.answer."""
     return VerifierCritic(settings)

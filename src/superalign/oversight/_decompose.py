@@ -364,7 +364,13 @@ _SUGGEST = {
 }
 
 
-@register("critic", "decompose", settings=DecomposeSettings)
+# Reuses the refusal detector and the risk lexicon of the rule critics.
+@register(
+    "critic",
+    "decompose",
+    settings=DecomposeSettings,
+    signals={"rules:refusal", "rules:lexicon"},
+)
 def decompose_critic(settings: DecomposeSettings, **deps: object) -> DecomposeCritic:
     """Task decomposition: math checked step by step, harm judged by sub-questions."""
     return DecomposeCritic(settings)
