@@ -65,6 +65,30 @@ class LoopSection(BaseModel):
     seed: int = 0
 
 
+class GoldSettings(BaseModel):
+    """Settings of the simulated expert (``loop.labels`` named ``gold``). Here, below the
+    loop that uses them, because checking a config reads them (``check_judges_apart``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str | None = Field(
+        None,
+        description="JSONL of true labels (response_id + label, or query + response + label), "
+        "written with the data; looked up first",
+    )
+    critic: ComponentSpec | None = Field(
+        default_factory=lambda: ComponentSpec(name="learned", args={"split": "calibration"}),
+        description="a critic acting as the expert for pairs the file does not cover (default: "
+        "the learned critic of the shipped calibration split; or an LM judge on a served "
+        "model); never one of the training critics; null: the file only",
+    )
+    model: str | None = Field(
+        None, description="model reference for an expert critic that needs one (openai:M@URL)"
+    )
+    error_rate: float = Field(0.0, ge=0, le=0.5, description="simulated expert mistakes")
+    seed: int = 0
+
+
 def _default_models() -> dict[str, ModelSpec]:
     return {
         role: ModelSpec(backend="hf", model=DEFAULT_MODEL)
@@ -237,8 +261,6 @@ def check_judges_apart(config: RunConfig) -> list[str]:
 
     expert = None
     if config.loop.labels.name == "gold":
-        from .loop import GoldSettings
-
         expert = GoldSettings(**config.loop.labels.args).critic
 
     def model_id(name: str | None) -> str | None:

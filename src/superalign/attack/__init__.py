@@ -14,6 +14,7 @@ from ._attacker import (
 from ._bandit import BANDITS, Bandit, ThompsonBandit, UCBBandit
 from ._data import load_seeds
 from ._diversity import max_similarity, mean_pairwise_similarity, novelty_bonus
+from ._families import reserved_families
 from ._generators import (
     DifficultyLadder,
     EthicsGenerator,
@@ -112,6 +113,7 @@ __all__ = [
     "novelty_bonus",
     "pick_objectives",
     "refine",
+    "reserved_families",
     "shingles",
     "similarity",
     "split_counts",

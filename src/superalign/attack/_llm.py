@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..critic._base import Judge
+from ..critic import Judge
 from ..models import ChatModel
 from ..types import Exchange, GenParams, Judgement, Query, new_id
 from ._data import load_yaml

@@ -27,7 +27,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..critic._base import OBJECTIVE_KEY, Judge, defang, fence_tag
+from ..critic import OBJECTIVE_KEY, Judge, defang, fence_tag
 from ..errors import ConfigError
 from ..models import ChatModel
 from ..outcomes import attack_succeeded

@@ -1,6 +1,6 @@
 """The critic: weak critics, a label model that combines them, calibration."""
 
-from ._base import Critic, Judge, verdict_for
+from ._base import OBJECTIVE_KEY, Critic, Judge, defang, fence_tag, verdict_for
 from ._calibration import (
     AccuracyFloorError,
     LabelledRow,
@@ -15,18 +15,21 @@ from ._evaluate import evaluate
 from ._judge import JudgeSettings, LMJudge
 from ._judges import JudgeAgreement, RulesCritic, agreement, as_judge, build_judge, check_apart
 from ._judges import signals as judge_signals
-from ._label_model import DawidSkene
+from ._label_model import ABSTAIN, DawidSkene
 from ._learned import (
     LearnedCritic,
     LearnedError,
     LearnedModel,
     LearnedSettings,
+    LMFeatures,
     Provenance,
     TrainRow,
     load_artifact,
     shipped_rows,
     train_critic,
+    word_buckets,
 )
+from ._lm import binary_logodds, sigmoid
 from ._pairwise import PairwiseCritic, PairwiseSettings
 from ._query_risk import QueryRiskCritic, QueryRiskSettings
 from ._rules import RefusalCritic, RefusalSettings, detect_refusal, lexicon_risk
@@ -42,6 +45,8 @@ from ._verifier import (
 from .settings import CriticSection
 
 __all__ = [
+    "ABSTAIN",
+    "OBJECTIVE_KEY",
     "AccuracyFloorError",
     "Constitution",
     "Critic",
@@ -51,6 +56,7 @@ __all__ = [
     "Judge",
     "JudgeAgreement",
     "JudgeSettings",
+    "LMFeatures",
     "LMJudge",
     "LabelledRow",
     "LearnedCritic",
@@ -71,6 +77,7 @@ __all__ = [
     "agreement",
     "answer_matches",
     "as_judge",
+    "binary_logodds",
     "build_critics",
     "build_ensemble",
     "build_judge",
@@ -78,9 +85,11 @@ __all__ = [
     "check_apart",
     "constitution_names",
     "critic_probability",
+    "defang",
     "detect_refusal",
     "evaluate",
     "evaluate_expression",
+    "fence_tag",
     "final_number",
     "judge_signals",
     "judged_rows",
@@ -91,8 +100,10 @@ __all__ = [
     "metrics",
     "run_rows",
     "shipped_rows",
+    "sigmoid",
     "to_number",
     "train_critic",
     "verdict_for",
     "vote_matrix",
+    "word_buckets",
 ]

@@ -147,6 +147,12 @@ def _bucket(token: str, dims: int) -> int:
     return int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest()) % dims
 
 
+def word_buckets(text: str, dims: int, prefix: str = "w:") -> list[int]:
+    """The hashed feature index of each word (or punctuation mark) of ``text``, in order,
+    as ``NgramFeatures`` hashes its ``prefix`` family (``"w:"``: the word unigrams)."""
+    return [_bucket(prefix + w, dims) for w in _WORD.findall(text)]
+
+
 class NgramFeatures:
     """Hashed n-grams as (index, value) bags, for an EmbeddingBag head."""
 
@@ -287,7 +293,7 @@ def _backbone(model: str) -> tuple[Any, Any]:
     """Tokenizer and frozen model for LM features: one per process, on CPU float32."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..models._hf import resolve_path
+    from ..models import resolve_path
 
     with _BACKBONE_LOCK:
         path = resolve_path(model)
@@ -300,7 +306,7 @@ def _backbone(model: str) -> tuple[Any, Any]:
 def backbone_id(model: str) -> str:
     """A short fingerprint of the backbone's config and first weights: features from
     another model (or another conversion of it) do not fit a trained head."""
-    from ..models._hf import resolve_path
+    from ..models import resolve_path
 
     path = Path(resolve_path(model))
     h = hashlib.sha256()

@@ -20,7 +20,7 @@ from ._runner import EvalResult, EvalSuite
 from .settings import EvalSection, ExternalSpec
 
 if TYPE_CHECKING:
-    from ..models._load import ModelSpec
+    from ..models import ModelSpec
 
 TIERS = ("frozen", "external", "all")
 
@@ -42,7 +42,7 @@ def metrics_table(metrics: dict[str, Metric], title: str) -> Table:
 
 def _model_spec(model: str, settings: list[str]) -> ModelSpec:
     """MODEL as a spec, with each ``--model-setting KEY=VALUE`` added and validated."""
-    from ..models._load import ModelSpec, parse_model_ref, validate_spec
+    from ..models import ModelSpec, parse_model_ref, validate_spec
 
     spec = parse_model_ref(model)
     extra = {}

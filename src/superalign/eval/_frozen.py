@@ -77,7 +77,7 @@ def _row(raw: dict[str, Any], where: str) -> Query:
 def evaluated(query: Query) -> bool:
     """Whether a frozen row is in the evaluation split: a harmful row only when its template
     family is reserved for evaluation (the attacker trains on every other family)."""
-    from ..attack._families import reserved_families
+    from ..attack import reserved_families
 
     return query.intent != "harmful" or query.family in reserved_families()
 

@@ -10,10 +10,12 @@ from ._oversight import (
     priority,
     select_for_review,
 )
-from ._run import EVAL_TIERS, PHASES, Loop, resume, start
+from ._run import CONFIG_FILE, DB_FILE, EVAL_TIERS, PHASES, Loop, resume, start
 from ._store import Store
 
 __all__ = [
+    "CONFIG_FILE",
+    "DB_FILE",
     "EVAL_TIERS",
     "PHASES",
     "CliSource",

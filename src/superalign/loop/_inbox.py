@@ -240,7 +240,7 @@ def consensus(
     weight being the log-odds of their fitted accuracy (at least a hair above zero, so
     a response one careless person answered still gets their answer).
     """
-    from ..critic._label_model import ABSTAIN, DawidSkene
+    from ..critic import ABSTAIN, DawidSkene
 
     points = latest_points(annotations)
     if not points:

@@ -31,9 +31,9 @@ from typing import NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..config import GoldSettings
 from ..errors import ConfigError
 from ..registry import register
-from ..settings import ComponentSpec
 from ..types import HumanLabel, Judged, Verdict, content_hash
 
 INBOX = "labels-inbox.jsonl"
@@ -67,27 +67,6 @@ class LabelSource(Protocol):
 
 
 # -- gold: a simulated expert ----------------------------------------------------------
-
-
-class GoldSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    file: str | None = Field(
-        None,
-        description="JSONL of true labels (response_id + label, or query + response + label), "
-        "written with the data; looked up first",
-    )
-    critic: ComponentSpec | None = Field(
-        default_factory=lambda: ComponentSpec(name="learned", args={"split": "calibration"}),
-        description="a critic acting as the expert for pairs the file does not cover (default: "
-        "the learned critic of the shipped calibration split; or an LM judge on a served "
-        "model); never one of the training critics; null: the file only",
-    )
-    model: str | None = Field(
-        None, description="model reference for an expert critic that needs one (openai:M@URL)"
-    )
-    error_rate: float = Field(0.0, ge=0, le=0.5, description="simulated expert mistakes")
-    seed: int = 0
 
 
 class GoldExpert:

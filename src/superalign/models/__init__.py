@@ -5,7 +5,7 @@ from ._bundled import BUNDLED, DEFAULT_MODEL
 from ._bundled import home as bundled_home
 from ._bundled import resolve as resolve_bundled
 from ._bundled import status as bundled_status
-from ._hf import HFChatModel, HFSettings
+from ._hf import HFChatModel, HFSettings, resolve_path
 from ._load import ModelSpec, load_model, parse_model_ref, validate_spec
 from ._mock import MockModel
 from ._openai import OpenAIChatModel, OpenAISettings
@@ -26,5 +26,6 @@ __all__ = [
     "load_model",
     "parse_model_ref",
     "resolve_bundled",
+    "resolve_path",
     "validate_spec",
 ]

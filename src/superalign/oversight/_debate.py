@@ -28,9 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..critic import detect_refusal, verdict_for
-from ..critic._base import defang, fence_tag
-from ..critic._lm import binary_logodds, sigmoid
+from ..critic import binary_logodds, defang, detect_refusal, fence_tag, sigmoid, verdict_for
 from ..errors import ConfigError
 from ..models import ChatModel, load_model
 from ..registry import register

@@ -39,11 +39,12 @@ from ..critic import (
     LabelledRow,
     LearnedCritic,
     LearnedModel,
+    LMFeatures,
     TrainRow,
     load_constitution,
     load_labelled,
+    word_buckets,
 )
-from ..critic._learned import LMFeatures
 from ..errors import ConfigError
 from ..eval import Metric, wilson_interval
 from ..models import ChatModel
@@ -177,11 +178,8 @@ class _UnigramFeatures:
         return {**self.inner.identity(), "families": "words-only"}
 
     def bag(self, query: str, response: str) -> tuple[list[int], list[float]]:
-        from ..critic._learned import _WORD, _bucket
-
         counts: dict[int, float] = {}
-        for w in _WORD.findall(response[: self.inner.response_chars].lower()):
-            b = _bucket("w:" + w, self.dims)
+        for b in word_buckets(response[: self.inner.response_chars].lower(), self.dims):
             counts[b] = counts.get(b, 0.0) + 1.0
         norm = float(np.sqrt(sum(v * v for v in counts.values()))) or 1.0
         return list(counts), [v / norm for v in counts.values()]

@@ -51,8 +51,7 @@ from .. import registry
 from ..config import RunConfig, check_judges_apart, load_config
 from ..critic import check_apart
 from ..errors import ConfigError, StoreError
-from ..loop import GoldSettings, Store, resume, start
-from ..loop._run import CONFIG_FILE, DB_FILE
+from ..loop import CONFIG_FILE, DB_FILE, GoldSettings, Store, resume, start
 from ..outcomes import answered_correctly, attack_succeeded, refused  # the loop's own
 from ..settings import ComponentSpec
 from ..textsafe import redact_data
