@@ -27,3 +27,7 @@ class BundledModelError(ModelError):
 
 class StoreError(SuperalignError):
     """The run store is missing, locked by another process, or inconsistent."""
+
+
+class StoreBusyError(StoreError):
+    """The run database stayed busy (another process writing) for longer than the wait."""

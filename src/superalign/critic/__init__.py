@@ -33,7 +33,7 @@ from ._lm import binary_logodds, sigmoid
 from ._pairwise import PairwiseCritic, PairwiseSettings
 from ._query_risk import QueryRiskCritic, QueryRiskSettings
 from ._rules import RefusalCritic, RefusalSettings, detect_refusal, lexicon_risk
-from ._train import judged_rows, run_rows
+from ._train import judged_rows
 from ._verifier import (
     VerifierCritic,
     VerifierSettings,
@@ -98,7 +98,6 @@ __all__ = [
     "load_constitution",
     "load_labelled",
     "metrics",
-    "run_rows",
     "shipped_rows",
     "sigmoid",
     "to_number",

@@ -9,6 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..errors import ConfigError, StoreError
+from ..types import Judged, Tier
+
 COLUMNS = (
     "accuracy",
     "harmful_accuracy",
@@ -47,7 +50,6 @@ def critic_eval(
 ) -> None:
     """Accuracy, F1, kappa, ECE and abstain rate of each critic and of the ensemble."""
     from .. import registry
-    from ..errors import ConfigError
     from ..models import load_model
     from ._calibration import load_labelled
     from ._constitution import load_constitution
@@ -110,8 +112,55 @@ def _print(results: list[dict], n_cal: int, n_test: int) -> None:
     )
 
 
-def register(app: typer.Typer) -> None:
-    from ._train import register as register_train
+def run_judged(run_dir: Path) -> list[Judged]:
+    """A run directory's judged training-tier pairs, read through its store (read-only)."""
+    from ..loop import DB_FILE, Store
 
+    db = run_dir / DB_FILE
+    if not db.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no {DB_FILE})")
+    try:
+        with Store(db, write=False) as store:
+            return store.judged(tier=Tier.train.value)
+    except StoreError as e:
+        raise ConfigError(f"{db} could not be read: {e}") from e
+
+
+def critic_train(
+    output: str = typer.Option(..., "--output", help="directory the artifact is written to"),
+    data: list[str] = typer.Option(
+        [], "--data", help="labelled JSONL (query, response, label, intent[, answer]); repeat"
+    ),
+    splits: str = typer.Option(
+        "train", "--splits", help="comma-separated splits of the shipped data ('' for none)"
+    ),
+    runs: list[str] = typer.Option([], "--run", help="a run directory whose labels add; repeat"),
+    features: str = typer.Option("ngram", "--features", help="ngram (default), lm or both"),
+    loss: str = typer.Option("gce", "--loss", help="gce (noise-robust) or ce"),
+    epochs: int = typer.Option(60, "--epochs", min=1),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train a learned critic from labelled JSONL, the shipped splits and runs' labels."""
+    from ._learned import train_critic
+    from ._train import training_rows
+
+    if features not in ("ngram", "lm", "both"):
+        raise ConfigError(f"--features {features!r}: use ngram, lm or both")
+    if loss not in ("gce", "ce"):
+        raise ConfigError(f"--loss {loss!r}: use gce or ce")
+    wanted = [s.strip() for s in splits.split(",") if s.strip()]
+    judged = [(Path(run).name, run_judged(Path(run))) for run in runs]
+    rows, prov = training_rows(wanted, data, judged)
+    if not rows:
+        raise ConfigError("nothing to train on: give --splits, --data or --run")
+    console = Console(stderr=True)
+    console.print(f"training a learned critic ({features}, {loss}) on {len(rows)} rows ...")
+    path = train_critic(rows, prov, Path(output), features, loss, epochs=epochs, seed=seed)  # type: ignore[arg-type]
+    console.print(f"wrote {path}", highlight=False, markup=False)
+
+
+def register(app: typer.Typer) -> None:
     app.command("critic-eval")(critic_eval)
-    register_train(app)
+    critic_app = typer.Typer(help="Learned critics: train one from labels.")
+    critic_app.command("train")(critic_train)
+    app.add_typer(critic_app, name="critic")

@@ -1,4 +1,5 @@
-"""Training data for the learned critic, and ``superalign critic train``.
+"""Training data for the learned critic (``superalign critic train`` reads runs through
+their store in ``_cli.py`` and hands their judged pairs here).
 
 Rows come from three places, each weighted by how much it can be trusted:
 - labelled JSONL (the shipped set by split, or any file): weight 1;
@@ -11,18 +12,11 @@ Rows come from three places, each weighted by how much it can be trusted:
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-import typer
-from rich.console import Console
-
-from ..errors import ConfigError
-from ..types import Intent, Judged, Tier
-from ._learned import Provenance, TrainRow, shipped_rows, train_critic
-
-console = Console(stderr=True)
+from ..types import Intent, Judged
+from ._learned import Provenance, TrainRow, shipped_rows
 
 
 def judged_rows(judged: Sequence[Judged], min_confidence: float = 0.0) -> list[TrainRow]:
@@ -50,69 +44,29 @@ def judged_rows(judged: Sequence[Judged], min_confidence: float = 0.0) -> list[T
     return rows
 
 
-def run_rows(run_dir: Path) -> list[TrainRow]:
-    """Labelled training pairs of a run directory, every round."""
-    from ..loop import Store
-
-    db = run_dir / "superalign.db"
-    if not db.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no superalign.db)")
-    try:
-        store = Store(db, write=False)
-    except sqlite3.DatabaseError as e:
-        raise ConfigError(f"{db} could not be read: {e}") from e
-    try:
-        judged = store.judged(tier=Tier.train.value)
-    finally:
-        store.close()
-    return judged_rows(judged)
-
-
-def critic_train(
-    output: str = typer.Option(..., "--output", help="directory the artifact is written to"),
-    data: list[str] = typer.Option(
-        [], "--data", help="labelled JSONL (query, response, label, intent[, answer]); repeat"
-    ),
-    splits: str = typer.Option(
-        "train", "--splits", help="comma-separated splits of the shipped data ('' for none)"
-    ),
-    runs: list[str] = typer.Option([], "--run", help="a run directory whose labels add; repeat"),
-    features: str = typer.Option("ngram", "--features", help="ngram (default), lm or both"),
-    loss: str = typer.Option("gce", "--loss", help="gce (noise-robust) or ce"),
-    epochs: int = typer.Option(60, "--epochs", min=1),
-    seed: int = typer.Option(0, "--seed"),
-) -> None:
-    """Train a learned critic from labelled JSONL, the shipped splits and runs' labels."""
+def training_rows(
+    splits: Sequence[str],
+    data: Sequence[str | Path] = (),
+    runs: Sequence[tuple[str, Sequence[Judged]]] = (),
+) -> tuple[list[TrainRow], Provenance]:
+    """The rows a learned critic trains on, and where they came from: the shipped
+    ``splits``, labelled JSONL files (``data``) and, per run, its labelled training-tier
+    pairs as ``(run name, judged pairs)`` (the caller reads them from the run's store)."""
     from ._calibration import load_labelled
 
-    if features not in ("ngram", "lm", "both"):
-        raise ConfigError(f"--features {features!r}: use ngram, lm or both")
-    if loss not in ("gce", "ce"):
-        raise ConfigError(f"--loss {loss!r}: use gce or ce")
     rows: list[TrainRow] = []
     prov = Provenance()
-    wanted = [s.strip() for s in splits.split(",") if s.strip()]
-    if wanted:
-        shipped, entry = shipped_rows(wanted)
+    if splits:
+        shipped, entry = shipped_rows(list(splits))
         rows += shipped
         prov.add(entry.pop("source"), len(shipped), **entry)
     for path in data:
-        got = load_labelled(path)
+        got = load_labelled(str(path))
         rows += [TrainRow(r.query, r.response, r.intent, r.label, 1.0, r.answer) for r in got]
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
         prov.add(f"file:{Path(path).name}", len(got), sha256=digest)
-    for run in runs:
-        got = run_rows(Path(run))
-        rows += got
-        prov.add(f"run:{Path(run).name}", len(got), human=sum(r.human for r in got))
-    if not rows:
-        raise ConfigError("nothing to train on: give --splits, --data or --run")
-    console.print(f"training a learned critic ({features}, {loss}) on {len(rows)} rows ...")
-    path = train_critic(rows, prov, Path(output), features, loss, epochs=epochs, seed=seed)  # type: ignore[arg-type]
-    console.print(f"wrote {path}", highlight=False, markup=False)
-
-
-def register(app: typer.Typer) -> None:
-    critic_app = typer.Typer(help="Learned critics: train one from labels.")
-    critic_app.command("train")(critic_train)
-    app.add_typer(critic_app, name="critic")
+    for name, judged in runs:
+        from_run = judged_rows(judged)
+        rows += from_run
+        prov.add(f"run:{name}", len(from_run), human=sum(r.human for r in from_run))
+    return rows, prov

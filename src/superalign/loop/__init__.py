@@ -1,6 +1,7 @@
 """The closed loop: phases, the run store with resume, and minimal human oversight."""
 
 from ..config import LoopSection
+from ._inbox import LabelInbox, check_annotator
 from ._oversight import (
     CliSource,
     GoldExpert,
@@ -11,21 +12,25 @@ from ._oversight import (
     select_for_review,
 )
 from ._run import CONFIG_FILE, DB_FILE, EVAL_TIERS, PHASES, Loop, resume, start
-from ._store import Store
+from ._store import Annotation, AnnotationLog, Store
 
 __all__ = [
     "CONFIG_FILE",
     "DB_FILE",
     "EVAL_TIERS",
     "PHASES",
+    "Annotation",
+    "AnnotationLog",
     "CliSource",
     "GoldExpert",
     "GoldSettings",
     "ImportSource",
+    "LabelInbox",
     "LabelSource",
     "Loop",
     "LoopSection",
     "Store",
+    "check_annotator",
     "priority",
     "resume",
     "select_for_review",

@@ -18,48 +18,19 @@ others answered too. ``annotator_agreement`` is the per-annotator table of the r
 from __future__ import annotations
 
 import math
-import sqlite3
-import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
 
-from ..errors import StoreError
 from ..textsafe import printable
 from ..types import Critique, HumanLabel, Preference, Verdict
+from ._store import Annotation, AnnotationLog, Store
 
 PAIR_CHOICES = ("chosen", "rejected", "tie", "both_bad")
 MAX_REASON = 2000
 MAX_NAME = 64
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS annotations (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, item TEXT NOT NULL,
-    answer TEXT NOT NULL, reason TEXT NOT NULL, annotator TEXT NOT NULL,
-    assisted INTEGER NOT NULL, created REAL NOT NULL, source TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS annotations_item ON annotations (kind, item);
-"""
-
-
-class Annotation(BaseModel):
-    """One person's answer. ``kind="point"``: ``item`` is a response id and ``answer`` a
-    verdict. ``kind="pair"``: ``item`` is a preference id and ``answer`` one of
-    ``PAIR_CHOICES`` (the stored chosen response is better, the rejected one, a tie, or
-    both bad)."""
-
-    kind: Literal["point", "pair"]
-    item: str
-    answer: str
-    annotator: str
-    reason: str = ""
-    assisted: bool = False
-    created: float = Field(default_factory=time.time)
-    source: str = "web"
 
 
 def check_annotator(name: str) -> str:
@@ -70,121 +41,42 @@ def check_annotator(name: str) -> str:
     return clean
 
 
-class LabelInbox:
-    """Appends and reads annotations in a run's database, beside a running loop."""
-
-    def __init__(self, db_path: str | Path) -> None:
-        self.path = Path(db_path)
-        if not self.path.is_file():
-            raise StoreError(f"no run store at {self.path}; is this a run directory?")
-        try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            self.db.execute("PRAGMA busy_timeout=30000")
-            self.db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as e:
-            raise StoreError(
-                f"{self.path} cannot take labels ({e}); check that the run directory is "
-                "writable and the file is a superalign run database"
-            ) from e
-
-    def close(self) -> None:
-        self.db.close()
-
-    def __enter__(self) -> LabelInbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+class LabelInbox(AnnotationLog):
+    """Appends and reads annotations in a run's database, beside a running loop; each
+    answer is checked first (``Store``'s ``AnnotationLog`` holds the table)."""
 
     def add(self, a: Annotation) -> None:
         """Append one answer after checking it names a stored item and a valid answer."""
         annotator = check_annotator(a.annotator)
         if len(a.reason) > MAX_REASON:
             raise ValueError(f"the reason is {len(a.reason)} characters; keep it to {MAX_REASON}")
-        if a.kind == "point":
-            valid = [v.value for v in Verdict]
-            table, column = "responses", "id"
-        else:
-            valid = list(PAIR_CHOICES)
-            table, column = "preferences", "id"
+        valid = [v.value for v in Verdict] if a.kind == "point" else list(PAIR_CHOICES)
         if a.answer not in valid:
             raise ValueError(f"answer {a.answer!r} is not one of {', '.join(valid)}")
-        found = self.db.execute(f"SELECT 1 FROM {table} WHERE {column} = ?", (a.item,)).fetchone()
-        if found is None:
+        if not self.has_item(a.kind, a.item):
             raise ValueError(f"{a.kind} item {a.item!r} is not in this run")
-        self.db.execute(
-            "INSERT INTO annotations (kind, item, answer, reason, annotator, assisted, created,"
-            " source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                a.kind,
-                a.item,
-                a.answer,
-                printable(a.reason).strip(),
-                annotator,
-                int(a.assisted),
-                a.created,
-                a.source,
-            ),
+        self.append(
+            a.model_copy(update={"annotator": annotator, "reason": printable(a.reason).strip()})
         )
 
-    def annotations(self, kind: str | None = None) -> list[Annotation]:
-        return read_annotations(self.db, kind)
 
-    def pending_ids(self) -> set[str]:
-        """Responses the loop asked people about and has no label for yet (any round)."""
-        return {r[0] for r in self.db.execute("SELECT response_id FROM pending_labels")}
-
-    def critiques(self, response_ids: Iterable[str]) -> dict[str, list[Critique]]:
-        out: dict[str, list[Critique]] = defaultdict(list)
-        for rid in set(response_ids):
-            rows = self.db.execute(
-                "SELECT json FROM critiques WHERE response_id = ? ORDER BY rowid", (rid,)
-            )
-            out[rid] = [Critique.model_validate_json(r[0]) for r in rows]
-        return out
-
-
-def read_annotations(db: sqlite3.Connection, kind: str | None = None) -> list[Annotation]:
-    """The annotations in a run database (any connection, read-only too), oldest first;
-    none where nobody has labelled on the web yet (no table)."""
-    known = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'annotations'"
-    ).fetchone()
-    if known is None:
-        return []
-    sql = "SELECT kind, item, answer, reason, annotator, assisted, created, source FROM annotations"
-    rows = db.execute(
-        sql + (" WHERE kind = ? ORDER BY id" if kind else " ORDER BY id"), (kind,) if kind else ()
-    )
-    return [
-        Annotation(
-            kind=k, item=i, answer=ans, reason=r, annotator=who, assisted=bool(s), created=c,
-            source=src,
-        )
-        for k, i, ans, r, who, s, c, src in rows
-    ]  # fmt: skip
-
-
-def agreement_report(db: sqlite3.Connection) -> tuple[list[str], list[list[str]]]:
-    """The report's per-annotator table for a run database (empty without web labels)."""
-    notes = read_annotations(db, "point")
+def agreement_report(store: Store) -> tuple[list[str], list[list[str]]]:
+    """The report's per-annotator table for a run (empty without web labels)."""
+    notes = store.annotations("point")
     if not notes:
         return [], []
-    critiques: dict[str, list[Critique]] = {}
-    for a in notes:
-        rows = db.execute("SELECT json FROM critiques WHERE response_id = ?", (a.item,))
-        critiques[a.item] = [Critique.model_validate_json(r[0]) for r in rows]
+    critiques = {a.item: store.critiques(a.item) for a in notes}
     return agreement_table(annotator_agreement(notes, consensus(notes, critiques)))
 
 
-def human_preferences(db: sqlite3.Connection) -> list[Preference]:
+def human_preferences(store: Store) -> list[Preference]:
     """The stored preference pairs as people judged them: a pair whose annotators chose
     the stored ``chosen`` response more often than the ``rejected`` one is kept as is, the
     other way round it is swapped; ties, "both bad" and even splits give no pair.
     ``confidence`` is the share of the decided answers that agree; ``source`` names the
     annotators."""
     answers: dict[str, dict[str, str]] = defaultdict(dict)
-    for a in read_annotations(db, "pair"):  # oldest first: a correction wins
+    for a in store.annotations("pair"):  # oldest first: a correction wins
         answers[a.item][a.annotator] = a.answer
     out = []
     for item, by_person in sorted(answers.items(), key=lambda kv: int(kv[0])):
@@ -192,10 +84,9 @@ def human_preferences(db: sqlite3.Connection) -> list[Preference]:
         rejected = sum(v == "rejected" for v in by_person.values())
         if chosen == rejected:
             continue
-        row = db.execute("SELECT json FROM preferences WHERE id = ?", (int(item),)).fetchone()
-        if row is None:
+        pref = store.preference(int(item))
+        if pref is None:
             continue
-        pref = Preference.model_validate_json(row[0])
         if rejected > chosen:
             pref = pref.model_copy(update={"chosen": pref.rejected, "rejected": pref.chosen})
         out.append(
@@ -230,7 +121,7 @@ class Consensus:
 
 
 def consensus(
-    annotations: Sequence[Annotation], critiques: dict[str, list[Critique]] | None = None
+    annotations: Sequence[Annotation], critiques: Mapping[str, list[Critique]] | None = None
 ) -> Consensus:
     """Annotators as Dawid–Skene sources beside the critics; verdicts weighted by accuracy.
 

@@ -34,7 +34,7 @@ def report_data(store: Store, run_dir: Path):  # -> eval.ReportData
         successful_attacks=attacks,
         before_after=_before_after(store),
         timing=phase_times(store),
-        annotators=agreement_report(store.db),
+        annotators=agreement_report(store),
         transcripts=transcripts(store.judged(tier=Tier.train.value)),
         conversations=conversations(store),
     )
@@ -137,7 +137,7 @@ def export(store: Store, out_dir: Path, fmt: str) -> list[Path]:
 
     pairs = store.preferences()
     prefs = {**preference_rows(pairs), "source": [p.source for p in pairs]}
-    human = human_preferences(store.db)  # the stored pairs as web annotators judged them
+    human = human_preferences(store)  # the stored pairs as web annotators judged them
     human_prefs = {**preference_rows(human), "source": [p.source for p in human]}
     kept = [j for j in store.judged(tier=Tier.train.value) if j.judgement.label.p_acceptable >= 0.5]
     sft = {

@@ -16,9 +16,11 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Self
 
-from ..errors import StoreError
+from pydantic import BaseModel, Field
+
+from ..errors import StoreBusyError, StoreError
 from ..types import (
     Critique,
     HumanLabel,
@@ -74,6 +76,32 @@ CREATE INDEX IF NOT EXISTS transcripts_round ON transcripts (round, tier);
 # Tables added after a schema version shipped: created on the next write open of an
 # older run (CREATE ... IF NOT EXISTS), read as empty where a read-only open lacks them.
 _ADDED_TABLES = ("transcripts",)
+
+# The label inbox's table: created by the first labeller (``AnnotationLog``), not by the
+# loop, so a run nobody labelled on the web has none (read as empty).
+_ANNOTATIONS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS annotations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, item TEXT NOT NULL,
+    answer TEXT NOT NULL, reason TEXT NOT NULL, annotator TEXT NOT NULL,
+    assisted INTEGER NOT NULL, created REAL NOT NULL, source TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS annotations_item ON annotations (kind, item);
+"""
+
+
+class Annotation(BaseModel):
+    """One person's answer. ``kind="point"``: ``item`` is a response id and ``answer`` a
+    verdict. ``kind="pair"``: ``item`` is a preference id and ``answer`` one of
+    ``PAIR_CHOICES`` (the stored chosen response is better, the rejected one, a tie, or
+    both bad)."""
+
+    kind: Literal["point", "pair"]
+    item: str
+    answer: str
+    annotator: str
+    reason: str = ""
+    assisted: bool = False
+    created: float = Field(default_factory=time.time)
+    source: str = "web"
 
 
 class Store:
@@ -319,10 +347,7 @@ class Store:
         )
 
     def critiques(self, response_id: str) -> list[Critique]:
-        rows = self.db.execute(
-            "SELECT json FROM critiques WHERE response_id = ? ORDER BY rowid", (response_id,)
-        )
-        return [Critique.model_validate_json(r[0]) for r in rows]
+        return _read_critiques(self.db, response_id)
 
     def add_labels(self, labels: Sequence[Label], producer: str) -> None:
         self.db.executemany(
@@ -357,6 +382,36 @@ class Store:
         return self.db.execute(
             "SELECT response_id, round FROM pending_labels ORDER BY round, priority DESC"
         ).fetchall()
+
+    def response_and_query(self, response_id: str) -> tuple[Response, Query] | None:
+        """One stored response with the query it answers; None when not in the run."""
+        row = self.db.execute(
+            "SELECT r.id, r.query_id, r.round, r.model, r.text, q.json FROM responses r "
+            "JOIN queries q ON q.id = r.query_id WHERE r.id = ?",
+            (response_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        i, q, rd, m, t, query = row
+        return Response(id=i, query_id=q, round=rd, model=m, text=t), Query.model_validate_json(
+            query
+        )
+
+    # -- the label inbox (annotations written by AnnotationLog) ----------------------------
+
+    def annotations(self, kind: str | None = None) -> list[Annotation]:
+        """People's answers, oldest first; none where nobody labelled on the web yet."""
+        return _read_annotations(self.db, kind)
+
+    def annotated_items(self, kind: str, annotator: str | None = None) -> list[str]:
+        """The distinct items of ``kind`` someone (or ``annotator``) answered."""
+        if not self._has_table("annotations"):
+            return []
+        sql, args = "SELECT DISTINCT item FROM annotations WHERE kind = ?", [kind]
+        if annotator is not None:
+            sql += " AND annotator = ?"
+            args.append(annotator)
+        return [r[0] for r in self.db.execute(sql, args)]
 
     # -- judged views ---------------------------------------------------------------------
 
@@ -426,6 +481,19 @@ class Store:
             for r in self.db.execute(sql + " ORDER BY id", args)
         ]
 
+    def preference(self, id: int) -> Preference | None:
+        """The stored preference pair with this id (the label inbox's ``pair`` items)."""
+        row = self.db.execute("SELECT json FROM preferences WHERE id = ?", (id,)).fetchone()
+        return Preference.model_validate_json(row[0]) if row else None
+
+    def latest_preferences(self) -> list[tuple[int, Preference]]:
+        """The pairs of the last round that stored any, with their ids, in order."""
+        rows = self.db.execute(
+            "SELECT id, json FROM preferences WHERE round = (SELECT MAX(round) FROM preferences) "
+            "ORDER BY id"
+        )
+        return [(i, Preference.model_validate_json(j)) for i, j in rows]
+
     def add_training(self, round: int, algorithm: str, record: dict[str, Any]) -> None:
         self.db.execute(
             "INSERT INTO training VALUES (?, ?, ?)", (round, algorithm, json.dumps(record))
@@ -488,6 +556,92 @@ class Store:
             else 0
             for t in tables
         }
+
+
+class AnnotationLog:
+    """The label inbox: appends people's answers to a run's ``annotations`` table beside a
+    running loop, over its own connection and without the run's lock (rows are only ever
+    appended; a busy database is waited for up to 30 s, then ``StoreBusyError``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise StoreError(f"no run store at {self.path}; is this a run directory?")
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA busy_timeout=30000")
+            self.db.executescript(_ANNOTATIONS_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(
+                f"{self.path} cannot take labels ({e}); check that the run directory is "
+                "writable and the file is a superalign run database"
+            ) from e
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def has_item(self, kind: str, item: str) -> bool:
+        """Whether ``item`` names a stored response (``point``) or preference pair (``pair``)."""
+        table = "responses" if kind == "point" else "preferences"
+        try:
+            found = self.db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (item,)).fetchone()
+        except sqlite3.OperationalError as e:
+            raise StoreBusyError(str(e)) from e
+        return found is not None
+
+    def append(self, a: Annotation) -> None:
+        """Append one answer as given (the caller checks and cleans it)."""
+        try:
+            self.db.execute(
+                "INSERT INTO annotations (kind, item, answer, reason, annotator, assisted, "
+                "created, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (a.kind, a.item, a.answer, a.reason, a.annotator, int(a.assisted), a.created,
+                 a.source),
+            )  # fmt: skip
+        except sqlite3.OperationalError as e:  # the loop held the database for over 30 s
+            raise StoreBusyError(str(e)) from e
+
+    def annotations(self, kind: str | None = None) -> list[Annotation]:
+        return _read_annotations(self.db, kind)
+
+    def pending_ids(self) -> set[str]:
+        """Responses the loop asked people about and has no label for yet (any round)."""
+        return {r[0] for r in self.db.execute("SELECT response_id FROM pending_labels")}
+
+    def critiques(self, response_ids: Iterable[str]) -> dict[str, list[Critique]]:
+        return {rid: _read_critiques(self.db, rid) for rid in set(response_ids)}
+
+
+def _read_critiques(db: sqlite3.Connection, response_id: str) -> list[Critique]:
+    rows = db.execute(
+        "SELECT json FROM critiques WHERE response_id = ? ORDER BY rowid", (response_id,)
+    )
+    return [Critique.model_validate_json(r[0]) for r in rows]
+
+
+def _read_annotations(db: sqlite3.Connection, kind: str | None = None) -> list[Annotation]:
+    known = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'annotations'"
+    ).fetchone()
+    if known is None:
+        return []
+    sql = "SELECT kind, item, answer, reason, annotator, assisted, created, source FROM annotations"
+    rows = db.execute(
+        sql + (" WHERE kind = ? ORDER BY id" if kind else " ORDER BY id"), (kind,) if kind else ()
+    )
+    return [
+        Annotation(
+            kind=k, item=i, answer=ans, reason=r, annotator=who, assisted=bool(s), created=c,
+            source=src,
+        )
+        for k, i, ans, r, who, s, c, src in rows
+    ]  # fmt: skip
 
 
 REQUIRED_TABLES = ("meta", "phases", "queries", "responses", "training", "metrics", "state")

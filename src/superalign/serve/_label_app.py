@@ -4,7 +4,7 @@ A small server-rendered app over one run's store. It shows the pairs the loop as
 people about (pending human labels, from any round) one at a time, with the critics'
 critiques and the learned critic's draft as assistance that can be hidden, and records
 each answer with the annotator's name, the time and whether assistance was shown
-(``loop._inbox``). It also asks for pair-wise answers on the run's stored preference
+(``loop.LabelInbox``). It also asks for pair-wise answers on the run's stored preference
 pairs: which of the two responses to the same query is better, a tie, or both bad.
 
 Security: it listens on 127.0.0.1 unless told otherwise; every request needs the
@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import html
 import secrets
-import sqlite3
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,10 +33,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..errors import StoreError
-from ..loop._inbox import Annotation, LabelInbox, check_annotator
+from ..errors import StoreBusyError, StoreError
+from ..loop import Annotation, LabelInbox, Store, check_annotator
 from ..textsafe import printable
-from ..types import Critique, Label, Preference, Query, Verdict
+from ..types import Critique, Label, Verdict
 
 SHOWN_CHARS = 20_000  # longer texts are cut on screen (the store keeps them whole)
 POINT_KEYS = {
@@ -91,28 +90,22 @@ class LabelApp:
     # -- reading the run ---------------------------------------------------------
 
     @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        """A read-only connection for one request (the loop may be writing meanwhile)."""
-        uri = self.db_path.resolve().as_uri()
-        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30)
+    def _read(self) -> Iterator[Store]:
+        """The run read-only for one request (the loop may be writing meanwhile)."""
+        store = Store(self.db_path, write=False)
         try:
-            yield db
+            yield store
         finally:
-            db.close()
+            store.close()
 
-    def _asked(self, db: sqlite3.Connection) -> list[str]:
+    def _asked(self, store: Store) -> list[str]:
         """Responses put to people: pending ones, then those answered on this page."""
-        pending = [r[0] for r in db.execute(_PENDING)]
-        answered = [
-            r[0] for r in db.execute("SELECT DISTINCT item FROM annotations WHERE kind = 'point'")
-        ]
+        pending = [rid for rid, _ in store.pending()]
+        answered = store.annotated_items("point")
         return pending + [rid for rid in answered if rid not in set(pending)]
 
-    def _done(self, db: sqlite3.Connection, kind: str, who: str) -> set[str]:
-        rows = db.execute(
-            "SELECT DISTINCT item FROM annotations WHERE kind = ? AND annotator = ?", (kind, who)
-        )
-        return {r[0] for r in rows}
+    def _done(self, store: Store, kind: str, who: str) -> set[str]:
+        return set(store.annotated_items(kind, who))
 
     # -- pages -----------------------------------------------------------------------
 
@@ -148,9 +141,9 @@ class LabelApp:
         who = _annotator(request)
         if who is None:
             return RedirectResponse("/", status_code=303)
-        with self._db() as db:
-            asked = self._asked(db)
-            done = self._done(db, "point", who) & set(asked)
+        with self._read() as store:
+            asked = self._asked(store)
+            done = self._done(store, "point", who) & set(asked)
             todo = [r for r in asked if r not in done]
             todo.sort(key=lambda r: r in self.skipped[who])  # skipped ones last
             nav = _nav("point", who, len(done), len(asked), _assisted(request))
@@ -158,14 +151,13 @@ class LabelApp:
                 return _page("nothing to label", nav + "<p id=empty>Nothing left to label "
                              "here. Thank you.</p>", self.run_dir.name)  # fmt: skip
             rid = todo[0]
-            row = db.execute(_RESPONSE, (rid,)).fetchone()
-            critiques = [Critique.model_validate_json(r[0]) for r in db.execute(_CRITS, (rid,))]
-            label_row = db.execute("SELECT json FROM labels WHERE response_id = ?", (rid,))
-            label = next((Label.model_validate_json(r[0]) for r in label_row), None)
-        if row is None:
+            found = store.response_and_query(rid)
+            critiques = store.critiques(rid)
+            label = store.label(rid)
+        if found is None:
             return _page("missing", f"<p class=error>response {text(rid)} is not in the run</p>")
-        response_text, rd, query_json = row
-        query = Query.model_validate_json(query_json)
+        response, query = found
+        response_text, rd = response.text, response.round
         assisted = _assisted(request)
         buttons = "".join(
             f'<button type="submit" name="verdict" value="{v.value}" data-key="{k}" '
@@ -214,21 +206,17 @@ class LabelApp:
         who = _annotator(request)
         if who is None:
             return RedirectResponse("/", status_code=303)
-        with self._db() as db:
-            last = db.execute("SELECT MAX(round) FROM preferences").fetchone()[0]
-            rows = db.execute(
-                "SELECT id, json FROM preferences WHERE round = ? ORDER BY id", (last,)
-            ).fetchall()
-            done = self._done(db, "pair", who)
+        with self._read() as store:
+            rows = store.latest_preferences()
+            done = self._done(store, "pair", who)
         ids = [str(i) for i, _ in rows]
         nav = _nav("pair", who, len(done & set(ids)), len(ids), _assisted(request))
-        todo = [(str(i), j) for i, j in rows if str(i) not in done]
+        todo = [(str(i), p) for i, p in rows if str(i) not in done]
         todo.sort(key=lambda r: r[0] in self.skipped[who])
         if not todo:
             return _page("nothing to compare", nav + "<p id=empty>No preference pairs left "
                          "to compare. Thank you.</p>", self.run_dir.name)  # fmt: skip
-        pid, pref_json = todo[0]
-        pref = Preference.model_validate_json(pref_json)
+        pid, pref = todo[0]
         flip = _flip(pid, who)
         first, second = (pref.rejected, pref.chosen) if flip else (pref.chosen, pref.rejected)
         hint = ""
@@ -291,7 +279,7 @@ class LabelApp:
         try:
             with LabelInbox(self.db_path) as box:
                 box.add(annotation)
-        except sqlite3.OperationalError as e:  # the loop held the database for over 30 s
+        except StoreBusyError as e:  # the loop held the database for over 30 s
             return _page(
                 "not saved",
                 f'<p class="error" id="error">Not saved: the run database is busy ({text(e)}). '
@@ -346,14 +334,6 @@ async def _refuse(status: int, scope: Any, receive: Any, send: Any) -> None:
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-_PENDING = "SELECT response_id FROM pending_labels ORDER BY round, priority DESC"
-_RESPONSE = (
-    "SELECT r.text, r.round, q.json FROM responses r JOIN queries q ON q.id = r.query_id "
-    "WHERE r.id = ?"
-)
-_CRITS = "SELECT json FROM critiques WHERE response_id = ? ORDER BY rowid"
-
 
 MAX_FORM = 64 * 1024
 
