@@ -10,8 +10,8 @@ from superalign.learn import (
     DPOSettings,
     LearnerSection,
     build_preferences,
+    ensure_trainable,
 )
-from superalign.learn._base import ensure_trainable
 from superalign.learn.sft import prompts, refusal_for
 from superalign.models import MockModel
 from superalign.types import (

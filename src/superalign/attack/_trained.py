@@ -3,7 +3,8 @@ its own successes, in the manner of MART (multi-round automatic red-teaming; Ge 
 2023, arXiv 2311.07689).
 
 After every round the attacker model (a private copy, so a model shared with the judge
-stays untouched) is fine-tuned with TRL's SFTTrainer on a LoRA adapter: the prompt asks
+stays untouched) is fine-tuned with TRL's SFTTrainer on a LoRA adapter, through the
+learners' own training stack (``superalign.learn.trainers``): the prompt asks
 for an attack on a goal (the seed request a lineage pursues) in a risk category, the
 completion is an attack it wrote that succeeded against the learner
 (``attack_succeeded`` on the round's feedback; train tier only; ``learn_from: all`` adds
@@ -38,6 +39,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..errors import ConfigError, StoreError
+from ..learn import chat_rows, fit, rl_trainer, sft_trainer, trainable
 from ..models import ChatModel, HFChatModel, HFSettings
 from ..outcomes import attack_succeeded
 from ..types import Chat, Exchange, Feedback, GenParams, Intent, Judged, Query, Tier
@@ -54,7 +56,6 @@ log = logging.getLogger(__name__)
 
 OPERATOR = "trained_attacker"
 ADAPTER_META = "attacker_adapter.json"
-_RL_TRAINERS = {"grpo": ("GRPOConfig", "GRPOTrainer"), "rloo": ("RLOOConfig", "RLOOTrainer")}
 
 
 class Success(BaseModel):
@@ -82,10 +83,7 @@ def attack_chat(goal: str, category: str) -> Chat:
 
 def sft_rows(successes: Sequence[Success]) -> dict[str, list[Any]]:
     """Prompt-completion rows: instruction for the goal -> the attack that worked."""
-    return {
-        "prompt": [attack_chat(s.goal, s.category) for s in successes],
-        "completion": [[{"role": "assistant", "content": s.text}] for s in successes],
-    }
+    return chat_rows([(attack_chat(s.goal, s.category), s.text) for s in successes])
 
 
 def succeeded(judged: Judged) -> bool:
@@ -227,94 +225,63 @@ class TrainedOperator:
     ) -> dict[str, Any]:
         """Fine-tune on ``successes`` (and reinforce on ``goals``: (goal, category) pairs),
         then save the adapter as ``round-<round_>``. Returns the training metrics."""
-        from ..learn import _trl
-        from ..learn._base import ensure_trainable
-
         s = self.settings
         if s.rl != "none" and self.reward is None:
             raise ConfigError(
                 f"attacker.trained.rl is {s.rl!r} but no target and judge are bound; build "
                 "the attacker with trained_attacker(..., target=, judge=) or set rl: none"
             )
-        ensure_trainable(self.chat_model, s.lora)
         metrics: dict[str, Any] = {"examples": len(successes)}
-        try:
+        with trainable(self.chat_model, s.lora):
             if s.sft and successes:
-                metrics["sft"] = _trl.log_summary(self._sft(successes, round_))
+                metrics["sft"] = self._sft(successes, round_)
             if s.rl != "none" and goals:
-                metrics["rl"] = _trl.log_summary(self._rl(goals, round_))
-        finally:
-            self.chat_model.model.eval()
-            self.chat_model.weights_changed()
+                metrics["rl"] = self._rl(goals, round_)
         self._save(round_, metrics)
         return metrics
 
-    def _args(self, name: str, steps: int, batch_size: int, round_: int) -> dict[str, Any]:
-        from ..learn import _trl
-
+    def _sft(self, successes: Sequence[Success], round_: int) -> dict[str, Any]:
+        """SFT on the successes (the learners' SFT trainer); the log's summary."""
         s = self.settings
-        return _trl.training_args(
+        trainer = sft_trainer(
+            self.chat_model,
+            sft_rows(successes),
             run_dir=self.root,
-            name=name,
-            steps=steps,
-            batch_size=batch_size,
+            name=f"attacker-sft-round-{round_}",
             learning_rate=s.learning_rate,
             seed=self.seed + round_,
-            device=self.chat_model.device,
-        )
-
-    def _sft(self, successes: Sequence[Success], round_: int) -> list[dict[str, Any]]:
-        from datasets import Dataset
-        from trl import SFTConfig, SFTTrainer
-
-        from ..learn import _trl
-
-        s = self.settings
-        args = SFTConfig(
-            **self._args(f"attacker-sft-round-{round_}", s.max_steps, s.batch_size, round_),
-            num_train_epochs=s.epochs,
+            batch_size=s.batch_size,
             max_length=s.max_length,
-            completion_only_loss=True,
+            epochs=s.epochs,
+            max_steps=s.max_steps,
         )
-        trainer = SFTTrainer(
-            model=self.chat_model.model,
-            args=args,
-            train_dataset=Dataset.from_dict(sft_rows(successes)),
-            processing_class=self.chat_model.tokenizer,
-        )
-        _trl.run(trainer)
-        return trainer.state.log_history
+        return fit(trainer)
 
-    def _rl(self, goals: Sequence[tuple[str, str]], round_: int) -> list[dict[str, Any]]:
-        import trl
-        from datasets import Dataset
-
-        from ..learn import _trl
-
+    def _rl(self, goals: Sequence[tuple[str, str]], round_: int) -> dict[str, Any]:
+        """GRPO or RLOO on the goals, rewarded by ``AttackReward``; the log's summary."""
         s = self.settings
-        config_name, trainer_name = _RL_TRAINERS[s.rl]
-        batch = s.rl_prompts_per_step * s.num_generations
-        args = getattr(trl, config_name)(
-            **self._args(f"attacker-{s.rl}-round-{round_}", s.rl_steps, batch, round_),
+        assert self.reward is not None  # train checked it
+        rows = {
+            "prompt": [attack_chat(g, c) for g, c in goals],
+            "category": [c for _, c in goals],
+        }
+        trainer = rl_trainer(
+            self.chat_model,
+            s.rl,
+            rows,
+            self.reward.trl(),
+            run_dir=self.root,
+            name=f"attacker-{s.rl}-round-{round_}",
+            learning_rate=s.learning_rate,
+            seed=self.seed + round_,
+            steps=s.rl_steps,
+            prompts_per_step=s.rl_prompts_per_step,
             num_generations=s.num_generations,
             max_completion_length=s.max_new_tokens,
             temperature=s.temperature,
             beta=s.beta,
         )
-        rows = {
-            "prompt": [attack_chat(g, c) for g, c in goals],
-            "category": [c for _, c in goals],
-        }
-        trainer = getattr(trl, trainer_name)(
-            model=self.chat_model.model,
-            reward_funcs=[self.reward.trl()],  # type: ignore[union-attr]
-            args=args,
-            train_dataset=Dataset.from_dict(rows),
-            processing_class=self.chat_model.tokenizer,
-        )
-        _trl.drop_ref_adapter(self.chat_model.model)
-        _trl.run(trainer)
-        return trainer.state.log_history
+        return fit(trainer)
 
     def _save(self, round_: int, metrics: dict[str, Any]) -> None:
         path = self.root / f"round-{round_}"

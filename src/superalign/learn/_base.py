@@ -1,5 +1,6 @@
-"""What every algorithm shares: the Learner protocol, LoRA wrapping, the reference
-model, the helpfulness guard and the per-round checkpoint."""
+"""What every algorithm shares: the Learner protocol, the reference model, the
+helpfulness guard and the per-round checkpoint (LoRA wrapping and the TRL trainers are
+``trainers.py``'s, shared with the trained attacker)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from ..timing import charge
 from ..types import Checkpoint, Intent, Query, RoundData, Tier
 from ._reward import Reward
 from ._trl import Budget
-from .settings import LearnerSection, LoraSettings
+from .settings import LearnerSection
+from .trainers import is_peft, trainable
 
 CHECKPOINT_META = "superalign_checkpoint.json"
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "learn"
@@ -67,6 +69,12 @@ class BaseLearner:
             )
         self.settings = settings
         self.chat_model = model
+        network = getattr(model, "model", None)
+        if section.lora.enabled and hasattr(network, "named_modules"):
+            # LoRA targets as this model family names its linear layers (a preset resolved,
+            # explicit names checked): a clear error now rather than peft's at round 0.
+            lora = section.lora.for_model(network, getattr(model, "name", None))
+            section = section.model_copy(update={"lora": lora})
         self.section = section
         self.reward = reward
         self.run_dir = Path(run_dir)
@@ -80,15 +88,11 @@ class BaseLearner:
     # -- the round ---------------------------------------------------------------
 
     def train_round(self, data: RoundData) -> Checkpoint:
-        ensure_trainable(self.chat_model, self.section.lora)
-        start = time.perf_counter()
-        self.budget = Budget(self.section.time_budget)
-        try:
+        with trainable(self.chat_model, self.section.lora):
+            start = time.perf_counter()
+            self.budget = Budget(self.section.time_budget)
             with charge("train"):
                 metrics = self._train(data)
-        finally:
-            self.chat_model.model.eval()
-            self.chat_model.weights_changed()
         metrics["train_seconds"] = round(time.perf_counter() - start, 3)
         metrics["compute_seconds"] = round(self.budget.spent(), 3)
         ckpt = write_checkpoint(
@@ -115,7 +119,7 @@ class BaseLearner:
     # -- helpers for algorithms ----------------------------------------------------
 
     def _uses_lora(self) -> bool:
-        return self.section.lora.enabled or _is_peft(self.chat_model.model)
+        return self.section.lora.enabled or is_peft(self.chat_model.model)
 
     def reference(self) -> Any:
         """A context manager under which ``self.reference_model()`` is the round-0 model."""
@@ -130,47 +134,13 @@ class BaseLearner:
         return random.Random(self.section.seed * 1009 + round_)
 
 
-# -- LoRA and checkpoints ---------------------------------------------------------------
-
-
-def _is_peft(module: Any) -> bool:
-    from peft import PeftModel
-
-    return isinstance(module, PeftModel)
+# -- the reference and checkpoints -----------------------------------------------------
 
 
 def _frozen_copy(module: Any) -> Any:
     ref = copy.deepcopy(module).eval()
     ref.requires_grad_(False)
     return ref
-
-
-def ensure_trainable(chat_model: HFChatModel, lora: LoraSettings) -> Any:
-    """Wrap the model in a LoRA adapter once; on later rounds make the adapter trainable.
-
-    An adapter loaded from an earlier checkpoint is loaded frozen by peft, so its
-    LoRA weights are switched back on here: round N+1 continues the same adapter.
-    """
-    from peft import LoraConfig, get_peft_model
-
-    module = chat_model.model
-    if _is_peft(module):
-        for name, p in module.named_parameters():
-            p.requires_grad_("lora_" in name)
-    elif lora.enabled:
-        config = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.targets(),
-            task_type="CAUSAL_LM",
-        )
-        module = get_peft_model(module, config)
-        chat_model.model = module
-    else:
-        module.requires_grad_(True)
-    module.train()
-    return module
 
 
 def base_model_of(chat_model: HFChatModel) -> str:

@@ -2,8 +2,8 @@
 
 Both answer each prompt ``num_generations`` times and baseline a completion's reward by
 the others of its group (GRPO: the group mean over its std; RLOO: the mean of the other
-k - 1), so neither needs a value model. The subclasses name TRL's config and trainer and
-add their own arguments.
+k - 1), so neither needs a value model. The subclasses add their own arguments; the
+trainer is ``trainers.rl_trainer``'s, as the trained attacker's is.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..types import RoundData
 from . import _trl
 from ._base import BaseLearner, mix_batches, training_queries
+from .trainers import fit, rl_trainer
 
 
 class GroupSettings(BaseModel):
@@ -30,31 +31,29 @@ class GroupSettings(BaseModel):
 
 
 class GroupLearner(BaseLearner):
-    """A critic-rewarded group-sampling trainer of TRL on the learner's LoRA adapter."""
+    """A critic-rewarded group-sampling trainer of TRL (``trainers.rl_trainer``, named
+    by ``algorithm``) on the learner's LoRA adapter."""
 
     needs_reward = True
     settings: GroupSettings
-    trl_config = ""  # name of TRL's config class, e.g. "GRPOConfig"
-    trl_trainer = ""  # name of TRL's trainer class, e.g. "GRPOTrainer"
 
     def extra_args(self) -> dict[str, Any]:
         """The algorithm's own config arguments."""
         return {}
 
     def _train(self, data: RoundData) -> dict[str, Any]:
-        import trl
-
         s = self.settings
-        args = getattr(trl, self.trl_config)(
-            **_trl.training_args(
-                run_dir=self.run_dir,
-                name=f"{self.algorithm}-round-{data.round}",
-                steps=s.steps,
-                batch_size=s.prompts_per_step * s.num_generations,
-                learning_rate=self.section.learning_rate,
-                seed=self.section.seed + data.round,
-                device=self.chat_model.device,
-            ),
+        trainer = rl_trainer(
+            self.chat_model,
+            self.algorithm,
+            self.rows(data),
+            _trl.trl_reward_func(self.reward),
+            run_dir=self.run_dir,
+            name=f"{self.algorithm}-round-{data.round}",
+            learning_rate=self.section.learning_rate,
+            seed=self.section.seed + data.round,
+            steps=s.steps,
+            prompts_per_step=s.prompts_per_step,
             num_generations=s.num_generations,
             max_completion_length=s.max_completion_length,
             temperature=s.temperature,
@@ -63,25 +62,14 @@ class GroupLearner(BaseLearner):
             shuffle_dataset=False,  # keep the benign/adversarial mix of every batch
             **self.extra_args(),
         )
-        trainer = getattr(trl, self.trl_trainer)(
-            model=self.chat_model.model,
-            reward_funcs=[_trl.trl_reward_func(self.reward)],
-            args=args,
-            train_dataset=self.dataset(data),
-            processing_class=self.chat_model.tokenizer,
-        )
-        _trl.drop_ref_adapter(self.chat_model.model)
-        _trl.run(trainer, self.budget)
-        return _trl.log_summary(trainer.state.log_history)
+        return fit(trainer, self.budget)
 
-    def dataset(self, data: RoundData) -> Any:
+    def rows(self, data: RoundData) -> dict[str, list[Any]]:
         """The round's prompts, mixed per step so every step holds benign queries too."""
-        from datasets import Dataset
-
         queries = mix_batches(
             training_queries(data),
             self.section.benign_ratio,
             self.settings.prompts_per_step,
             self.rng(data.round),
         )
-        return Dataset.from_dict(_trl.prompt_rows(queries))
+        return _trl.prompt_rows(queries)

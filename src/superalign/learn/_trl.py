@@ -1,5 +1,5 @@
-"""Plumbing shared by the learners that run on TRL trainers (SFT, GRPO, RLOO, DPO), and
-the adapters over the trainers' private API (``length_grouped``,
+"""Plumbing shared by the TRL trainers (SFT, GRPO, RLOO, DPO; built in ``trainers.py``
+and ``dpo.py``), and the adapters over the trainers' private API (``length_grouped``,
 ``margin_loss_dpo_trainer``)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -182,9 +183,11 @@ class LengthGroupedOrder:
         return (i for batch in self.batches() for i in batch)
 
 
+@cache
 def length_grouped(trainer_cls: type) -> type:
     """``trainer_cls`` drawing its training batches through ``LengthGroupedOrder`` over
-    the tokenised rows' ``input_ids`` (one process; the order is the sampler's)."""
+    the tokenised rows' ``input_ids`` (one process; the order is the sampler's). One
+    class per ``trainer_cls``: every caller gets the same."""
 
     class LengthGrouped(trainer_cls):  # type: ignore[misc, valid-type]
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:

@@ -32,6 +32,7 @@ from . import _trl
 from ._base import BaseLearner
 from ._reward import CriticReward
 from .settings import LearnerSection
+from .trainers import fit
 
 LossName = Literal["sigmoid", "cdpo", "robust", "ipo", "exo_pair"]
 TRL_LOSSES = {"sigmoid", "robust", "ipo", "exo_pair"}
@@ -156,8 +157,7 @@ class DPOLearner(BaseLearner):
     def _train(self, data: RoundData) -> dict[str, Any]:
         pairs = self.pairs(data)
         trainer = self.trainer(pairs, data.round)
-        _trl.run(trainer, self.budget)
-        summary = _trl.log_summary(trainer.state.log_history)
+        summary = fit(trainer, self.budget)
         summary["pairs"] = len(pairs)
         if "tokens" not in summary:
             summary["tokens"] = int(sum(len(r["input_ids"]) for r in _token_rows(trainer)))

@@ -29,7 +29,6 @@ class GRPOLearner(GroupLearner):
 
     algorithm = "grpo"
     settings: GRPOSettings
-    trl_config, trl_trainer = "GRPOConfig", "GRPOTrainer"
 
     def extra_args(self) -> dict[str, Any]:
         return {"loss_type": self.settings.loss_type, "scale_rewards": self.settings.scale_rewards}

@@ -28,7 +28,6 @@ class RLOOLearner(GroupLearner):
 
     algorithm = "rloo"
     settings: RLOOSettings
-    trl_config, trl_trainer = "RLOOConfig", "RLOOTrainer"
 
     def extra_args(self) -> dict[str, Any]:
         return {"normalize_advantages": self.settings.normalize_advantages}

@@ -40,10 +40,10 @@ from ..types import (
     Tier,
     Verdict,
 )
-from . import _trl
 from ._base import DATA_DIR, BaseLearner, helpful_pool
 from ._reward import CriticReward, Judge
 from .settings import LearnerSection
+from .trainers import chat_rows, fit, sft_trainer
 
 
 class SFTSettings(BaseModel):
@@ -341,9 +341,7 @@ class SFTLearner(BaseLearner):
                 "there is nothing to fine-tune on; lower learner.args.min_gain or raise "
                 "learner.args.max_new_tokens"
             )
-        trainer = self.trainer(examples, data.round)
-        _trl.run(trainer, self.budget)
-        summary = _trl.log_summary(trainer.state.log_history)
+        summary = fit(self.trainer(examples, data.round), self.budget)
         summary["examples"] = len(examples)
         return summary
 
@@ -426,30 +424,18 @@ class SFTLearner(BaseLearner):
         ]
 
     def trainer(self, examples: list[tuple[Query, str]], round_: int) -> Any:
-        from datasets import Dataset
-        from trl import SFTConfig, SFTTrainer
-
         s = self.settings
-        args = SFTConfig(
-            **_trl.training_args(
-                run_dir=self.run_dir,
-                name=f"sft-round-{round_}",
-                steps=s.max_steps,
-                batch_size=s.batch_size,
-                learning_rate=self.section.learning_rate,
-                seed=self.section.seed + round_,
-                device=self.chat_model.device,
-            ),
-            num_train_epochs=s.epochs,
+        return sft_trainer(
+            self.chat_model,
+            sft_rows(examples),
+            run_dir=self.run_dir,
+            name=f"sft-round-{round_}",
+            learning_rate=self.section.learning_rate,
+            seed=self.section.seed + round_,
+            batch_size=s.batch_size,
             max_length=s.max_length,
-            completion_only_loss=True,
-        )
-        dataset = Dataset.from_dict(sft_rows(examples))
-        return _trl.length_grouped(SFTTrainer)(
-            model=self.chat_model.model,
-            args=args,
-            train_dataset=dataset,
-            processing_class=self.chat_model.tokenizer,
+            epochs=s.epochs,
+            max_steps=s.max_steps,
         )
 
 
@@ -495,10 +481,7 @@ def refusal_top_up(
 
 def sft_rows(examples: Sequence[tuple[Query, str]]) -> dict[str, list[Any]]:
     """Prompt-completion rows: the bare query (no critique, no constitution) -> new answer."""
-    return {
-        "prompt": [q.chat() for q, _ in examples],
-        "completion": [[{"role": "assistant", "content": a}] for _, a in examples],
-    }
+    return chat_rows([(q.chat(), a) for q, a in examples])
 
 
 @register("algorithm", "sft", settings=SFTSettings)
