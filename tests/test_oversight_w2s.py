@@ -204,3 +204,21 @@ def test_lm_student_shares_one_feature_cache_across_students(
     monkeypatch.setattr(LMFeatures, "_embed", refuse)
     again = run_w2s(settings)
     assert [e.accuracy.value for e in again.entries] == [e.accuracy.value for e in first.entries]
+
+
+def test_words_only_view_counts_the_critics_word_buckets() -> None:
+    """The weak supervisor's words-only view hashes words as the learned critic's n-gram
+    features do (critic's public word_buckets), unit-normalised counts per bucket."""
+    from superalign.critic import word_buckets
+    from superalign.oversight._w2s import _UnigramFeatures
+
+    dims = 1 << 16
+    got = word_buckets("no, no", dims)
+    assert len(got) == 3 and got[0] == got[2] != got[1]
+    assert all(0 <= b < dims for b in got)
+    view = _UnigramFeatures(LearnedModel("ngram").ngram)
+    idx, vals = view.bag("ignored query", "No, no")
+    weights = dict(zip(idx, vals, strict=True))
+    assert set(weights) == set(got)
+    assert weights[got[0]] == pytest.approx(2 / math.sqrt(5))
+    assert weights[got[1]] == pytest.approx(1 / math.sqrt(5))
