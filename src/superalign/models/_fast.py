@@ -1,4 +1,5 @@
-"""Fast rollouts: a static-KV-cache decode loop for Llama-family models.
+"""Fast rollouts: a static-KV-cache decode loop for Llama-layout models (Llama, Mistral,
+Qwen2, Qwen3, Phi-3: ``SUPPORTED_TYPES``).
 
 Plain ``model.generate`` spends much of each decode step outside the matrix products:
 the dynamic cache is re-concatenated every step, masks and positions are rebuilt, logits
@@ -38,9 +39,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Architectures whose decoder block is exactly: RMSNorm, GQA attention with RoPE (optional
-# q/k/v bias), RMSNorm, SwiGLU MLP. Anything else falls back to plain generate.
-SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
+# Architectures (``config.model_type``) whose decoder block is exactly: RMSNorm, GQA
+# attention with RoPE (optional q/k/v bias, optional RMSNorm of each query and key head
+# before RoPE as in Qwen3, optionally rotating only the first part of each head as Phi-3's
+# ``partial_rotary_factor``), RMSNorm, SwiGLU MLP; q/k/v and gate/up as separate layers or
+# fused (Phi-3's ``qkv_proj`` and ``gate_up_proj``). Sliding-window attention is served
+# only while every sequence fits inside the window (``attention_window``), where it is
+# plain causal attention. Not here, so served by plain generate: Gemma 2/3 ((1 + w)
+# RMSNorm, scaled embeddings, sandwich norms, GELU, soft-capping, per-layer windows and
+# RoPE bases) and GPT-NeoX (LayerNorm, parallel residual, per-head interleaved qkv, GELU).
+SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
 # RoPE variants whose frequencies are fixed at load time (``dynamic`` rescales per length).
 _STATIC_ROPE = ("default", "linear", "llama3", "yarn")
 # Compact the batch once this share of its rows has finished: copying the cache costs
@@ -68,6 +76,8 @@ Weight = torch.Tensor | _Int8  # a float weight is input-major too: (C_in, C_out
 @dataclass
 class _Layer:
     ln1: torch.Tensor
+    q_norm: torch.Tensor | None  # (D,) RMSNorm weight of each query head (Qwen3), or None
+    k_norm: torch.Tensor | None
     wqkv: Weight  # (C, Hq*D + 2*Hkv*D): q, k and v side by side
     bqkv: torch.Tensor | None
     wo: Weight
@@ -97,15 +107,29 @@ def check_supported(model: Any) -> None:
         raise FastUnavailable(f"architecture {kind!r} is not one of {', '.join(SUPPORTED_TYPES)}")
     if getattr(cfg, "hidden_act", "silu") != "silu":
         raise FastUnavailable(f"activation {cfg.hidden_act!r} is not silu")
-    window = getattr(cfg, "sliding_window", None)
-    if window is not None and getattr(cfg, "use_sliding_window", True):
-        raise FastUnavailable("sliding-window attention is not implemented")
+    kinds = set(getattr(cfg, "layer_types", None) or ())
+    if kinds - {"full_attention", "sliding_attention"}:
+        raise FastUnavailable(f"layer types {sorted(kinds)} are not all causal attention")
     rope = getattr(cfg, "rope_parameters", None) or {}
     if rope.get("rope_type", "default") not in _STATIC_ROPE:
         raise FastUnavailable(f"rope type {rope.get('rope_type')!r} is not static")
     for module in base_model(model).modules():
         if getattr(module, "use_dora", {}) and any(module.use_dora.values()):
             raise FastUnavailable("DoRA adapters are not merged by the fast path")
+
+
+def attention_window(config: Any) -> int | None:
+    """The sliding window of any layer's attention, or None where every layer attends to
+    the whole sequence. A key ``window`` or more slots before the query is masked out."""
+    window = getattr(config, "sliding_window", None)
+    if window is None:
+        return None
+    kinds = getattr(config, "layer_types", None)
+    if kinds is not None:
+        return window if "sliding_attention" in kinds else None
+    # Before ``layer_types``: Mistral and Phi-3 slide wherever a window is set; Qwen2 only
+    # with ``use_sliding_window``.
+    return window if getattr(config, "use_sliding_window", None) is not False else None
 
 
 def _base_layer(module: Any) -> Any:
@@ -195,17 +219,26 @@ def read_weights(model: Any, buffers: dict[str, torch.Tensor] | None = None) -> 
     with torch.inference_mode():
         for i, block in enumerate(body.layers):
             att, mlp = block.self_attn, block.mlp
-            qkv = [att.q_proj, att.k_proj, att.v_proj]
+            # Phi-3 fuses q, k, v (in that order) and gate, up (gate first) itself.
+            qkv = (
+                [att.qkv_proj] if hasattr(att, "qkv_proj") else [att.q_proj, att.k_proj, att.v_proj]
+            )
+            gu = (
+                [mlp.gate_up_proj] if hasattr(mlp, "gate_up_proj") else [mlp.gate_proj, mlp.up_proj]
+            )
+            q_norm, k_norm = getattr(att, "q_norm", None), getattr(att, "k_norm", None)
             layers.append(
                 _Layer(
                     ln1=block.input_layernorm.weight.detach(),
+                    q_norm=None if q_norm is None else q_norm.weight.detach(),
+                    k_norm=None if k_norm is None else k_norm.weight.detach(),
                     wqkv=_merged(qkv, f"{i}.qkv", buffers),
                     bqkv=_cat_bias(qkv),
                     wo=_merged([att.o_proj], f"{i}.o", buffers),
                     bo=_bias(att.o_proj),
                     ln2=block.post_attention_layernorm.weight.detach(),
-                    wgu=_merged([mlp.gate_proj, mlp.up_proj], f"{i}.gu", buffers),
-                    bgu=_cat_bias([mlp.gate_proj, mlp.up_proj]),
+                    wgu=_merged(gu, f"{i}.gu", buffers),
+                    bgu=_cat_bias(gu),
                     wd=_merged([mlp.down_proj], f"{i}.down", buffers),
                     bd=_bias(mlp.down_proj),
                 )
@@ -267,6 +300,7 @@ class TorchDecodeEngine:
         self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
         self.eps = cfg.rms_norm_eps
+        self.window = attention_window(cfg)
         self.weights: _Weights | None = None
         self._buffers: dict[str, torch.Tensor] = {}  # fused/merged copies, kept across rounds
         self._seen: tuple[tuple[int, int], ...] = ()
@@ -291,6 +325,13 @@ class TorchDecodeEngine:
         computed once."""
         if not prompts:
             return []
+        if self.window is not None and max(map(len, prompts)) + params.max_new_tokens > self.window:
+            # Past the window the model's attention slides over cache slots, padding
+            # included, which this loop's slot layout does not reproduce: plain generate.
+            log.debug(
+                "sequences longer than the %d-token sliding window: plain generate", self.window
+            )
+            return self.owner.plain_generate_ids(prompts, params)
         w = self.ensure_weights()
         gen = None
         if params.seed is not None:
@@ -483,8 +524,12 @@ class TorchDecodeEngine:
         q, k, v = _linear(h, layer.wqkv, layer.bqkv).split(
             [self.n_heads * d, self.n_kv * d, self.n_kv * d], dim=-1
         )
-        q = q.view(b, t, self.n_heads, d).transpose(1, 2)
-        k = k.view(b, t, self.n_kv, d).transpose(1, 2)
+        q, k = q.view(b, t, self.n_heads, d), k.view(b, t, self.n_kv, d)
+        if layer.q_norm is not None:  # per head, before RoPE (Qwen3)
+            q = _rms(q, layer.q_norm, self.eps)
+        if layer.k_norm is not None:
+            k = _rms(k, layer.k_norm, self.eps)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = v.view(b, t, self.n_kv, d).transpose(1, 2)
         return _rotate(q, cos, sin), _rotate(k, cos, sin), v
 
@@ -551,6 +596,8 @@ def convert(w: _Weights, precision: str) -> _Weights:
         layers = [
             _Layer(
                 ln1=ly.ln1,
+                q_norm=ly.q_norm,
+                k_norm=ly.k_norm,
                 wqkv=to(ly.wqkv),
                 bqkv=ly.bqkv,
                 wo=to(ly.wo),
@@ -583,6 +630,11 @@ def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE over the first ``cos.shape[-1]`` dimensions of each head; the rest pass as is
+    (all of them rotate unless the model rotates part of each head, as Phi-3 may)."""
+    dim = cos.shape[-1]
+    if dim < x.shape[-1]:
+        return torch.cat((_rotate(x[..., :dim], cos, sin), x[..., dim:]), dim=-1)
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin

@@ -43,6 +43,11 @@ class HFSettings(BaseModel):
         "them, approximate: docs/benchmarks.md)",
     )
     trainable: bool = Field(False, description="load a checkpoint's adapter for further training")
+    chat_template: str | None = Field(
+        None,
+        description="chat template for a tokenizer without one (or to replace its own): a "
+        "Jinja template file, or the template text itself",
+    )
 
 
 def resolve_path(model: str) -> str:
@@ -107,6 +112,9 @@ class HFChatModel:
             model = PeftModel.from_pretrained(model, adapter, is_trainable=s.trainable)
         self.model = model.to(self.device).eval()
         self.adapter = adapter
+        template = _chat_template(self.tokenizer, s, model_path)
+        if template is not None:
+            self.tokenizer.chat_template = template
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"
@@ -128,13 +136,9 @@ class HFChatModel:
     # -- prompts ---------------------------------------------------------------
 
     def render(self, chat: Chat) -> str:
-        """The chat as the model sees it, ending with the assistant's turn opener."""
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(
-                chat, tokenize=False, add_generation_prompt=True
-            )
-        turns = "".join(f"{m['role']}: {m['content']}\n" for m in chat)
-        return turns + "assistant: "
+        """The chat as the model sees it (its tokenizer's chat template, checked at load),
+        ending with the assistant's turn opener."""
+        return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
 
     def encode_prompts(self, chats: Sequence[Chat], room: int) -> list[list[int]]:
         """Token ids per chat, cut from the left to leave ``room`` tokens of context."""
@@ -176,17 +180,21 @@ class HFChatModel:
             if self.fast is not None:
                 token_lists = self.fast.generate_ids(prompts, params)
             else:
-                # Sort by length so each batch pads little; restore order afterwards.
-                order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-                results: dict[int, list[int]] = {}
-                bs = self.settings.batch_size
-                for start in range(0, len(order), bs):
-                    idx = order[start : start + bs]
-                    batch = self.generate_ids([prompts[i] for i in idx], params)
-                    results.update(zip(idx, batch, strict=True))
-                token_lists = [results[i] for i in range(len(prompts))]
+                token_lists = self.plain_generate_ids(prompts, params)
         texts = self.tokenizer.batch_decode(token_lists, skip_special_tokens=True)
         return [apply_stop(t, params.stop).strip() for t in texts]
+
+    def plain_generate_ids(self, prompts: list[list[int]], params: GenParams) -> list[list[int]]:
+        """New token ids per prompt from plain ``model.generate``, ``batch_size`` prompts of
+        similar length at a time (each batch pads little), in the prompts' order."""
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: dict[int, list[int]] = {}
+        bs = self.settings.batch_size
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs]
+            batch = self.generate_ids([prompts[i] for i in idx], params)
+            results.update(zip(idx, batch, strict=True))
+        return [results[i] for i in range(len(prompts))]
 
     def generate_ids(self, prompts: list[list[int]], params: GenParams) -> list[list[int]]:
         """Plain ``model.generate`` on one batch of prompt ids; returns new token ids."""
@@ -278,6 +286,30 @@ class HFChatModel:
                 total = float(token_lp[row, longest - len(c) :].sum()) if c else 0.0
                 out[i] = (total, len(c))
         return [out[i] for i in range(len(chats))]
+
+
+def _chat_template(tokenizer: Any, settings: HFSettings, model: str) -> str | None:
+    """The ``chat_template`` setting's template (read from its file), or None to keep the
+    tokenizer's own; a ModelError saying what to do when there is neither."""
+    given = settings.chat_template
+    if given:
+        path = Path(given).expanduser()
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+        if "{" not in given:  # a template has Jinja tags; this looks like a missing file
+            raise ModelError(f"chat_template {given!r}: no such file")
+        return given
+    own = tokenizer.chat_template
+    if isinstance(own, dict):  # several named templates: the default one renders chats
+        own = own.get("default")
+    if not own:
+        raise ModelError(
+            f"the tokenizer of model {model!r} has no chat template, so chats cannot be "
+            "rendered for it. Use an instruct/chat checkpoint whose tokenizer has one, pass "
+            "an adapter or checkpoint directory whose tokenizer has one, or set the model's "
+            "chat_template to a Jinja template file (or the template text)."
+        )
+    return None
 
 
 def _has_tokenizer(path: str) -> bool:
