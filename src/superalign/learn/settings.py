@@ -6,7 +6,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import ConfigError
 from ..types import Verdict
+
+# Named sets of LoRA targets, found in any model's decoder layers by where each linear
+# layer sits: every one, those of the attention block, those of the MLP.
+LORA_PRESETS = ("all-linear", "attention", "mlp")
 
 
 class LoraSettings(BaseModel):
@@ -18,9 +23,11 @@ class LoraSettings(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] = Field(
         default_factory=lambda: ["all-linear"],
-        description="module names to adapt; ['all-linear'] adapts every linear layer but "
-        "the output head (attention and MLP: what lets a small model learn a behaviour, "
-        "not the seeds' wording)",
+        description="module names to adapt (peft matches a name or a dotted suffix of "
+        "one), or one preset: ['all-linear'] adapts every linear layer of the decoder "
+        "layers, whatever the model family calls them (attention and MLP: what lets a "
+        "small model learn a behaviour, not the seeds' wording); ['attention'] or ['mlp'] "
+        "those of one block",
     )
 
     def targets(self) -> str | list[str]:
@@ -28,6 +35,71 @@ class LoraSettings(BaseModel):
         if self.target_modules == ["all-linear"]:
             return "all-linear"
         return list(self.target_modules)
+
+    def for_model(self, model: Any, name: str | None = None) -> LoraSettings:
+        """These settings with ``target_modules`` resolved against ``model``: a preset
+        becomes the paths of its linear layers inside the decoder layers (Llama's
+        ``self_attn.q_proj``, GPT-NeoX's ``attention.query_key_value``, Phi-3's
+        ``self_attn.qkv_proj``, ...); explicit names are kept, and a ConfigError naming
+        the model and its linear layers is raised when none of them matches one."""
+        layers = linear_layers(model)
+        label = name or getattr(getattr(model, "config", None), "_name_or_path", "") or "?"
+        kind = getattr(getattr(model, "config", None), "model_type", "unknown")
+        available = ", ".join(layers["all-linear"]) or "none"
+        if len(self.target_modules) == 1 and self.target_modules[0] in LORA_PRESETS:
+            preset = self.target_modules[0]
+            if not layers[preset]:
+                raise ConfigError(
+                    f"learner.lora.target_modules {preset!r}: model {label!r} ({kind}) has no "
+                    f"such linear layers in its decoder layers; its linear layers: {available}"
+                )
+            return self.model_copy(update={"target_modules": list(layers[preset])})
+        names = [n for n, m in model.named_modules() if _is_linear(m)]
+        if not any(n == t or n.endswith("." + t) for t in self.target_modules for n in names):
+            raise ConfigError(
+                f"learner.lora.target_modules {self.target_modules}: none is a linear layer "
+                f"of model {label!r} ({kind}). Its decoder layers' linear layers: {available} "
+                f"(or use one of the presets {', '.join(LORA_PRESETS)})"
+            )
+        return self
+
+
+def _is_linear(module: Any) -> bool:
+    import torch
+
+    # transformers' Conv1D (GPT-2 style) is a linear layer with its weight transposed
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def linear_layers(model: Any) -> dict[str, list[str]]:
+    """The linear layers of a causal LM's decoder layers, as paths inside one layer
+    (``self_attn.q_proj``), per preset: ``all-linear``, ``attention`` (under a block whose
+    name says attn/attention) and ``mlp`` (mlp/feed_forward/ffn). The decoder layers are
+    found by structure: the module list as long as ``config.num_hidden_layers`` (else the
+    longest module list). A peft wrapper's own layers are skipped."""
+    import torch
+
+    config = getattr(model, "config", None)
+    depth = getattr(config, "num_hidden_layers", None)
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m)]
+    matching = [m for m in lists if len(m) == depth] or sorted(lists, key=len)[-1:]
+    found: dict[str, list[str]] = {p: [] for p in LORA_PRESETS}
+    for block in matching[:1]:
+        for layer in block:
+            for path, module in layer.named_modules():
+                parts = path.split(".")
+                if not _is_linear(module) or any(p.startswith("lora_") for p in parts):
+                    continue
+                path = ".".join(p for p in parts if p != "base_layer")
+                if path in found["all-linear"]:
+                    continue
+                found["all-linear"].append(path)
+                top = parts[0].lower()
+                if "attn" in top or "attention" in top:
+                    found["attention"].append(path)
+                elif any(k in top for k in ("mlp", "feed_forward", "ffn")):
+                    found["mlp"].append(path)
+    return found
 
 
 class PairSettings(BaseModel):
