@@ -96,3 +96,18 @@ def test_shipped_configs_validate() -> None:
     assert configs, "configs/*.yaml are shipped"
     for path in configs:
         assert isinstance(load_config(path), RunConfig), path
+
+
+def test_every_settings_error_names_its_key_path_the_same_way(tmp_path) -> None:
+    from superalign.learn import LearnerSection, build_learner
+    from superalign.models import validate_spec
+
+    expected = r"invalid configuration:\n  {}: .* \(got {}\)"
+    with pytest.raises(ConfigError, match=expected.format(r"models\.judge\.batch_size", "0")):
+        validate_spec({"backend": "hf", "batch_size": 0}, where="models.judge")
+    with pytest.raises(ConfigError, match=expected.format(r"learner\.args\.epochs", "-1")):
+        build_learner(LearnerSection(algorithm="sft", args={"epochs": -1}), None, None, tmp_path)
+    with pytest.raises(ConfigError, match=expected.format(r"critic\.critics\.0\.args\.nope", "1")):
+        load_config(overrides=['critic.critics=[{"name": "refusal", "args": {"nope": 1}}]'])
+    with pytest.raises(ConfigError, match=expected.format(r"critic 'refusal'\.nope", "1")):
+        registry.create("critic", "refusal", {"nope": 1})

@@ -191,7 +191,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         config = RunConfig(**data)
     except ValidationError as e:
-        raise ConfigError(format_validation(e)) from e
+        raise ConfigError(registry.format_validation(e)) from e
     validate_components(config)
     return config
 
@@ -204,23 +204,11 @@ def _deep_update(base: dict, new: dict) -> None:
             base[k] = v
 
 
-def format_validation(e: ValidationError, prefix: str = "") -> str:
-    lines = []
-    for err in e.errors():
-        path = ".".join([p for p in [prefix] if p] + [str(x) for x in err["loc"]])
-        lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
-
-
 def _check_component(
     kind: str, spec: ComponentSpec, where: str, name_at: str | None = None
 ) -> None:
-    component = registry.get(kind, spec.name, where=name_at or f"{where}.name")
-    if component.settings is not None:
-        try:
-            component.settings(**spec.args)
-        except ValidationError as e:
-            raise ConfigError(format_validation(e, f"{where}.args")) from e
+    registry.get(kind, spec.name, where=name_at or f"{where}.name")
+    registry.settings_for(kind, spec.name, spec.args, f"{where}.args")
 
 
 def validate_components(config: RunConfig) -> None:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from .errors import UnknownComponentError
+from .errors import ConfigError, UnknownComponentError
 
 KINDS = ("backend", "critic", "mutator", "attacker", "algorithm", "label_source")
 
@@ -117,10 +117,33 @@ def needs_model(kind: str, names: Iterable[str], where: str = "") -> bool:
     return any([get(kind, name, where).needs_model for name in names])  # checks every name
 
 
+def format_validation(e: ValidationError, where: str = "") -> str:
+    """A pydantic error as one line per field, each named by its key path under ``where``
+    (``learner.args.epochs: ...``), with the value that was given."""
+    lines = []
+    for err in e.errors():
+        path = ".".join([*([where] if where else []), *(str(x) for x in err["loc"])])
+        lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def settings_for(
+    kind: str, name: str, args: dict[str, Any] | None, where: str = ""
+) -> BaseModel | None:
+    """Component ``name``'s settings built from ``args`` (None for a component without a
+    settings class); invalid ones raise ``ConfigError`` naming each key under ``where``."""
+    component = get(kind, name)
+    if component.settings is None:
+        return None
+    try:
+        return component.settings(**dict(args or {}))
+    except ValidationError as e:
+        raise ConfigError(format_validation(e, where or f"{kind} {name!r}")) from e
+
+
 def create(kind: str, name: str, args: dict[str, Any] | None = None, **deps: Any) -> Any:
     """Build component ``name`` with validated ``args`` plus run-time dependencies."""
-    component = get(kind, name)
-    args = dict(args or {})
-    if component.settings is not None:
-        return component.factory(component.settings(**args), **deps)
-    return component.factory(**args, **deps)
+    settings = settings_for(kind, name, args)
+    if settings is not None:
+        return get(kind, name).factory(settings, **deps)
+    return get(kind, name).factory(**dict(args or {}), **deps)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from .. import registry
-from ..errors import ConfigError
 from ._base import ChatModel
 
 
@@ -47,12 +46,8 @@ def validate_spec(spec: ModelSpec | dict | str, where: str = "model") -> ModelSp
         spec = parse_model_ref(spec)
     elif isinstance(spec, dict):
         spec = ModelSpec(**spec)
-    component = registry.get("backend", spec.backend, where=f"{where}.backend")
-    if component.settings is not None:
-        try:
-            component.settings(**spec.settings())
-        except ValidationError as e:
-            raise ConfigError(_format(e, where)) from e
+    registry.get("backend", spec.backend, where=f"{where}.backend")
+    registry.settings_for("backend", spec.backend, spec.settings(), where)
     return spec
 
 
@@ -60,11 +55,3 @@ def load_model(spec: ModelSpec | dict | str, where: str = "model") -> ChatModel:
     """Instantiate the model a spec describes."""
     spec = validate_spec(spec, where)
     return registry.create("backend", spec.backend, spec.settings())
-
-
-def _format(e: ValidationError, where: str) -> str:
-    lines = []
-    for err in e.errors():
-        path = ".".join([where, *(str(p) for p in err["loc"])])
-        lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
