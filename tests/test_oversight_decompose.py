@@ -7,6 +7,7 @@ from fractions import Fraction
 import pytest
 
 from superalign import registry
+from superalign.errors import ConfigError
 from superalign.oversight import (
     DecomposeCritic,
     DecomposeSettings,
@@ -175,5 +176,5 @@ def test_registered_and_validated() -> None:
     critic = registry.create("critic", "decompose", {"use_answer_key": False})
     assert isinstance(critic, DecomposeCritic) and not critic.settings.use_answer_key
     assert not registry.get("critic", "decompose").needs_model
-    with pytest.raises(Exception, match="extra"):
+    with pytest.raises(ConfigError, match=r"critic 'decompose'\.use_key: Extra inputs"):
         registry.create("critic", "decompose", {"use_key": False})

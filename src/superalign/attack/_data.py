@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .. import shipped
 from ..types import Query, content_hash
 
 
-def _path(name: str) -> Any:
-    return resources.files("superalign").joinpath("data", "attack", name)
+def _path(name: str) -> Path:
+    return shipped("attack", name)
 
 
 @cache

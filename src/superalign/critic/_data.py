@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .. import shipped
+
 
 def data_dir() -> Path:
-    return Path(str(resources.files("superalign") / "data" / "critic"))
+    return shipped("critic")
 
 
 @cache

@@ -11,13 +11,13 @@ import json
 from collections import defaultdict
 from collections.abc import Callable
 from functools import cache
-from importlib import resources
-from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 
+from .. import shipped
 from ..errors import SuperalignError
 from ..types import Query, Tier, content_hash
 
@@ -28,8 +28,8 @@ class EvalDataError(SuperalignError):
     """A shipped evaluation file is missing or malformed."""
 
 
-def _data_file(name: str) -> Traversable:
-    return resources.files("superalign").joinpath("data", "eval", name)
+def _data_file(name: str) -> Path:
+    return shipped("eval", name)
 
 
 def _stratum(row: Query) -> str:

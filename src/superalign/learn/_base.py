@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import yaml
 from pydantic import BaseModel
 
+from .. import shipped
 from ..errors import ConfigError
 from ..models import DEFAULT_MODEL, HFChatModel
 from ..timing import charge
@@ -28,7 +29,7 @@ from .settings import LearnerSection
 from .trainers import is_peft, trainable
 
 CHECKPOINT_META = "superalign_checkpoint.json"
-DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "learn"
+DATA_DIR = shipped("learn")
 
 
 class Learner(Protocol):

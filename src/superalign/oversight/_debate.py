@@ -22,12 +22,12 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from .. import shipped
 from ..critic import binary_logodds, defang, detect_refusal, fence_tag, sigmoid, verdict_for
 from ..errors import ConfigError
 from ..models import ChatModel, load_model
@@ -42,7 +42,7 @@ Protocol = Literal["debate", "consultancy", "direct"]
 
 @cache
 def prompts() -> dict[str, Any]:
-    path = resources.files("superalign") / "data" / "oversight" / "debate.yaml"
+    path = shipped("oversight", "debate.yaml")
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 

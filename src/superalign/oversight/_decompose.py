@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
-from importlib import resources
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from .. import shipped
 from ..critic import (
     answer_matches,
     detect_refusal,
@@ -46,7 +46,7 @@ from ..types import Critique, Dimension, Exchange, Intent, Verdict
 @cache
 def cues() -> dict[str, Any]:
     """The shipped cue patterns, compiled once."""
-    path = resources.files("superalign") / "data" / "oversight" / "decompose.yaml"
+    path = shipped("oversight", "decompose.yaml")
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
 
     def rx(p: str) -> re.Pattern[str]:
