@@ -240,3 +240,20 @@ def test_empty_input_gives_no_metrics() -> None:
 def test_metric_format() -> None:
     assert Metric(value=0.5, lo=0.25, hi=0.75, n=8).format() == "50.0% [25.0, 75.0] (n=8)"
     assert Metric(value=0.5, n=8).format() == "50.0% (n=8)"
+
+
+def test_one_bootstrap_pairs_resamples_by_seed_and_skips_undefined_ones() -> None:
+    import numpy as np
+
+    from superalign.eval import bootstrap
+
+    x = np.arange(20, dtype=float)
+    lo, hi = bootstrap(lambda idx: x[idx].mean(1), 20, seed=4)
+    assert lo < x.mean() < hi
+    # the same seed draws the same rows: a statistic of paired rows stays paired
+    assert bootstrap(lambda idx: x[idx].mean(1) - x[idx].mean(1), 20, seed=4) == (0.0, 0.0)
+    assert bootstrap(lambda idx: x[idx].mean(1), 20, seed=5) != (lo, hi)
+    # resamples where the statistic is undefined are left out; none defined: NaN
+    half = bootstrap(lambda idx: np.where(idx[:, 0] < 10, x[idx].mean(1), np.nan), 20, seed=4)
+    assert all(np.isfinite(half))
+    assert all(np.isnan(bootstrap(lambda idx: np.full(len(idx), np.nan), 20)))

@@ -39,6 +39,7 @@ from ._import import (
 from ._metrics import (
     Metric,
     attack_succeeded,
+    bootstrap,
     bootstrap_ci,
     compute_metrics,
     distinct_n,
@@ -111,6 +112,7 @@ __all__ = [
     "assert_disjoint",
     "attack_succeeded",
     "before_after",
+    "bootstrap",
     "bootstrap_ci",
     "build_report",
     "cached_wheel",

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..models import ChatModel, HFChatModel
 from ..types import Judged
-from ._metrics import Metric, rate_metric
+from ._metrics import Metric, bootstrap, rate_metric
 
 # A word is garbled text past this share of non-words (and at least two of them).
 NON_WORD_SHARE = 0.15
@@ -138,9 +138,7 @@ def perplexity_metric(
     if values.size == 0:
         return {}
     median = float(np.median(values))
-    rng = np.random.default_rng(seed)
-    medians = np.median(values[rng.integers(0, values.size, size=(n_boot, values.size))], axis=1)
-    lo, hi = np.percentile(medians, [2.5, 97.5])
+    lo, hi = bootstrap(lambda idx: np.median(values[idx], axis=1), values.size, n_boot, seed)
     return {
         "answer_ppl": Metric(
             value=median, lo=min(float(lo), median), hi=max(float(hi), median), n=int(values.size)

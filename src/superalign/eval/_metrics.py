@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -72,6 +72,23 @@ def rate_metric(outcomes: Iterable[bool | float]) -> Metric:
     return wilson_interval(int(sum(values)), len(values))
 
 
+def bootstrap(
+    statistic: Callable[[np.ndarray], np.ndarray], n: int, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap 95% interval of a statistic of ``n`` rows: ``statistic`` gets
+    the seeded resamples' row indices, shape (n_boot, n), and returns one value per
+    resample; non-finite values (resamples where it is undefined) are left out. The same
+    ``seed`` draws the same resamples, so statistics of paired rows stay paired.
+    (NaN, NaN) when no resample gives a value."""
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    values = np.asarray(statistic(idx), dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return math.nan, math.nan
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0) -> Metric:
     """Mean of ``values`` with a percentile-bootstrap 95% interval (seeded, deterministic).
 
@@ -84,10 +101,7 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0) -> 
     mean = float(x.mean())
     if x.size == 1:
         return Metric(value=mean, lo=mean, hi=mean, n=1)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(n_boot, x.size))  # (n_boot, n)
-    means = x[idx].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
+    lo, hi = bootstrap(lambda idx: x[idx].mean(axis=1), x.size, n_boot, seed)
     # Clamp so float rounding never puts the point estimate outside its own interval.
     return Metric(value=mean, lo=min(float(lo), mean), hi=max(float(hi), mean), n=int(x.size))
 

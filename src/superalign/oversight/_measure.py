@@ -16,7 +16,7 @@ import numpy as np
 
 from ..critic import Critic, LabelledRow
 from ..errors import ConfigError
-from ..eval import wilson_interval
+from ..eval import bootstrap, wilson_interval
 
 
 def stratified_indices(groups: Sequence[str], k: int, seed: int = 0) -> list[int]:
@@ -51,9 +51,8 @@ def paired_difference(
     if len(a) != len(b) or len(a) == 0:
         raise ValueError("paired outcomes need the same, non-zero number of rows")
     d = b - a
-    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
-    lo, hi = np.percentile(d[idx].mean(1), [2.5, 97.5])
-    return float(d.mean()), float(lo), float(hi)
+    lo, hi = bootstrap(lambda idx: d[idx].mean(1), len(d), n_boot, seed)
+    return float(d.mean()), lo, hi
 
 
 def measure(

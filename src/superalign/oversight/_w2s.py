@@ -46,7 +46,7 @@ from ..critic import (
     word_buckets,
 )
 from ..errors import ConfigError
-from ..eval import Metric, wilson_interval
+from ..eval import Metric, bootstrap, wilson_interval
 from ..models import ChatModel
 from ..types import Verdict
 
@@ -241,16 +241,18 @@ def pgr_interval(
     if not n == len(student) == len(ceiling) or n == 0:
         raise ValueError("weak, student and ceiling need one outcome per test row each")
     point = pgr(weak.mean(), student.mean(), ceiling.mean())
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))  # (B, n)
-    w, s, c = weak[idx].mean(1), student[idx].mean(1), ceiling[idx].mean(1)
-    gap = c - w
-    ok = gap > 0
-    if not ok.any() or not np.isfinite(point):
+    if not np.isfinite(point):
         return Metric(value=float(point), n=n)
-    values = (s[ok] - w[ok]) / gap[ok]
-    lo, hi = np.percentile(values, [2.5, 97.5])
-    return Metric(value=float(point), lo=float(lo), hi=float(hi), n=n)
+
+    def resampled_pgr(idx: np.ndarray) -> np.ndarray:
+        w, s, c = weak[idx].mean(1), student[idx].mean(1), ceiling[idx].mean(1)
+        gap = c - w
+        return np.where(gap > 0, (s - w) / np.where(gap > 0, gap, 1.0), np.nan)
+
+    lo, hi = bootstrap(resampled_pgr, n, n_boot, seed)
+    if not np.isfinite(lo):
+        return Metric(value=float(point), n=n)
+    return Metric(value=float(point), lo=lo, hi=hi, n=n)
 
 
 def _accuracy(outcomes: np.ndarray) -> Metric:

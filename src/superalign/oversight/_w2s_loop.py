@@ -51,6 +51,7 @@ from .. import registry
 from ..config import RunConfig, check_judges_apart, load_config
 from ..critic import check_apart
 from ..errors import ConfigError, StoreError
+from ..eval import bootstrap
 from ..loop import CONFIG_FILE, DB_FILE, GoldSettings, Store, resume, start
 from ..outcomes import answered_correctly, attack_succeeded, refused  # the loop's own
 from ..settings import ComponentSpec
@@ -173,13 +174,13 @@ def compare_arms(
     if n == 0:
         empty = Interval(None, note="no items")
         return {a: empty for a in arms}, {a: empty for a in arms if a != "gold"}
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))  # (B, n)
     point = {a: sign * (trained[a].mean() - base[a].mean()) for a in arms}
-    boot = {a: sign * (trained[a][idx].mean(1) - base[a][idx].mean(1)) for a in arms}  # (B,)
-    gains = {}
-    for a in arms:
-        lo, hi = np.percentile(boot[a], [2.5, 97.5])
-        gains[a] = Interval(float(point[a]), float(lo), float(hi))
+
+    def gain(a: str) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda idx: sign * (trained[a][idx].mean(1) - base[a][idx].mean(1))  # (B,)
+
+    # One seed: every arm's resamples draw the same items (paired).
+    gains = {a: Interval(float(point[a]), *bootstrap(gain(a), n, n_boot, seed)) for a in arms}
     g = gains["gold"]
     undefined = ""
     if point["gold"] == 0:
@@ -193,11 +194,13 @@ def compare_arms(
         if undefined:
             pgrs[a] = Interval(None, note=undefined)
             continue
-        gold = boot["gold"]
-        ok = gold != 0
-        ratios = boot[a][ok] / gold[ok]
-        lo, hi = np.percentile(ratios, [2.5, 97.5])
-        pgrs[a] = Interval(float(point[a] / point["gold"]), float(lo), float(hi))
+
+        def ratio(idx: np.ndarray, a: str = a) -> np.ndarray:
+            gold = gain("gold")(idx)
+            return np.where(gold != 0, gain(a)(idx) / np.where(gold != 0, gold, 1.0), np.nan)
+
+        lo, hi = bootstrap(ratio, n, n_boot, seed)
+        pgrs[a] = Interval(float(point[a] / point["gold"]), lo, hi)
     return gains, pgrs
 
 
