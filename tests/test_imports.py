@@ -53,17 +53,6 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
 )
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
 
-# Private imports across packages tolerated for now, as (importer, imported module, name).
-# TEMPORARY: attack/_trained.py trains the attacker with learn's private TRL plumbing; this
-# set goes away when the attacker trains through learn/ (delete it then, keep it empty).
-ATTACKER_TRAINS_OUTSIDE_LEARN = frozenset(
-    {
-        ("superalign.attack._trained", "superalign.learn._trl", None),
-        ("superalign.attack._trained", "superalign.learn._base", "ensure_trainable"),
-    }
-)
-
-
 @dataclass(frozen=True)
 class Edge:
     """One import of superalign code: ``importer`` imports ``target`` (a module, or a
@@ -233,8 +222,6 @@ def private_violation(edge: Edge) -> str | None:
         return None
     if is_cli(src) and is_cli(dst):  # CLI modules are private by name, and CLI-only
         return None
-    if (src, dst, edge.name) in ATTACKER_TRAINS_OUTSIDE_LEARN:
-        return None
     layers = f"(layers {layer_of(src)} -> {layer_of(dst)})"
     if any(part.startswith("_") for part in dst.split(".")[2:]):
         what = f"{edge.name} from" if edge.name else "module"
@@ -329,7 +316,7 @@ def test_rules_on_examples() -> None:
     assert why("superalign.oversight._w2s", "superalign.critic", "_bucket")
     assert why("superalign.eval._cli", "superalign.models._load", "load_model")  # CLI too
     assert not why("superalign.critic._x", "superalign.critic._base", "_private")  # own package
-    assert not why("superalign.attack._trained", "superalign.learn._trl", None)  # temporary
+    assert why("superalign.attack._trained", "superalign.learn._trl", None)
     assert why("superalign.attack._llm", "superalign.learn._trl", None)
 
 
