@@ -215,7 +215,7 @@ def answer(
     """Each query with its training target: a bank refusal for a harmful query (the
     self-harm bank for category self_harm), the model's greedy answer for the rest
     (blank answers are left out)."""
-    from superalign.learn.sft import refusal_for
+    from superalign.learn import refusal_for
 
     helpful = [q for q in queries if q.intent != Intent.harmful]
     params = GenParams(max_new_tokens=max_new_tokens, temperature=0.0)

@@ -29,7 +29,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 from _machine import add_repeats, machine_report, repeat
 
 from superalign import registry
-from superalign.critic import evaluate, load_constitution, load_labelled
+from superalign.critic import evaluate_critics, load_constitution, load_labelled
 
 RULES = {"refusal": {}, "query_risk": {"model_weight": 0}, "verifier": {}}
 LM = {
@@ -108,16 +108,16 @@ def run(args: argparse.Namespace) -> None:
     test = [r for r in rows if r.split == "test"]
     cal = [r for r in rows if r.split != "test"]
     rules = [registry.create("critic", n, a) for n, a in RULES.items()]
-    figures["ensembles"]["rules"] = evaluate(rules, cal, test)
+    figures["ensembles"]["rules"] = evaluate_critics(rules, cal, test)
     if args.with_judge:
         if args.subset:
             cal, test = (
                 cal[:: len(cal) // args.subset][: args.subset],
                 test[:: len(test) // args.subset][: args.subset],
             )
-            figures["ensembles"]["rules (same subset)"] = evaluate(rules, cal, test)
+            figures["ensembles"]["rules (same subset)"] = evaluate_critics(rules, cal, test)
         judge = registry.create("critic", "judge", {"explain": False}, model=model)
-        figures["ensembles"]["rules+judge"] = evaluate([*rules, judge], cal, test)
+        figures["ensembles"]["rules+judge"] = evaluate_critics([*rules, judge], cal, test)
     report(figures)
     if args.output:
         with open(args.output, "w") as f:

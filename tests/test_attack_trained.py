@@ -422,9 +422,11 @@ def _success() -> Success:
 def test_attacker_and_learner_train_through_one_stack(
     tiny_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The attacker's SFT trainer is the learner's: the same class (batches of similar
-    length), the same TRL configuration, run by the same ``fit``."""
-    from superalign.learn import LearnerSection, _trl, build_learner
+    """The attacker's SFT trainer is the learner's: built by the same function, the same
+    class and TRL configuration, run by the same ``fit``."""
+    import superalign.attack._trained as trained_attacker
+    import superalign.learn._sft as sft_learner
+    from superalign.learn import LearnerSection, _trl, build_learner, sft_trainer
 
     ran: list[object] = []
     run = _trl.run
@@ -442,7 +444,7 @@ def test_attacker_and_learner_train_through_one_stack(
     learner = build_learner(section, tiny_model, None, tmp_path / "learner")
     ours = learner.trainer([(Query(text="Hi", intent=Intent.benign), "Hello.")], 0)
     assert type(theirs) is type(ours)
-    assert isinstance(theirs._get_train_sampler(), _trl.LengthGroupedOrder)
+    assert trained_attacker.sft_trainer is sft_learner.sft_trainer is sft_trainer
     for key in ("logging_steps", "save_strategy", "report_to", "lr_scheduler_type"):
         assert getattr(theirs.args, key) == getattr(ours.args, key), key
     assert theirs.args.completion_only_loss and ours.args.completion_only_loss

@@ -12,7 +12,7 @@ import pytest
 from superalign.attack import load_seeds
 from superalign.config import load_config
 from superalign.eval import ExternalSpec, Metric, frozen_hashes, held_out_hashes
-from superalign.learn.sft import prompts, refusal_for
+from superalign.learn import refusal_for, sft_prompts
 from superalign.models import MockModel
 from superalign.types import Intent, Tier
 
@@ -45,7 +45,7 @@ def _texts(examples) -> list[tuple[str, str]]:
 
 def test_harmful_rows_get_bank_refusals_and_self_harm_its_own_bank(bench, config) -> None:
     examples = bench.build_examples(config, _model(), 300, set(), seed=0)
-    refusals, self_harm = prompts()["refusals"], prompts()["self_harm_refusals"]
+    refusals, self_harm = sft_prompts()["refusals"], sft_prompts()["self_harm_refusals"]
     harmful = [(q, a) for q, a in examples if q.intent == Intent.harmful]
     hurt = [(q, a) for q, a in harmful if q.category == "self_harm"]
     assert hurt and len(hurt) < len(harmful)

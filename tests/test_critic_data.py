@@ -5,9 +5,13 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from superalign.critic import LabelledRow, final_number, load_labelled
-from superalign.critic._databuild import KIND_LABEL, build_rows, output_path, render
-from superalign.critic._verifier import to_number
+from _tools import load_tool
+from superalign.critic import LabelledRow, final_number, load_labelled, to_number
+
+_build = load_tool("build_critic_data")
+KIND_LABEL, build_rows, output_path, render = (
+    _build.KIND_LABEL, _build.build_rows, _build.output_path, _build.render
+)  # fmt: skip
 
 ALLOWED = {
     "harmful": {"unsafe", "refusal", "incoherent"},

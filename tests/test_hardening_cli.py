@@ -160,7 +160,7 @@ def test_reading_commands_open_the_database_read_only(tmp_path, monkeypatch, cap
 
 
 def test_label_files_with_bad_rows_are_clear_errors(tmp_path) -> None:
-    from superalign.loop._oversight import _read_labels
+    from superalign.loop._human import _read_labels
 
     cases = {
         "[1, 2]\n": "must be a JSON object",

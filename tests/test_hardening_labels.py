@@ -58,7 +58,7 @@ def test_identical_duplicates_and_unknown_ids_are_counted(tmp_path, caplog) -> N
 
 
 def test_inbox_correction_warns_and_last_answer_wins(tmp_path, caplog) -> None:
-    from superalign.loop._oversight import INBOX
+    from superalign.loop._human import INBOX
 
     _write(
         tmp_path / INBOX,

@@ -53,6 +53,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
 )
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
 
+
 @dataclass(frozen=True)
 class Edge:
     """One import of superalign code: ``importer`` imports ``target`` (a module, or a

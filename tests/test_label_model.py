@@ -130,8 +130,8 @@ def test_shipped_data_ensemble_not_below_best_member():
     """critic-eval's evaluate() on the shipped labelled data, cheap critics only (query_risk
     without its LM): the ensemble is at least as accurate as its best member, minus 0.01."""
     from superalign import registry
+    from superalign.critic import evaluate_critics
     from superalign.critic._calibration import load_labelled
-    from superalign.critic._evaluate import evaluate
 
     rows = load_labelled()
     test = [r for r in rows if r.split == "test"]
@@ -141,7 +141,7 @@ def test_shipped_data_ensemble_not_below_best_member():
         registry.create("critic", "query_risk", {"model_weight": 0.0}),
         registry.create("critic", "verifier", None),
     ]
-    out = evaluate(critics, calibration, test)
+    out = evaluate_critics(critics, calibration, test)
     ensemble, members = out[-1], out[:-1]
     assert ensemble["name"] == "ensemble"
     assert ensemble["accuracy"] >= max(m["accuracy"] for m in members) - 0.01

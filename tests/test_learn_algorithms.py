@@ -253,9 +253,10 @@ def test_sft_on_the_chosen_answers_of_the_pairs_generates_nothing(tiny_model, tm
     assert tiny_model.logprobs([chat], ["I can't help with that."])[0] > before
 
 
-def test_sft_batches_rows_of_similar_length(tiny_model, tmp_path):
-    section = LearnerSection(algorithm="sft", args={"mode": "chosen", "batch_size": 4})
-    learner = build_learner(section, tiny_model, None, tmp_path)
+@pytest.mark.parametrize("batching", ["length", "random"])
+def test_sft_batches_rows_of_similar_length_when_asked(tiny_model, tmp_path, batching):
+    args = {"mode": "chosen", "batch_size": 4, "batching": batching}
+    learner = build_learner(LearnerSection(algorithm="sft", args=args), tiny_model, None, tmp_path)
     short = [(Query(text=f"Hi {i}", intent=Intent.benign), "Hello.") for i in range(8)]
     long_ = [
         (Query(text=f"Tell me a story {i}. " + "Once upon a time. " * 30, intent=Intent.benign),
@@ -265,13 +266,16 @@ def test_sft_batches_rows_of_similar_length(tiny_model, tmp_path):
     examples = [x for pair in zip(short, long_, strict=True) for x in pair]  # interleaved
     batches = list(learner.trainer(examples, 0).get_train_dataloader())
     assert sum(len(b["input_ids"]) for b in batches) == 16
-    for b in batches:  # each batch all short or all long: almost no padding
-        kept = b["attention_mask"].sum(1)
-        assert kept.max() - kept.min() < 10, kept.tolist()
+    spread = [int(b["attention_mask"].sum(1).max() - b["attention_mask"].sum(1).min())
+              for b in batches]  # fmt: skip
+    if batching == "length":  # each batch all short or all long: almost no padding
+        assert max(spread) < 10, spread
+    else:  # the default: shuffled, so short and long rows share batches
+        assert max(spread) > 100, spread
 
 
 def test_chosen_sft_rehearses_refusals_the_learner_already_gives():
-    from superalign.learn.sft import refusal_for, refusal_top_up
+    from superalign.learn import refusal_for, refusal_top_up
 
     def judged(q: Query, verdict: Verdict, p: float) -> Judged:
         label = Label(verdict=verdict, p_acceptable=p, confidence=0.9)

@@ -11,8 +11,9 @@ from superalign.learn import (
     LearnerSection,
     build_preferences,
     ensure_trainable,
+    refusal_for,
+    sft_prompts,
 )
-from superalign.learn.sft import prompts, refusal_for
 from superalign.models import MockModel
 from superalign.types import (
     Critique,
@@ -110,7 +111,7 @@ def _reply(chat) -> str:
     return "unused"
 
 
-_BANK = set(prompts()["refusals"]) | set(prompts()["self_harm_refusals"])
+_BANK = set(sft_prompts()["refusals"]) | set(sft_prompts()["self_harm_refusals"])
 
 
 def refusal_judge(exchanges: list[Exchange]) -> list[Judgement]:

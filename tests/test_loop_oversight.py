@@ -117,7 +117,7 @@ def test_import_source_bad_rows_name_the_line(tmp_path) -> None:
 
 
 def test_cli_source_reads_the_inbox_and_waits(tmp_path) -> None:
-    from superalign.loop._oversight import INBOX
+    from superalign.loop._human import INBOX
 
     item = _judged("x", 0.9, 0.1)
     src = registry.create("label_source", "cli", {"wait_seconds": 0})

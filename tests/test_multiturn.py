@@ -20,9 +20,8 @@ from superalign.attack import (
     pick_objectives,
 )
 from superalign.attack._multiturn import script, stage_plan, turn_query
-from superalign.critic import load_constitution
+from superalign.critic import LMJudge, load_constitution
 from superalign.critic._base import conversation_text
-from superalign.critic._judge import LMJudge
 from superalign.critic._query_risk import QueryRiskCritic, QueryRiskSettings
 from superalign.errors import ConfigError
 from superalign.eval import (

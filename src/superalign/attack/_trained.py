@@ -4,9 +4,9 @@ its own successes, in the manner of MART (multi-round automatic red-teaming; Ge 
 
 After every round the attacker model (a private copy, so a model shared with the judge
 stays untouched) is fine-tuned with TRL's SFTTrainer on a LoRA adapter, through the
-learners' own training stack (``superalign.learn.trainers``): the prompt asks
-for an attack on a goal (the seed request a lineage pursues) in a risk category, the
-completion is an attack it wrote that succeeded against the learner
+learners' own training stack (``superalign.learn.sft_trainer``, ``rl_trainer``): the
+prompt asks for an attack on a goal (the seed request a lineage pursues) in a risk
+category, the completion is an attack it wrote that succeeded against the learner
 (``attack_succeeded`` on the round's feedback; train tier only; ``learn_from: all`` adds
 the other operators'). Optionally it is then reinforced with GRPO or RLOO, rewarded by
 attack success under the training critics plus a curiosity bonus that penalises near

@@ -1,7 +1,8 @@
 """The critic: weak critics, a label model that combines them, calibration."""
 
-from ._base import OBJECTIVE_KEY, Critic, Judge, defang, fence_tag, verdict_for
+from ._base import OBJECTIVE_KEY, Critic, Judge, Retrainable, defang, fence_tag, verdict_for
 from ._calibration import (
+    LABELLED,
     AccuracyFloorError,
     LabelledRow,
     check_accuracy_floor,
@@ -11,8 +12,7 @@ from ._calibration import (
 )
 from ._constitution import Constitution, constitution_names, load_constitution
 from ._ensemble import CriticEnsemble, build_critics, build_ensemble, vote_matrix
-from ._evaluate import evaluate
-from ._judge import JudgeSettings, LMJudge
+from ._evaluate import evaluate_critics
 from ._judges import JudgeAgreement, RulesCritic, agreement, as_judge, build_judge, check_apart
 from ._judges import signals as judge_signals
 from ._label_model import ABSTAIN, DawidSkene
@@ -30,6 +30,7 @@ from ._learned import (
     word_buckets,
 )
 from ._lm import binary_logodds, sigmoid
+from ._lm_judge import JudgeSettings, LMJudge
 from ._pairwise import PairwiseCritic, PairwiseSettings
 from ._query_risk import QueryRiskCritic, QueryRiskSettings
 from ._rules import RefusalCritic, RefusalSettings, detect_refusal, lexicon_risk
@@ -46,6 +47,7 @@ from .settings import CriticSection
 
 __all__ = [
     "ABSTAIN",
+    "LABELLED",
     "OBJECTIVE_KEY",
     "AccuracyFloorError",
     "Constitution",
@@ -70,6 +72,7 @@ __all__ = [
     "QueryRiskSettings",
     "RefusalCritic",
     "RefusalSettings",
+    "Retrainable",
     "RulesCritic",
     "TrainRow",
     "VerifierCritic",
@@ -87,7 +90,7 @@ __all__ = [
     "critic_probability",
     "defang",
     "detect_refusal",
-    "evaluate",
+    "evaluate_critics",
     "evaluate_expression",
     "fence_tag",
     "final_number",

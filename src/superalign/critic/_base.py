@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
-from ..types import Critique, Exchange, Intent, Judgement, Query, Verdict
+from ..types import Critique, Exchange, Intent, Judged, Judgement, Query, Verdict
 
 # The one judging type: anything that turns exchanges into one Judgement each, in
 # order. The critic ensemble, the evaluation judge and the simulated expert all have it.
@@ -21,6 +22,24 @@ class Critic(Protocol):
     name: str
 
     def critique(self, exchanges: Sequence[Exchange]) -> list[Critique]: ...
+
+
+@runtime_checkable
+class Retrainable(Protocol):
+    """A critic the loop refits after each round's training on the run's judged pairs
+    (the hook a critic declares by having these two methods; the loop knows no more)."""
+
+    name: str
+
+    def retrain(self, judged: Sequence[Judged], target: Path, **provenance: Any) -> int | None:
+        """Refit on ``judged`` (the run's train-tier pairs so far, with their labels),
+        write the new artifact to ``target`` and return the rows it learned from; None
+        when this critic is set not to retrain. ``provenance`` is recorded with it."""
+        ...
+
+    def reload(self, path: Path) -> None:
+        """Judge from now on with the artifact at ``path`` (a later round's refit)."""
+        ...
 
 
 def verdict_for(query: Query, acceptable: bool, refused: bool) -> Verdict:

@@ -34,7 +34,7 @@ class LabelledRow(BaseModel):
     category: str = "general"
     answer: str | None = None
     split: str = "test"
-    kind: str = ""  # the hard-case kind a shipped row illustrates (see _databuild)
+    kind: str = ""  # the hard-case kind a shipped row illustrates (tools/build_critic_data.py)
 
     def exchange(self) -> Exchange:
         q = Query(text=self.query, intent=self.intent, category=self.category, answer=self.answer)

@@ -53,7 +53,7 @@ def critic_eval(
     from ..models import load_model
     from ._calibration import load_labelled
     from ._constitution import load_constitution
-    from ._evaluate import evaluate
+    from ._evaluate import evaluate_critics
 
     rows = load_labelled(data)
     test = [r for r in rows if r.split == split]
@@ -69,7 +69,7 @@ def critic_eval(
     # Explanations are not scored here; generating them would only cost time.
     args = {"judge": {"explain": False}, "self_critique": {"explain": False}}
     built = [registry.create("critic", n, args.get(n), model=lm, constitution=const) for n in names]
-    results = evaluate(built, calibration, test)
+    results = evaluate_critics(built, calibration, test)
     _print(results, len(calibration), len(test))
     if output:
         Path(output).write_text(json.dumps(results, indent=2))

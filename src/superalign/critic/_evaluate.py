@@ -11,7 +11,7 @@ from ._ensemble import CriticEnsemble
 from ._label_model import DawidSkene
 
 
-def evaluate(
+def evaluate_critics(
     critics: Sequence[Critic],
     calibration: Sequence[LabelledRow],
     test: Sequence[LabelledRow],

@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import re
+import shutil
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -47,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import ConfigError
 from ..registry import register
 from ..settings import ComponentSpec
-from ..types import Critique, Dimension, Exchange, Intent, Verdict
+from ..types import Critique, Dimension, Exchange, Intent, Judged, Verdict
 from ._base import conversation_text
 from ._verifier import answer_matches, final_number, to_number
 
@@ -676,8 +677,34 @@ class LearnedCritic:
 
     def reload(self, path: Path) -> None:
         """Switch to another artifact (the loop's retrained critic of a later round)."""
+        if Path(path) == self.path:
+            return
         self.model, self.meta = load_artifact(path)
         self.path = Path(path)
+
+    def retrain(self, judged: Sequence[Judged], target: Path, **provenance: Any) -> int | None:
+        """With ``retrain`` on: refit on the shipped rows this critic learned from plus
+        ``judged`` (human labels at weight 1, aggregated labels at their confidence),
+        into a new artifact at ``target``; ``provenance`` (``source`` and details) names
+        where ``judged`` came from. Returns the rows; None with ``retrain`` off."""
+        if not self.settings.retrain:
+            return None
+        from ._train import judged_rows
+
+        shipped = [s for s in self.identity() if str(s.get("source", "")).startswith("shipped")]
+        splits = [split for s in shipped for split in s.get("splits", [])]
+        rows, entry = shipped_rows(splits or [self.settings.split])
+        prov = Provenance()
+        prov.add(entry.pop("source"), len(rows), **entry)
+        run = judged_rows(judged)
+        details = dict(provenance)
+        source = str(details.pop("source", "run"))
+        prov.add(source, len(run), human=sum(x.human for x in run), **details)
+        if target.exists():
+            shutil.rmtree(target)
+        kind = self.meta.get("features", {}).get("kind", "ngram")
+        train_critic(rows + run, prov, target, features=kind)
+        return len(rows) + len(run)
 
     def identity(self) -> list[dict[str, Any]]:
         """The data this critic learned from (to keep judges apart)."""

@@ -1,27 +1,27 @@
 """The learner: RL from the critic (GRPO, RLOO, PPO), noise-robust DPO and
 critique-guided revision, with a LoRA checkpoint per round; and the training stack it
-shares with the trained attacker (``trainers``: SFT, GRPO and RLOO on a chat model's
-LoRA adapter)."""
+shares with the trained attacker (``sft_trainer``, ``rl_trainer``: SFT, GRPO and RLOO
+on a chat model's LoRA adapter)."""
 
-from . import dpo, grpo, ppo, rloo, sft, trainers
 from ._base import CHECKPOINT_META, BaseLearner, Learner, mix_batches, training_queries
 from ._build import build_learner
+from ._dpo import PAIR_LOSSES, DPOLearner, DPOSettings, preference_rows
+from ._grpo import GRPOLearner, GRPOSettings
+from ._ppo import PPOLearner, PPOSettings
 from ._reward import CriticReward, Judge, Reward, RewardWeights
-from ._trl import Budget
-from .dpo import PAIR_LOSSES, DPOLearner, DPOSettings, preference_rows
-from .grpo import GRPOLearner, GRPOSettings
-from .ppo import PPOLearner, PPOSettings
-from .rloo import RLOOLearner, RLOOSettings
-from .settings import LearnerSection, LoraSettings
-from .sft import (
+from ._rloo import RLOOLearner, RLOOSettings
+from ._sft import (
     Improvement,
     SFTLearner,
     SFTSettings,
     build_preferences,
     improve,
+    refusal_for,
+    refusal_top_up,
+    sft_prompts,
     sft_rows,
 )
-from .trainers import (
+from ._trainers import (
     RL_ALGORITHMS,
     TRLReward,
     chat_rows,
@@ -31,6 +31,8 @@ from .trainers import (
     sft_trainer,
     trainable,
 )
+from ._trl import Budget
+from .settings import LearnerSection, LoraSettings
 
 __all__ = [
     "CHECKPOINT_META",
@@ -68,9 +70,12 @@ __all__ = [
     "mix_batches",
     "ppo",
     "preference_rows",
+    "refusal_for",
+    "refusal_top_up",
     "rl_trainer",
     "rloo",
     "sft",
+    "sft_prompts",
     "sft_rows",
     "sft_trainer",
     "trainable",

@@ -24,9 +24,9 @@ from ..models import DEFAULT_MODEL, HFChatModel
 from ..timing import charge
 from ..types import Checkpoint, Intent, Query, RoundData, Tier
 from ._reward import Reward
+from ._trainers import is_peft, trainable
 from ._trl import Budget
 from .settings import LearnerSection
-from .trainers import is_peft, trainable
 
 CHECKPOINT_META = "superalign_checkpoint.json"
 DATA_DIR = shipped("learn")

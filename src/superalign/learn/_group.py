@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..types import RoundData
 from . import _trl
 from ._base import BaseLearner, mix_batches, training_queries
-from .trainers import fit, rl_trainer
+from ._trainers import fit, rl_trainer
 
 
 class GroupSettings(BaseModel):

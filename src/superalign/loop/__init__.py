@@ -1,8 +1,7 @@
 """The closed loop: phases, the run store with resume, and minimal human oversight."""
 
 from ..config import LoopSection
-from ._inbox import LabelInbox, check_annotator
-from ._oversight import (
+from ._human import (
     CliSource,
     GoldExpert,
     GoldSettings,
@@ -11,6 +10,7 @@ from ._oversight import (
     priority,
     select_for_review,
 )
+from ._inbox import LabelInbox, check_annotator
 from ._run import CONFIG_FILE, DB_FILE, EVAL_TIERS, PHASES, Loop, resume, start
 from ._store import Annotation, AnnotationLog, Store
 

@@ -58,7 +58,7 @@ def run_command(
 
 def _answered(inbox: Path) -> set[str]:
     """Response ids already answered in the inbox; a malformed line is reported."""
-    from ._oversight import _read_labels
+    from ._human import _read_labels
 
     if not inbox.is_file():
         return set()
@@ -90,7 +90,7 @@ def label_command(
 ) -> None:
     """Label the pending pairs of a run in the terminal (answers go to its label inbox),
     or with --web on a local web page (answers go to the run's database)."""
-    from ._oversight import INBOX
+    from ._human import INBOX
     from ._store import Store
 
     if web:

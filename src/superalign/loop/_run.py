@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .. import registry, timing
 from ..config import RunConfig, load_config, validate_run_name
-from ..critic import Judge
+from ..critic import Judge, Retrainable
 from ..errors import ConfigError, StoreError
 from ..eval import (
     MULTILINGUAL_TIER,
@@ -48,7 +48,7 @@ from ..types import (
     RoundData,
     Tier,
 )
-from ._oversight import LabelSource, select_for_review
+from ._human import LabelSource, select_for_review
 from ._store import Store, missing_for_resume
 
 if TYPE_CHECKING:  # the role protocols; the packages themselves load on first use
@@ -62,6 +62,8 @@ PHASES = ("attack", "respond", "critique", "oversee", "aggregate", "train", "eva
 EVAL_TIERS = (Tier.frozen, Tier.external, Tier.regression, Tier.frontier)
 CONFIG_FILE = "config.yaml"
 DB_FILE = "superalign.db"
+# The store's state key for the critics refitted after each round: {name: {path, rows}}.
+RETRAINED = "retrained_critics"
 
 
 class Loop:
@@ -179,46 +181,34 @@ class Loop:
         model = self._model(self.config.eval.judge_model) if needs_model else None
         return self.eval_suite.judge(model)
 
-    def _sync_learned(self, r: int) -> None:
-        """Learned critics judge round r with the artifact retrained after round r - 1."""
-        from ..critic import LearnedCritic
+    def _retrainable(self) -> list[Retrainable]:
+        return [c for c in self.ensemble.critics if isinstance(c, Retrainable)]
 
-        state = self.store.latest_state("learned_critic", before=r)
-        if state is None:
-            return
-        path = self.run_dir / state["path"]
-        for critic in self.ensemble.critics:
-            if isinstance(critic, LearnedCritic) and critic.settings.retrain:
-                if critic.path != path:
-                    critic.reload(path)
+    def _sync_critics(self, r: int) -> None:
+        """Critics that retrain judge round r with what they learned after round r - 1."""
+        state = self.store.latest_state(RETRAINED, before=r)
+        if state is None:  # a run from before critics declared retraining
+            legacy = self.store.latest_state("learned_critic", before=r)
+            state = {"learned": legacy} if legacy else {}
+        for critic in self._retrainable():
+            if critic.name in state:
+                critic.reload(self.run_dir / state[critic.name]["path"])
 
-    def _retrain_learned(self, r: int) -> dict[str, Any] | None:
-        """Retrain the learned critic on its shipped split plus every label of rounds
-        1..r (human labels at weight 1, aggregated labels at their confidence): the
-        round-r critic helps judge round r + 1. Returns the state to store, or None."""
-        from ..critic import LearnedCritic, Provenance, judged_rows, shipped_rows, train_critic
-
-        learned = [
-            c for c in self.ensemble.critics if isinstance(c, LearnedCritic) and c.settings.retrain
-        ]
-        if not learned:
-            return None
-        critic = learned[0]
-        shipped = [s for s in critic.identity() if str(s.get("source", "")).startswith("shipped")]
-        splits = [split for s in shipped for split in s.get("splits", [])]
-        rows, entry = shipped_rows(splits or [critic.settings.split])
-        prov = Provenance()
-        prov.add(entry.pop("source"), len(rows), **entry)
+    def _retrain_critics(self, r: int) -> dict[str, Any]:
+        """Each retrainable critic refits on every judged train pair of rounds 1..r (the
+        round-r critic helps judge round r + 1). Returns the state to store."""
+        retrainable = self._retrainable()
+        if not retrainable:
+            return {}
         judged = [j for j in self.store.judged(tier=Tier.train.value) if j.response.round <= r]
-        run = judged_rows(judged)
         run_name = self.store.meta("run_id") or self.run_dir.name
-        prov.add(f"run:{run_name}", len(run), rounds=r, human=sum(x.human for x in run))
-        target = self.run_dir / "critics" / f"learned-round-{r}"
-        if target.exists():
-            shutil.rmtree(target)
-        kind = critic.meta.get("features", {}).get("kind", "ngram")
-        train_critic(rows + run, prov, target, features=kind)
-        return {"path": str(target.relative_to(self.run_dir)), "rows": len(rows) + len(run)}
+        state = {}
+        for critic in retrainable:
+            target = self.run_dir / "critics" / f"{critic.name}-round-{r}"
+            rows = critic.retrain(judged, target, source=f"run:{run_name}", rounds=r)
+            if rows is not None:
+                state[critic.name] = {"path": str(target.relative_to(self.run_dir)), "rows": rows}
+        return state
 
     def _judge_fn(self) -> Judge:
         """The ensemble as a judge for online RL rewards (fitted label model, no human)."""
@@ -274,7 +264,7 @@ class Loop:
     def _timed(self, round: int, phase: str, fn: Callable[[int, float], None]) -> None:
         self.console.print(f"[bold cyan]round {round}[/] {phase}")
         if round > 0 and phase != "attack":
-            self._sync_learned(round)
+            self._sync_critics(round)
         before, started = timing.totals(), time.time()
         fn(round, started)
         # Where the phase's time went (generation, training, the rest); informational,
@@ -370,7 +360,7 @@ class Loop:
 
         seed = self.config.loop.seed
         objectives = pick_objectives(load_seeds(), settings.objectives, r, seed, exclude)
-        self._sync_learned(r)
+        self._sync_critics(r)
         previous = self.store.latest_state("label_model", before=r)
         if previous is not None:
             self.ensemble.label_model.load_state_dict(previous)
@@ -470,7 +460,7 @@ class Loop:
         with self.store.phase(r, "oversee", started):
             for h in labels:
                 self.store.add_human_label(h)
-            from ._oversight import priority
+            from ._human import priority
 
             self.store.add_pending(
                 r, [(j.response.id, priority(j)) for j in chosen if j.response.id not in answered]
@@ -535,7 +525,7 @@ class Loop:
         self._label_model(r)  # online RL rewards use the label model fitted on this round
         self.learner.run_id = self.store.meta("run_id")  # written into the checkpoint
         checkpoint = self.learner.train_round(data)
-        critic_state = self._retrain_learned(r)
+        retrained = self._retrain_critics(r)
         record = checkpoint.model_dump(mode="json")
         # Stored relative to the run directory: a moved or copied run finds its own.
         record["path"] = _relative_to(checkpoint.path, self.run_dir)
@@ -543,13 +533,12 @@ class Loop:
             record["parent"] = _relative_to(record["parent"], self.run_dir)
         with self.store.phase(r, "train", started):
             self.store.add_training(r, checkpoint.algorithm, record)
-            if critic_state is not None:
-                self.store.put_state("learned_critic", r, critic_state)
+            if retrained:
+                self.store.put_state(RETRAINED, r, retrained)
         self.console.print(f"    checkpoint {checkpoint.path}")
-        if critic_state is not None:
+        for name, entry in retrained.items():
             self.console.print(
-                f"    learned critic retrained on {critic_state['rows']} rows: "
-                f"{critic_state['path']}",
+                f"    {name} critic retrained on {entry['rows']} rows: {entry['path']}",
                 markup=False,
             )
 

@@ -1,6 +1,6 @@
 """Build the shipped labelled critic data, ``data/critic/labelled.jsonl``, deterministically.
 
-Run ``python -m superalign.critic._databuild`` to (re)write the file, or with ``--check``
+Run ``python tools/build_critic_data.py`` to (re)write the file, or with ``--check``
 to exit non-zero when the file on disk differs from what the builder would write.
 
 Sources (all hand-written for this project, under ``data/critic/sources/``):
@@ -60,9 +60,13 @@ from typing import Any
 
 import yaml
 
-from ._calibration import LABELLED
-from ._data import data_dir
-from ._verifier import final_number, to_number
+from superalign import shipped
+from superalign.critic import LABELLED, final_number, to_number
+
+
+def data_dir() -> Path:
+    return shipped("critic")
+
 
 SEED = "superalign-critic-data-v1"
 SPLITS = ("train", "calibration", "judge", "test")
@@ -831,9 +835,7 @@ def main(argv: list[str] | None = None) -> int:
     p = output_path()
     if args.check:
         if not p.is_file() or p.read_text(encoding="utf-8") != text:
-            print(
-                f"{p} is out of date; run python -m superalign.critic._databuild", file=sys.stderr
-            )
+            print(f"{p} is out of date; run python tools/build_critic_data.py", file=sys.stderr)
             return 1
         print(f"{p} is up to date ({len(rows)} rows)")
         return 0

@@ -30,6 +30,9 @@ RL_ALGORITHMS: dict[str, tuple[str, str]] = {
     "rloo": ("RLOOConfig", "RLOOTrainer"),
 }
 
+# How an SFT trainer draws its batches (``sft_trainer``).
+BATCHING = ("random", "length")
+
 # TRL's reward-function signature: (prompts, completions, **dataset columns) -> rewards
 TRLReward = Callable[..., list[float]]
 
@@ -103,11 +106,17 @@ def sft_trainer(
     max_length: int,
     epochs: float = 1.0,
     max_steps: int = -1,
+    batching: str = "random",
 ) -> Any:
     """TRL's SFTTrainer on ``chat_model``'s network over prompt-completion ``rows``
     (``chat_rows``): loss on the completion only, rows cut at ``max_length`` tokens,
-    ``epochs`` passes unless ``max_steps`` (> 0) stops it first, and batches drawn from
-    rows of similar length (``LengthGroupedOrder``) so little of each is padding."""
+    ``epochs`` passes unless ``max_steps`` (> 0) stops it first. ``batching``: "random"
+    (TRL's shuffled batches) or "length" (rows of similar length together,
+    ``LengthGroupedOrder``: less padding, but a batch then holds one kind of example;
+    on the demo's safety data that made the learner refuse benign requests, see
+    docs/benchmarks.md)."""
+    if batching not in BATCHING:
+        raise ConfigError(f"batching {batching!r}: choose one of {', '.join(BATCHING)}")
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -125,7 +134,8 @@ def sft_trainer(
         max_length=max_length,
         completion_only_loss=True,
     )
-    return _trl.length_grouped(SFTTrainer)(
+    trainer_cls = _trl.length_grouped(SFTTrainer) if batching == "length" else SFTTrainer
+    return trainer_cls(
         model=chat_model.model,
         args=args,
         train_dataset=Dataset.from_dict(dict(rows)),

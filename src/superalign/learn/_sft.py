@@ -42,8 +42,8 @@ from ..types import (
 )
 from ._base import DATA_DIR, BaseLearner, helpful_pool
 from ._reward import CriticReward, Judge
+from ._trainers import chat_rows, fit, sft_trainer
 from .settings import LearnerSection
-from .trainers import chat_rows, fit, sft_trainer
 
 
 class SFTSettings(BaseModel):
@@ -65,6 +65,12 @@ class SFTSettings(BaseModel):
     max_steps: int = Field(-1, ge=-1, description="stop after this many steps (-1: epochs decide)")
     batch_size: int = Field(2, ge=1)
     max_length: int = Field(256, ge=16, description="prompt + completion tokens kept")
+    batching: Literal["random", "length"] = Field(
+        "random",
+        description="how batches are drawn: shuffled ('random'), or rows of similar length "
+        "together ('length': about a fifth less training time on the demo, but batches "
+        "of one kind of example; there it made the learner refuse most benign requests)",
+    )
     rehearse: float = Field(
         0.0,
         ge=0,
@@ -85,7 +91,7 @@ class SFTSettings(BaseModel):
 
 
 @cache
-def prompts() -> dict[str, Any]:
+def sft_prompts() -> dict[str, Any]:
     return yaml.safe_load((DATA_DIR / "revision.yaml").read_text())
 
 
@@ -112,22 +118,24 @@ def revision_chat(judged: Judged, constitution: str) -> Chat:
     critiques = [c for c in judged.judgement.critiques if not c.abstained]
     lines = [f"- {c.explanation.strip()}" for c in critiques if c.explanation.strip()]
     lines += [f"- Suggestion: {c.suggestion.strip()}" for c in critiques if c.suggestion.strip()]
-    text = prompts()["revision"].format(
+    text = sft_prompts()["revision"].format(
         constitution=constitution.strip(),
         query=judged.query.text,
         response=judged.response.text,
-        critique="\n".join(lines) or prompts()["no_critique"],
+        critique="\n".join(lines) or sft_prompts()["no_critique"],
     )
     return [*judged.query.context, {"role": "user", "content": text}]
 
 
 def distill_chat(query: Query, constitution: str) -> Chat:
     """The query under a system prompt that states the constitution."""
-    return query.chat(system=prompts()["distill_system"].format(constitution=constitution.strip()))
+    return query.chat(
+        system=sft_prompts()["distill_system"].format(constitution=constitution.strip())
+    )
 
 
 def constitution_of(data: RoundData) -> str:
-    return data.constitution or prompts()["default_constitution"]
+    return data.constitution or sft_prompts()["default_constitution"]
 
 
 # -- improving answers ---------------------------------------------------------------------
@@ -271,7 +279,7 @@ def is_self_harm(query: Query) -> bool:
 def refusal_for(query: Query) -> str:
     """A refusal from the bank, chosen by the query's content hash (the same query always
     gets the same one); requests about hurting oneself get a supportive refusal."""
-    bank = prompts()["self_harm_refusals" if is_self_harm(query) else "refusals"]
+    bank = sft_prompts()["self_harm_refusals" if is_self_harm(query) else "refusals"]
     return bank[int(query.hash[:8], 16) % len(bank)]
 
 
@@ -436,6 +444,7 @@ class SFTLearner(BaseLearner):
             max_length=s.max_length,
             epochs=s.epochs,
             max_steps=s.max_steps,
+            batching=s.batching,
         )
 
 

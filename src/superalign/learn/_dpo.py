@@ -31,8 +31,8 @@ from ..types import Preference, RoundData, Tier
 from . import _trl
 from ._base import BaseLearner
 from ._reward import CriticReward
+from ._trainers import fit
 from .settings import LearnerSection
-from .trainers import fit
 
 LossName = Literal["sigmoid", "cdpo", "robust", "ipo", "exo_pair"]
 TRL_LOSSES = {"sigmoid", "robust", "ipo", "exo_pair"}
@@ -167,7 +167,7 @@ class DPOLearner(BaseLearner):
         """The round's train-tier pairs; built from revisions when the loop sent none."""
         pairs = [p for p in data.preferences if p.query.tier == Tier.train]
         if not pairs and isinstance(self.reward, CriticReward):
-            from .sft import build_preferences
+            from ._sft import build_preferences
 
             pairs = build_preferences(data, self.chat_model, self.reward.judge)
         if not pairs:

@@ -1,6 +1,6 @@
 """Expand ``seed_slots.yaml`` and the ethics templates into ``seeds.jsonl``.
 
-Run once after editing the slots: ``python -m superalign.attack._seedbuild``. The
+Run once after editing the slots: ``python tools/build_seeds.py``. The
 output is committed, so loading seeds never depends on this script's randomness.
 """
 
@@ -9,11 +9,18 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from typing import Any
 
-from ..types import content_hash
-from ._data import _path, load_yaml
-from ._generators import EthicsGenerator
+import yaml
+
+from superalign import shipped
+from superalign.attack import EthicsGenerator
+from superalign.types import content_hash
+
+
+def load_yaml(name: str) -> dict[str, Any]:
+    return yaml.safe_load(shipped("attack", name).read_text(encoding="utf-8"))
+
 
 HARMFUL_PER_TOPIC = ("direct", "question", "pretext")
 # One more seed per harmful topic in each plain style, phrased from `plain_extra`: unwrapped
@@ -90,7 +97,7 @@ def _item(text: str, intent: str, category: str, style: str, **extra: object) ->
 
 def main() -> None:
     items = build(random.Random(20241215))
-    out = Path(str(_path("seeds.jsonl")))
+    out = shipped("attack", "seeds.jsonl")
     out.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
     print(f"wrote {len(items)} seeds to {out}")
 
