@@ -245,8 +245,8 @@ def test_a_failed_write_leaves_no_file(files, tmp_path, monkeypatch) -> None:
         return json.JSONEncoder().encode(obj)
 
     monkeypatch.setattr("superalign.eval._import.json.dumps", boom)
-    with pytest.raises(OSError, match="disk full"):
-        write_set(queries, target)
+    with pytest.raises(ImportDataError, match=r"cannot write .*xs.jsonl: disk full"):
+        write_set(queries, target)  # named by the target, not the temporary file
     assert target.read_bytes() == before  # the old set, whole
     assert sorted(p.name for p in target.parent.iterdir()) == ["xs.jsonl"]
 

@@ -241,13 +241,13 @@ def test_superalign_serve_a_round_checkpoint_answers_superalign_chat(
     )
     with ExitStack() as stack:
         urls: list[str] = []
-        monkeypatch.setattr(
-            serve_run,
-            "run_app",
-            lambda app, host, port: urls.append(
-                stack.enter_context(serve_run.background(app, host, port))
-            ),
-        )
+
+        def in_thread(app, host: str, port: int, sock=None) -> None:
+            if sock is not None:  # the command bound it first; the thread binds its own
+                sock.close()
+            urls.append(stack.enter_context(serve_run.background(app, host, port)))
+
+        monkeypatch.setattr(serve_run, "run_app", in_thread)
         port = serve_run.free_port()
         served = CliRunner().invoke(
             app, ["serve", str(ckpt), "--port", str(port), "--device", "cpu"]

@@ -87,7 +87,9 @@ def models(
     for row in bundled_status():
         table.add_row(row["alias"], row["cached"], row["path"], row["description"])
     console.print(table)
-    console.print(f"cache: {bundled_home()} (set SUPERALIGN_HOME to move it)")
+    console.print(
+        f"cache: {bundled_home()} (set SUPERALIGN_HOME to move it)", markup=False, highlight=False
+    )
 
 
 @config_app.command("show")

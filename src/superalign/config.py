@@ -169,6 +169,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            inside = sorted(q.name for q in p.glob("*.y*ml") if q.is_file())[:5]
+            hint = f" (it holds {', '.join(inside)})" if inside else ""
+            raise ConfigError(
+                f"config file {p} is a directory; give a YAML file{hint}, e.g. configs/default.yaml"
+            )
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         try:

@@ -2,13 +2,16 @@
 
 Model replies, queries, label files and endpoint answers are untrusted: ``printable``
 strips terminal control sequences (ESC ... sequences, C0 and C1 controls except
-newline and tab, lone surrogates) before anything reaches a terminal. ``redact``
+newline and tab, lone surrogates) and bidirectional controls (U+202E and its kin)
+before anything reaches a terminal; ``html_text`` does the same for an HTML page (the
+report, the labelling page) and escapes what is left. ``redact``
 removes credentials from URLs (``user:password@host``, ``api_key=...`` parameters)
 before a URL is shown in an error, written to a config file, a database or a report.
 """
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
@@ -22,12 +25,25 @@ _ANSI = re.compile(
     r"|\x9b[0-?]*[ -/]*[@-~]"  # 8-bit CSI
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+# Bidirectional controls: embeddings and overrides (U+202A-U+202E), isolates
+# (U+2066-U+2069) and the marks (U+200E, U+200F, U+061C). Untrusted text uses them to
+# show characters in another order than they are read (U+202E reverses what follows),
+# so a reply, a query or a name could look like something else on screen.
+BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+_BIDI = re.compile(f"[{BIDI_CONTROLS}]")
 
 
 def printable(text: Any) -> str:
-    """``text`` without terminal control sequences (newlines and tabs are kept)."""
+    """``text`` without terminal control sequences and bidirectional controls (newlines
+    and tabs are kept)."""
     s = text if isinstance(text, str) else str(text)
-    return _CONTROL.sub("", _ANSI.sub("", s))
+    return _BIDI.sub("", _CONTROL.sub("", _ANSI.sub("", s)))
+
+
+def html_text(text: Any) -> str:
+    """Untrusted text as inert HTML: ``printable`` (no ESC bytes, controls or bidi
+    overrides reach the page), then escaped, quotes included."""
+    return html.escape(printable(text))
 
 
 def strip_surrogates(text: str) -> str:

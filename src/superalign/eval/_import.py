@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..errors import write_failure
 from ..types import Intent, Query, Tier, content_hash
 from ._frozen import EvalDataError
 from .settings import IMPORT_FORMATS
@@ -452,6 +453,11 @@ def read_file(
 ) -> list[Query]:
     """A local file as external-tier queries (see ``parse_set``)."""
     path = Path(path)
+    if path.is_dir():
+        raise ImportDataError(
+            f"{path} is a directory; give the data file itself: a CSV, TSV, JSONL, JSON or "
+            "text file"
+        )
     if not path.is_file():
         raise ImportDataError(f"{path}: no such file")
     data = path.read_bytes()
@@ -465,10 +471,16 @@ def read_file(
 def write_set(queries: list[Query], path: str | Path) -> Path:
     """Write queries as a ``superalign`` JSONL set, atomically (temp file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise ImportDataError(
+            f"{path} is a directory; the set is written to one file: give a file name, "
+            f"e.g. {path / 'NAME.jsonl'}"
+        )
     keep = ("text", "intent", "category", "style", "answer", "difficulty", "family", "meta")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for q in queries:
                 row = {k: v for k, v in q.model_dump(mode="json", include=set(keep)).items()}
@@ -476,8 +488,11 @@ def write_set(queries: list[Query], path: str | Path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):  # named by the user's path, never the hidden temp file
+            raise ImportDataError(f"cannot write {path}: {write_failure(e)}") from e
         raise
     return path
 

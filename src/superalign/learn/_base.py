@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel
 
 from .. import shipped
-from ..errors import ConfigError
+from ..errors import ConfigError, WriteError, write_failure
 from ..models import DEFAULT_MODEL, HFChatModel
 from ..timing import charge
 from ..types import Checkpoint, Intent, Query, RoundData, Tier
@@ -169,10 +169,12 @@ def write_checkpoint(
     """Adapter (or full weights), tokenizer and metadata, loadable with transformers+peft.
 
     The metadata names the run (``run_id``) and ``round``: a resumed run checks both
-    before it loads the checkpoint, so it never trains on another run's weights."""
-    path.mkdir(parents=True, exist_ok=True)
-    chat_model.model.save_pretrained(path)
-    chat_model.tokenizer.save_pretrained(path)
+    before it loads the checkpoint, so it never trains on another run's weights.
+
+    A failed write (a full disk, a quota, a read-only folder; safetensors reports it as
+    its own error type) raises WriteError naming the checkpoint and the reason."""
+    from safetensors import SafetensorError
+
     meta = {
         "algorithm": algorithm,
         "config": config,
@@ -182,7 +184,15 @@ def write_checkpoint(
         "base_model": base_model,
         "metrics": metrics,
     }
-    (path / CHECKPOINT_META).write_text(json.dumps(meta, indent=2, default=str))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        chat_model.model.save_pretrained(path)
+        chat_model.tokenizer.save_pretrained(path)
+        (path / CHECKPOINT_META).write_text(json.dumps(meta, indent=2, default=str))
+    except (OSError, SafetensorError) as e:
+        raise WriteError(
+            f"could not write the checkpoint of round {round} to {path}: {write_failure(e)}"
+        ) from e
     return Checkpoint(
         path=str(path),
         round=round,

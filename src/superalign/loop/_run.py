@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
+from shlex import quote
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -26,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .. import registry, timing
 from ..config import RunConfig, load_config, validate_run_name
 from ..critic import Judge, Retrainable
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, StoreError, WriteError, is_no_space, write_failure
 from ..eval import (
     MULTILINGUAL_TIER,
     MULTITURN_TIER,
@@ -240,11 +241,32 @@ class Loop:
             self.progress = progress
             for r, phase in schedule:
                 if not self.store.done(r, phase):
-                    self._timed(r, phase, getattr(self, phase))
+                    try:
+                        self._timed(r, phase, getattr(self, phase))
+                    except Exception as e:
+                        if isinstance(e, WriteError) or is_no_space(e):
+                            raise self._write_stopped(r, phase, e) from e
+                        raise
                 if (r, phase) == until:
                     return
         self.write_report()
         self._print_times()
+
+    def _write_stopped(self, round: int, phase: str, error: Exception) -> WriteError:
+        """The error for a phase stopped by a failed write: what failed, that the phases
+        before it are kept, and the command that resumes the run once it can write."""
+        if isinstance(error, WriteError):
+            what = str(error)
+        else:
+            where = getattr(error, "filename", None)
+            target = f" {where}" if where else " to the run"
+            what = f"could not write{target}: {write_failure(error)}"
+        fix = "free some space" if is_no_space(error) else "fix the cause"
+        command = f"superalign run --resume {quote(str(self.run_dir))}"
+        return WriteError(
+            f"round {round} {phase} stopped: {what}. The finished phases are kept and this "
+            f"one is redone on resume; {fix}, then run: {command}"
+        )
 
     def _print_times(self) -> None:
         from ..eval import overhead_share
@@ -535,7 +557,7 @@ class Loop:
             self.store.add_training(r, checkpoint.algorithm, record)
             if retrained:
                 self.store.put_state(RETRAINED, r, retrained)
-        self.console.print(f"    checkpoint {checkpoint.path}")
+        self.console.print(f"    checkpoint {checkpoint.path}", markup=False, highlight=False)
         for name, entry in retrained.items():
             self.console.print(
                 f"    {name} critic retrained on {entry['rows']} rows: {entry['path']}",
@@ -821,22 +843,62 @@ def start(
         config = config.model_copy(update={"name": validate_run_name(name, "--name")})
     validate_run_name(config.name)
     run_dir = runs_dir / config.name
-    if (run_dir / DB_FILE).exists():
-        raise StoreError(
-            f"run directory {run_dir} already holds a run; resume it with "
-            f"`superalign run --resume {run_dir}` or pick another --name"
-        )
     if run_dir.exists() and not run_dir.is_dir():
         raise StoreError(f"{run_dir} exists and is not a directory; pick another --name")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    loop = Loop(config, run_dir)
-    # Credentials in endpoint URLs never reach the disk: both copies are redacted.
-    stored = redact_data(config.model_dump(mode="json"))
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(stored, sort_keys=False))
-    with loop.store.transaction():
-        loop.store.set_meta("config", json.dumps(stored))
-        loop.store.set_meta("run_id", uuid.uuid4().hex)
+    if (run_dir / DB_FILE).exists() and not half_created(run_dir):
+        raise StoreError(
+            f"run directory {run_dir} already holds a run; resume it with "
+            f"`superalign run --resume {quote(str(run_dir))}` or pick another --name"
+        )
+    # A directory whose creation stopped half-way (no configuration stored, nothing run)
+    # is created again in place: resuming it has nothing to resume from.
+    loop: Loop | None = None
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        loop = Loop(config, run_dir)
+        # Credentials in endpoint URLs never reach the disk: both copies are redacted.
+        stored = redact_data(config.model_dump(mode="json"))
+        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(stored, sort_keys=False))
+        with loop.store.transaction():
+            loop.store.set_meta("config", json.dumps(stored))
+            loop.store.set_meta("run_id", uuid.uuid4().hex)
+    except BaseException as e:
+        if loop is not None:
+            loop.close()
+        if not (isinstance(e, OSError) or (isinstance(e, Exception) and is_no_space(e))):
+            raise
+        where = getattr(e, "filename", None)
+        raise WriteError(
+            f"could not create the run {run_dir}"
+            + (f" (writing {where})" if where else "")
+            + f": {write_failure(e)}. Nothing ran yet; "
+            + ("free some space" if is_no_space(e) else "fix the cause")
+            + ", then give the same `superalign run` command again: it creates the run "
+            "afresh in that directory"
+        ) from e
     return loop
+
+
+def half_created(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run whose creation stopped half-way (a full disk, a
+    kill): its database is empty or has no configuration snapshot, and no phase finished
+    and no checkpoint was written. Such a run has nothing to resume: ``start`` creates it
+    afresh in place."""
+    db = run_dir / DB_FILE
+    if not db.is_file() or any((run_dir / "checkpoints").glob("round-*")):
+        return False
+    if db.stat().st_size == 0:
+        return True
+    try:
+        store = Store(db, write=False)
+    except StoreError:
+        return False  # not a superalign database (or unreadable): never overwritten
+    try:
+        return store.meta("config") is None and not store.finished_phases()
+    except Exception:  # a damaged database: left for the user to look at
+        return False
+    finally:
+        store.close()
 
 
 def resume(run_dir: Path, force: bool = False) -> Loop:
@@ -851,12 +913,24 @@ def resume(run_dir: Path, force: bool = False) -> Loop:
     db = run_dir / DB_FILE
     missing = missing_for_resume(db)
     only_phases = all(m.startswith("finished phases") for m in missing)
+    # A store's own message may already say that nothing was changed: said once below.
+    lacks = "; ".join(m.removesuffix(" Nothing was changed.").rstrip(". ") for m in missing)
+    if missing and half_created(run_dir):
+        again = (
+            f"superalign run --name {quote(run_dir.name)} --runs-dir {quote(str(run_dir.parent))}"
+        )
+        raise StoreError(
+            f"cannot resume {run_dir}: its database lacks {lacks}. With no configuration and no "
+            "finished phase or checkpoint (its creation stopped half-way: a full disk?) there "
+            "is nothing to resume. Nothing was changed; start it afresh with "
+            f"`{again}` and the --config/--set you gave it (that creates the run again in "
+            "this directory)."
+        )
     if missing and not (force and only_phases):
         hint = " (or --force to start its rounds over)" if only_phases else ""
         raise StoreError(
-            f"cannot resume {run_dir}: its database lacks "
-            + "; ".join(missing)
-            + f". Nothing was changed; start a new run{hint}."
+            f"cannot resume {run_dir}: its database lacks {lacks}. Nothing was changed; "
+            f"start a new run{hint}."
         )
     config = _stored_config(db)
     disk = run_dir / CONFIG_FILE

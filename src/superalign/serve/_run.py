@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import re
 import socket
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
+from ..errors import ConfigError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 err_console = Console(stderr=True)
@@ -46,11 +49,47 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def run_app(app: Any, host: str, port: int) -> None:
-    """Serve ``app`` until interrupted (Ctrl-C)."""
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` (0: a free port), for ``run_app``. Binding
+    first lets a command say where it serves only once it can, and turns a busy port or
+    a foreign address into a ConfigError that names it and what to do."""
+    # The family and the address as uvicorn binds them itself.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except (OSError, UnicodeError) as e:  # a busy port, a foreign or unknown address
+        sock.close()
+        if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host} is already in use (another server is listening "
+                "there); pick another with --port, or --port 0 for a free one"
+            ) from e
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(
+            f"cannot listen on {host} port {port} ({reason}); give an address of this "
+            "machine with --host (127.0.0.1, the default) and a free port with --port 0"
+        ) from e
+    return sock
+
+
+def bound_port(sock: socket.socket) -> int:
+    """The port a bound socket listens on (the free one picked for port 0)."""
+    return sock.getsockname()[1]
+
+
+def run_app(app: Any, host: str, port: int, sock: socket.socket | None = None) -> None:
+    """Serve ``app`` until interrupted (Ctrl-C), on ``sock`` when given (see ``bind``)."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    if sock is None:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        return
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn stops, then raises the signal again
+        pass
 
 
 @contextmanager
