@@ -257,3 +257,14 @@ def test_one_bootstrap_pairs_resamples_by_seed_and_skips_undefined_ones() -> Non
     half = bootstrap(lambda idx: np.where(idx[:, 0] < 10, x[idx].mean(1), np.nan), 20, seed=4)
     assert all(np.isfinite(half))
     assert all(np.isnan(bootstrap(lambda idx: np.full(len(idx), np.nan), 20)))
+
+
+def test_one_interval_type_formats_undefined_estimates_and_any_precision() -> None:
+    from superalign.eval import Metric
+
+    pgr = Metric(value=0.4567, lo=-0.12, hi=1.1, n=40)
+    assert pgr.format(percent=False, digits=2, n=False) == "0.46 [-0.12, 1.10]"
+    assert pgr.format() == "45.7% [-12.0, 110.0] (n=40)"
+    undefined = Metric(value=None, n=40, note="undefined (gold gain 0)")
+    assert undefined.format() == "undefined (gold gain 0)"
+    assert Metric(value=None).format(percent=False) == "undefined"

@@ -27,21 +27,26 @@ _MAX_OVERLAP_QUERIES = 300
 
 
 class Metric(BaseModel):
-    """A point estimate with its 95% interval; lo/hi are None where no interval is defined."""
+    """A point estimate with its 95% interval, the one interval type of the package; lo/hi
+    are None where no interval is defined, value None (with a ``note`` saying why) where
+    the estimate itself is undefined (a PGR whose gold gain is 0)."""
 
     model_config = ConfigDict(frozen=True)
 
-    value: float
+    value: float | None
     lo: float | None = None
     hi: float | None = None
     n: int = 0
+    note: str = ""
 
-    def format(self, percent: bool = True) -> str:
+    def format(self, percent: bool = True, digits: int = 1, n: bool = True) -> str:
+        if self.value is None:
+            return self.note or "undefined"
         scale, unit = (100.0, "%") if percent else (1.0, "")
-        text = f"{self.value * scale:.1f}{unit}"
+        text = f"{self.value * scale:.{digits}f}{unit}"
         if self.lo is not None and self.hi is not None:
-            text += f" [{self.lo * scale:.1f}, {self.hi * scale:.1f}]"
-        return f"{text} (n={self.n})"
+            text += f" [{self.lo * scale:.{digits}f}, {self.hi * scale:.{digits}f}]"
+        return f"{text} (n={self.n})" if n else text
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> Metric:

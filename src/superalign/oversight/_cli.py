@@ -78,7 +78,7 @@ def w2s(
                   title=f"weak-to-strong, critic task: pool {result.pool}, weak labels "
                   f"{result.weak_label_accuracy:.1%} right")  # fmt: skip
     for e in result.entries:
-        pgr = e.pgr.format(percent=False).rsplit(" (", 1)[0] if e.pgr else ""
+        pgr = e.pgr.format(percent=False, n=False) if e.pgr else ""
         table.add_row(e.name, e.accuracy.format(), str(e.trained_on or ""), pgr, e.note)
     Console(width=160).print(table)
     if output:
@@ -108,7 +108,8 @@ def _w2s_loop(
             f"{m.base['gold']:.1%}" if result.shared_base
             else " / ".join(f"{m.base[a]:.1%}" for a in ("weak", "oversight", "gold")),
             *(f"{m.trained[a]:.1%}" for a in ("weak", "oversight", "gold")),
-            m.pgr["weak"].format(), m.pgr["oversight"].format(),
+            m.pgr["weak"].format(percent=False, digits=2, n=False),
+            m.pgr["oversight"].format(percent=False, digits=2, n=False),
         )  # fmt: skip
     console = Console(width=180)
     console.print(table)

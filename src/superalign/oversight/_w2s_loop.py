@@ -51,7 +51,7 @@ from .. import registry
 from ..config import RunConfig, check_judges_apart, load_config
 from ..critic import check_apart
 from ..errors import ConfigError, StoreError
-from ..eval import bootstrap
+from ..eval import Metric, bootstrap
 from ..loop import CONFIG_FILE, DB_FILE, GoldSettings, Store, resume, start
 from ..outcomes import answered_correctly, attack_succeeded, refused  # the loop's own
 from ..settings import ComponentSpec
@@ -106,23 +106,6 @@ HEADLINES = (
 
 
 @dataclass
-class Interval:
-    value: float | None
-    lo: float | None = None
-    hi: float | None = None
-    note: str = ""
-
-    def format(self, scale: float = 1.0, sign: bool = False) -> str:
-        if self.value is None:
-            return self.note or "undefined"
-        f = "{:+.2f}" if sign else "{:.2f}"
-        out = f.format(self.value * scale)
-        if self.lo is not None and self.hi is not None:
-            out += f" [{f.format(self.lo * scale)}, {f.format(self.hi * scale)}]"
-        return out
-
-
-@dataclass
 class MetricPGR:
     """One headline metric across the arms: rates, oriented gains and PGR."""
 
@@ -132,8 +115,8 @@ class MetricPGR:
     higher_is_better: bool
     base: dict[str, float]  # arm -> round-0 rate (equal across arms when round 0 is shared)
     trained: dict[str, float]  # arm -> last-round rate
-    gain: dict[str, Interval]  # arm -> oriented gain (positive = better)
-    pgr: dict[str, Interval]  # weak, oversight -> PGR
+    gain: dict[str, Metric]  # arm -> oriented gain (positive = better)
+    pgr: dict[str, Metric]  # weak, oversight -> PGR
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -143,8 +126,8 @@ class MetricPGR:
             "higher_is_better": self.higher_is_better,
             "base": self.base,
             "trained": self.trained,
-            "gain": {a: i.__dict__ for a, i in self.gain.items()},
-            "pgr": {a: i.__dict__ for a, i in self.pgr.items()},
+            "gain": {a: i.model_dump() for a, i in self.gain.items()},
+            "pgr": {a: i.model_dump() for a, i in self.pgr.items()},
         }
 
 
@@ -154,7 +137,7 @@ def compare_arms(
     higher_is_better: bool,
     n_boot: int = 1000,
     seed: int = 0,
-) -> tuple[dict[str, Interval], dict[str, Interval]]:
+) -> tuple[dict[str, Metric], dict[str, Metric]]:
     """Oriented gains per arm and PGR of every non-gold arm against ``gold``.
 
     ``base[arm]`` and ``trained[arm]`` hold one outcome (0/1) per evaluation item, the
@@ -172,7 +155,7 @@ def compare_arms(
         raise ValueError("every arm needs one outcome per item, base and trained alike")
     sign = 1.0 if higher_is_better else -1.0
     if n == 0:
-        empty = Interval(None, note="no items")
+        empty = Metric(value=None, note="no items")
         return {a: empty for a in arms}, {a: empty for a in arms if a != "gold"}
     point = {a: sign * (trained[a].mean() - base[a].mean()) for a in arms}
 
@@ -180,7 +163,10 @@ def compare_arms(
         return lambda idx: sign * (trained[a][idx].mean(1) - base[a][idx].mean(1))  # (B,)
 
     # One seed: every arm's resamples draw the same items (paired).
-    gains = {a: Interval(float(point[a]), *bootstrap(gain(a), n, n_boot, seed)) for a in arms}
+    gains = {}
+    for a in arms:
+        lo, hi = bootstrap(gain(a), n, n_boot, seed)
+        gains[a] = Metric(value=float(point[a]), lo=lo, hi=hi, n=n)
     g = gains["gold"]
     undefined = ""
     if point["gold"] == 0:
@@ -192,7 +178,7 @@ def compare_arms(
         if a == "gold":
             continue
         if undefined:
-            pgrs[a] = Interval(None, note=undefined)
+            pgrs[a] = Metric(value=None, n=n, note=undefined)
             continue
 
         def ratio(idx: np.ndarray, a: str = a) -> np.ndarray:
@@ -200,7 +186,7 @@ def compare_arms(
             return np.where(gold != 0, gain(a)(idx) / np.where(gold != 0, gold, 1.0), np.nan)
 
         lo, hi = bootstrap(ratio, n, n_boot, seed)
-        pgrs[a] = Interval(float(point[a] / point["gold"]), lo, hi)
+        pgrs[a] = Metric(value=float(point[a] / point["gold"]), lo=lo, hi=hi, n=n)
     return gains, pgrs
 
 
