@@ -4,6 +4,13 @@ Each phase of a round writes all its rows and its completion marker in one
 transaction, so a process killed at any moment leaves either the whole phase or none
 of it: resuming redoes the unfinished phase and never duplicates a row. One process
 at a time may write a run; a second gets a clear error instead of a corrupt database.
+
+Every store carries the schema version that laid it out (``meta.schema_version``).
+Opening one checks it before anything is written: a newer or unknown version, or tables
+whose columns are not those of the version declared, are refused with a ``StoreError``
+that leaves the file untouched; an older version is brought up to date by the migration
+steps (``_MIGRATIONS``) when opened for writing, and read through a migrated copy in
+memory otherwise.
 """
 
 from __future__ import annotations
@@ -11,10 +18,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -33,49 +42,55 @@ from ..types import (
     Verdict,
 )
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS phases (
+# The layout of schema version 1, as the first release wrote it (one statement each).
+_V1_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS phases (
     round INTEGER NOT NULL, phase TEXT NOT NULL, finished REAL NOT NULL, seconds REAL,
-    PRIMARY KEY (round, phase));
-CREATE TABLE IF NOT EXISTS queries (
+    PRIMARY KEY (round, phase))""",
+    """CREATE TABLE IF NOT EXISTS queries (
     id TEXT PRIMARY KEY, round INTEGER NOT NULL, tier TEXT NOT NULL, hash TEXT NOT NULL,
     intent TEXT NOT NULL, category TEXT NOT NULL, style TEXT NOT NULL, producer TEXT NOT NULL,
-    json TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS queries_round ON queries (round, tier);
-CREATE TABLE IF NOT EXISTS responses (
+    json TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS queries_round ON queries (round, tier)",
+    """CREATE TABLE IF NOT EXISTS responses (
     id TEXT PRIMARY KEY, query_id TEXT NOT NULL, round INTEGER NOT NULL, tier TEXT NOT NULL,
-    model TEXT NOT NULL, text TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS responses_round ON responses (round, tier);
-CREATE TABLE IF NOT EXISTS critiques (
+    model TEXT NOT NULL, text TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS responses_round ON responses (round, tier)",
+    """CREATE TABLE IF NOT EXISTS critiques (
     response_id TEXT NOT NULL, critic TEXT NOT NULL, version TEXT NOT NULL, json TEXT NOT NULL,
-    PRIMARY KEY (response_id, critic));
-CREATE TABLE IF NOT EXISTS labels (
-    response_id TEXT PRIMARY KEY, producer TEXT NOT NULL, json TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS human_labels (
-    response_id TEXT PRIMARY KEY, verdict TEXT NOT NULL, source TEXT NOT NULL, json TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS pending_labels (
-    response_id TEXT PRIMARY KEY, round INTEGER NOT NULL, priority REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS preferences (
+    PRIMARY KEY (response_id, critic))""",
+    """CREATE TABLE IF NOT EXISTS labels (
+    response_id TEXT PRIMARY KEY, producer TEXT NOT NULL, json TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS human_labels (
+    response_id TEXT PRIMARY KEY, verdict TEXT NOT NULL, source TEXT NOT NULL,
+    json TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS pending_labels (
+    response_id TEXT PRIMARY KEY, round INTEGER NOT NULL, priority REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS preferences (
     id INTEGER PRIMARY KEY AUTOINCREMENT, round INTEGER NOT NULL, producer TEXT NOT NULL,
-    json TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS training (
-    round INTEGER PRIMARY KEY, algorithm TEXT NOT NULL, json TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS metrics (
+    json TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS training (
+    round INTEGER PRIMARY KEY, algorithm TEXT NOT NULL, json TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS metrics (
     round INTEGER NOT NULL, tier TEXT NOT NULL, name TEXT NOT NULL, value REAL,
-    lo REAL, hi REAL, n INTEGER, PRIMARY KEY (round, tier, name));
-CREATE TABLE IF NOT EXISTS state (
-    key TEXT NOT NULL, round INTEGER NOT NULL, json TEXT NOT NULL, PRIMARY KEY (key, round));
-CREATE TABLE IF NOT EXISTS transcripts (
-    id TEXT PRIMARY KEY, round INTEGER NOT NULL, tier TEXT NOT NULL, query_id TEXT,
-    outcome TEXT NOT NULL, json TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS transcripts_round ON transcripts (round, tier);
-"""
-# Tables added after a schema version shipped: created on the next write open of an
-# older run (CREATE ... IF NOT EXISTS), read as empty where a read-only open lacks them.
-_ADDED_TABLES = ("transcripts",)
+    lo REAL, hi REAL, n INTEGER, PRIMARY KEY (round, tier, name))""",
+    """CREATE TABLE IF NOT EXISTS state (
+    key TEXT NOT NULL, round INTEGER NOT NULL, json TEXT NOT NULL, PRIMARY KEY (key, round))""",
+)
+# The migration steps: ``_MIGRATIONS[n]`` turns a store of schema version n into version
+# n + 1. A step runs in one transaction with the version bump, and only adds (tables,
+# indexes, columns with a default) or copies: nothing stored is dropped. A change to the
+# layout is a new step here, never an edit of an earlier one.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (  # 1 -> 2: multi-turn conversations
+        """CREATE TABLE IF NOT EXISTS transcripts (
+        id TEXT PRIMARY KEY, round INTEGER NOT NULL, tier TEXT NOT NULL, query_id TEXT,
+        outcome TEXT NOT NULL, json TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS transcripts_round ON transcripts (round, tier)",
+    ),
+}
+SCHEMA_VERSION = 1 + len(_MIGRATIONS)  # the version this superalign writes
 
 # The label inbox's table: created by the first labeller (``AnnotationLog``), not by the
 # loop, so a run nobody labelled on the web has none (read as empty).
@@ -123,32 +138,46 @@ class Store:
         if write:
             self._lock()
         try:
-            self.db = self._connect(write)
-            if write:
-                self.db.executescript(_SCHEMA)
-                self._set_meta_default("schema_version", str(SCHEMA_VERSION))
-            elif not self.db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-            ).fetchone():
-                self.db.close()
-                raise StoreError(
-                    f"{self.path} is not a superalign run database (it has no meta table; "
-                    "empty, or written by another program)"
-                )
+            self.db = self._open(write)
         except sqlite3.DatabaseError as e:
             self._unlock()
             raise StoreError(
                 f"{self.path} cannot be used as a run database ({e}); it may be truncated, "
                 "corrupt or not a superalign database. Nothing was changed."
             ) from e
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _open(self, write: bool) -> sqlite3.Connection:
+        """The connection, once the file is known to be a run store this superalign reads:
+        its schema version checked (a newer or unknown one refused) and its tables matched
+        against that version's layout before anything is written. An older store is
+        migrated in place when opened for writing, and read through a migrated copy in
+        memory otherwise (the file stays as it is)."""
+        db = self._connect(write)
+        try:
+            version = _checked_version(db, self.path, empty_ok=write)
+            if write:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA foreign_keys=ON")
+                if version is None:  # a new (empty) database
+                    with _immediate(db):
+                        _lay_out(db, SCHEMA_VERSION)
+                        _set_version(db, SCHEMA_VERSION)
+                elif version < SCHEMA_VERSION:
+                    _migrate(db, version)
+            elif version is not None and version < SCHEMA_VERSION and not _laid_out(db):
+                return _migrated_copy(db, version)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _connect(self, write: bool) -> sqlite3.Connection:
-        if write:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            return db
+        if write:  # nothing is written until the file has been checked (``_open``)
+            return sqlite3.connect(self.path, timeout=30, isolation_level=None)
         uri = self.path.resolve().as_uri()
         try:
             db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
@@ -166,9 +195,12 @@ class Store:
     # -- locking -----------------------------------------------------------------
 
     def _lock(self) -> None:
-        lock_path = self.path.with_suffix(".lock")
+        # Keyed on the real database file: a run reached through a symbolic link (the
+        # database, or a directory above it) shares its lock with the run it points at.
+        real = self.path.resolve()
+        lock_path = real.with_suffix(".lock")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            real.parent.mkdir(parents=True, exist_ok=True)
             f = open(lock_path, "a+")
         except OSError as e:
             raise StoreError(
@@ -249,9 +281,6 @@ class Store:
         ).fetchall()
 
     # -- meta and state ----------------------------------------------------------------
-
-    def _set_meta_default(self, key: str, value: str) -> None:
-        self.db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
 
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
@@ -548,7 +577,7 @@ class Store:
             "training",
             "metrics",
             "phases",
-            *_ADDED_TABLES,
+            "transcripts",
         )
         return {
             t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
@@ -567,11 +596,18 @@ class AnnotationLog:
         self.path = Path(path)
         if not self.path.is_file():
             raise StoreError(f"no run store at {self.path}; is this a run directory?")
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.db.execute("PRAGMA busy_timeout=30000")
+            # Any schema version up to this superalign's: the tables read and written here
+            # are the same in all of them. An empty or foreign file is refused unwritten.
+            _checked_version(self.db, self.path, empty_ok=False)
             self.db.executescript(_ANNOTATIONS_SCHEMA)
+        except StoreError:
+            self.db.close()
+            raise
         except sqlite3.DatabaseError as e:
+            self.db.close()
             raise StoreError(
                 f"{self.path} cannot take labels ({e}); check that the run directory is "
                 "writable and the file is a superalign run database"
@@ -644,6 +680,155 @@ def _read_annotations(db: sqlite3.Connection, kind: str | None = None) -> list[A
     ]  # fmt: skip
 
 
+# -- schema versions -------------------------------------------------------------------
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    return {r[0] for r in rows if not r[0].startswith("sqlite_")}
+
+
+def _columns(db: sqlite3.Connection, table: str) -> tuple[str, ...]:
+    quoted = table.replace('"', '""')
+    return tuple(r[1] for r in db.execute(f'PRAGMA table_info("{quoted}")'))
+
+
+def _lay_out(db: sqlite3.Connection, version: int) -> None:
+    """Create the tables of schema ``version`` in an empty database: version 1's, then
+    each migration step up to ``version``."""
+    for sql in _V1_SCHEMA:
+        db.execute(sql)
+    for step in range(1, version):
+        for sql in _MIGRATIONS[step]:
+            db.execute(sql)
+
+
+@cache
+def _layout(version: int) -> dict[str, tuple[str, ...]]:
+    """Table -> column names of a store at schema ``version`` (built in memory)."""
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        _lay_out(db, version)
+        return {t: _columns(db, t) for t in _tables(db)}
+    finally:
+        db.close()
+
+
+@cache
+def _annotations_layout() -> tuple[str, ...]:
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        db.executescript(_ANNOTATIONS_SCHEMA)
+        return _columns(db, "annotations")
+    finally:
+        db.close()
+
+
+def _checked_version(db: sqlite3.Connection, path: Path, *, empty_ok: bool) -> int | None:
+    """The schema version of the run store on ``db``, after checking that this superalign
+    reads it and that its tables have the columns of that version; None for a database
+    without any table when ``empty_ok`` (a new file). Only reads; raises ``StoreError``
+    saying what was found and what to do."""
+    tables = _tables(db)
+    if not tables and empty_ok:
+        return None
+    unchanged = "Nothing was changed."
+    if "meta" not in tables:
+        raise StoreError(
+            f"{path} is not a superalign run database (it has no meta table; empty, or "
+            f"written by another program). {unchanged}"
+        )
+    if _columns(db, "meta") != _layout(1)["meta"]:
+        raise StoreError(
+            f"{path} is not a superalign run database (its meta table has the columns "
+            f"{', '.join(_columns(db, 'meta'))}). {unchanged}"
+        )
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    # Every release stored the version with the tables; a store without it is one whose
+    # first open stopped half-way, laid out as version 1 (its tables are checked below).
+    found = "1" if row is None else str(row[0])
+    if not re.fullmatch(r"[1-9][0-9]{0,8}", found):
+        raise StoreError(
+            f"{path} has an unknown store schema version {found!r}; this superalign reads "
+            f"versions 1 to {SCHEMA_VERSION} and writes version {SCHEMA_VERSION}. It was "
+            "written by another program or changed by hand: open it with the program that "
+            f"wrote it, or start a new run. {unchanged}"
+        )
+    version = int(found)
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} was written by a newer superalign (store schema version {version}; "
+            f"this superalign reads versions 1 to {SCHEMA_VERSION} and writes version "
+            f"{SCHEMA_VERSION}). Upgrade superalign to open this run, or start a new run "
+            f"with this one. {unchanged}"
+        )
+    expected = _layout(version)
+    known = {**_layout(SCHEMA_VERSION), "annotations": _annotations_layout(), **expected}
+    problems = [f"it lacks the table {t}" for t in sorted(set(expected) - tables)]
+    for table in sorted(tables & set(known)):
+        found_columns = _columns(db, table)
+        if found_columns != known[table]:
+            problems.append(
+                f"its table {table} has the columns ({', '.join(found_columns)}) where "
+                f"({', '.join(known[table])}) belong"
+            )
+    if problems:
+        raise StoreError(
+            f"{path} does not have the layout of store schema version {version} that it "
+            f"declares: {'; '.join(problems)}. It was changed by hand or written by another "
+            "program, and this superalign cannot read it safely; restore the file from a "
+            f"copy, or start a new run. {unchanged}"
+        )
+    return version
+
+
+def _laid_out(db: sqlite3.Connection, version: int = SCHEMA_VERSION) -> bool:
+    """Whether every table of schema ``version`` is there with its columns (an older
+    store whose migration would change nothing reads as it is)."""
+    return all(_columns(db, t) == columns for t, columns in _layout(version).items())
+
+
+@contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _set_version(db: sqlite3.Connection, version: int) -> None:
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(version),))
+
+
+def _migrate(db: sqlite3.Connection, found: int) -> None:
+    """Bring a store of schema version ``found`` up to ``SCHEMA_VERSION``: every step and
+    the new version in one transaction, so a failed migration leaves the store as it was."""
+    with _immediate(db):
+        for step in range(found, SCHEMA_VERSION):
+            for sql in _MIGRATIONS[step]:
+                db.execute(sql)
+        _set_version(db, SCHEMA_VERSION)
+
+
+def _migrated_copy(db: sqlite3.Connection, found: int) -> sqlite3.Connection:
+    """A read-only view of an older store: an in-memory copy migrated to this version
+    (``db`` is closed; the file keeps its version until a write open migrates it)."""
+    copy = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        db.backup(copy)
+        _migrate(copy, found)
+        copy.execute("PRAGMA query_only=ON")
+    except BaseException:
+        copy.close()
+        raise
+    finally:
+        db.close()
+    return copy
+
+
 REQUIRED_TABLES = ("meta", "phases", "queries", "responses", "training", "metrics", "state")
 
 
@@ -653,10 +838,7 @@ def missing_for_resume(path: Path) -> list[str]:
         return [f"the database file {path.name}"]
     if path.stat().st_size == 0:
         return [f"everything: {path.name} is an empty file"]
-    try:
-        store = Store(path, write=False)
-    except StoreError as e:
-        return [str(e)]
+    store = Store(path, write=False)  # a foreign, newer or altered store: its own error
     try:
         tables = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master")}
         missing = [f"table {t}" for t in REQUIRED_TABLES if t not in tables]
