@@ -17,7 +17,9 @@ others answered too. ``annotator_agreement`` is the per-annotator table of the r
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +30,14 @@ from ..textsafe import printable
 from ..types import Critique, HumanLabel, Preference, Verdict
 from ._store import Annotation, AnnotationLog, Store
 
+log = logging.getLogger(__name__)
+
 PAIR_CHOICES = ("chosen", "rejected", "tie", "both_bad")
+# A preference id as the inbox takes it; SQLite would also match "79.0", "079" or " 79"
+# against the integer id 79, and store them as given.
+_PLAIN_ID = re.compile(r"0|[1-9][0-9]{0,17}")
+# What inboxes filled before ids were checked may hold for the pair they answered.
+_LOOSE_ID = re.compile(r"\s*[+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+]?[0-9]+)?\s*")
 MAX_REASON = 2000
 MAX_NAME = 64
 
@@ -53,6 +62,12 @@ class LabelInbox(AnnotationLog):
         valid = [v.value for v in Verdict] if a.kind == "point" else list(PAIR_CHOICES)
         if a.answer not in valid:
             raise ValueError(f"answer {a.answer!r} is not one of {', '.join(valid)}")
+        if a.kind == "pair" and not _PLAIN_ID.fullmatch(a.item):
+            raise ValueError(
+                f"pair item {printable(a.item)[:40]!r} is not a preference id: give the id "
+                "as a plain whole number (digits only, no sign, spaces, leading zeros or "
+                "decimal point)"
+            )
         if not self.has_item(a.kind, a.item):
             raise ValueError(f"{a.kind} item {a.item!r} is not in this run")
         self.append(
@@ -74,17 +89,32 @@ def human_preferences(store: Store) -> list[Preference]:
     the stored ``chosen`` response more often than the ``rejected`` one is kept as is, the
     other way round it is swapped; ties, "both bad" and even splits give no pair.
     ``confidence`` is the share of the decided answers that agree; ``source`` names the
-    annotators."""
-    answers: dict[str, dict[str, str]] = defaultdict(dict)
+    annotators. An answer stored with a loose id ("79.0", before ids were checked) counts
+    for that pair; one naming no id is left out with a warning."""
+    answers: dict[int, dict[str, str]] = defaultdict(dict)
+    unreadable: list[str] = []
     for a in store.annotations("pair"):  # oldest first: a correction wins
-        answers[a.item][a.annotator] = a.answer
+        item = pair_id(a.item)
+        if item is None:
+            unreadable.append(a.item)
+            continue
+        answers[item][a.annotator] = a.answer
+    if unreadable:
+        shown = ", ".join(repr(printable(i)[:40]) for i in unreadable[:5])
+        more = f" (and {len(unreadable) - 5} more)" if len(unreadable) > 5 else ""
+        log.warning(
+            "%d pair answer(s) name no preference id and are left out: %s%s",
+            len(unreadable),
+            shown,
+            more,
+        )
     out = []
-    for item, by_person in sorted(answers.items(), key=lambda kv: int(kv[0])):
+    for item, by_person in sorted(answers.items()):
         chosen = sum(v == "chosen" for v in by_person.values())
         rejected = sum(v == "rejected" for v in by_person.values())
         if chosen == rejected:
             continue
-        pref = store.preference(int(item))
+        pref = store.preference(item)
         if pref is None:
             continue
         if rejected > chosen:
@@ -98,6 +128,18 @@ def human_preferences(store: Store) -> list[Preference]:
             )
         )
     return out
+
+
+def pair_id(item: str) -> int | None:
+    """The preference id a stored pair answer names: its plain digits, or a form SQLite
+    matched against the integer id when the inbox did not check ids yet ("79.0", "079",
+    " 79", "7.9e1"); None for anything else."""
+    if _PLAIN_ID.fullmatch(item):
+        return int(item)
+    if not _LOOSE_ID.fullmatch(item):
+        return None
+    value = float(item)
+    return int(value) if value.is_integer() and value < 2**63 else None
 
 
 # -- annotators as label-model sources ------------------------------------------------------

@@ -9,9 +9,12 @@ pairs: which of the two responses to the same query is better, a tie, or both ba
 
 Security: it listens on 127.0.0.1 unless told otherwise; every request needs the
 random token printed at start (a query parameter once, then an HttpOnly, SameSite=Strict
-cookie), else 401 (no token) or 403 (a wrong one). Every untrusted text (queries,
-responses, critiques, names, reasons) is stripped of control characters and
-HTML-escaped, and the Content-Security-Policy lets only the page's own script run.
+cookie, the redirect going to one of the page's own paths only), else 401 (no token)
+or 403 (a wrong one). A pair answer names its preference by a plain integer id, anything
+else is a 400. A file that is not a run database is refused at start, unwritten. Every
+untrusted text (queries, responses, critiques, names, reasons) is stripped of control
+characters and HTML-escaped, and the Content-Security-Policy lets only the page's own
+script run.
 """
 
 from __future__ import annotations
@@ -313,7 +316,7 @@ class _Guard:
         if given is not None:
             if not hmac.compare_digest(given.encode(), token.encode()):
                 return await _refuse(403, scope, receive, send)
-            response = RedirectResponse(request.url.path, status_code=303)
+            response = RedirectResponse(_own_page(request.url.path), status_code=303)
             _cookie(response, TOKEN_COOKIE, token)
             return await response(scope, receive, send)
         cookie = request.cookies.get(TOKEN_COOKIE)
@@ -360,6 +363,16 @@ def _annotator(request: Request) -> str | None:
 
 def _assisted(request: Request) -> bool:
     return request.cookies.get(ASSIST_COOKIE, "1") == "1"
+
+
+PAGES = ("/", "/point", "/pair")
+
+
+def _own_page(path: str) -> str:
+    """Where the token's redirect may go: one of this app's pages, else its home. Never
+    the request's path as given: ``//host/`` there would send the browser to another
+    origin (an open redirect)."""
+    return path if path in PAGES else "/"
 
 
 def _back(path: str) -> str:
