@@ -195,8 +195,7 @@ def report_command(
     ),
 ) -> None:
     """Rebuild report.html of a run from its store (reads the run only)."""
-    from ..eval import write_report
-    from ._report import REPORT_FILE, headline, report_data
+    from ._report import REPORT_FILE, headline, write_report
     from ._store import Store
 
     store = Store(run_dir / "superalign.db", write=False)
@@ -205,7 +204,7 @@ def report_command(
         raise StoreError(f"--output {target} is a directory; give a file name, e.g. report.html")
     console.print(headline(store, run_dir), soft_wrap=True, markup=False, highlight=False)
     try:
-        path = write_report(report_data(store, run_dir), target)
+        path = write_report(store, run_dir, target)
     except OSError as e:
         raise StoreError(
             f"cannot write {target} ({e.strerror or e}); pass --output to write it elsewhere"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..textsafe import redact
 from ..types import Tier
+from ._paths import write_text_unlinked
 from ._store import Store
 
 REPORT_FILE = "report.html"
@@ -114,10 +115,19 @@ def _before_after(store: Store, limit: int = 24) -> list:
     return before_after(store.judged(rounds[0], tier), store.judged(rounds[-1], tier), limit)
 
 
-def write_report(store: Store, run_dir: Path) -> Path:
+def write_report(store: Store, run_dir: Path, target: Path | None = None) -> Path:
+    """Write the run's HTML report to ``target`` (default ``RUN/report.html``). A file in
+    the run directory is never written through a symbolic link (a planted one could point
+    anywhere); a ``target`` elsewhere is written as given."""
+    from ..eval import build_report
     from ..eval import write_report as write_html
 
-    return write_html(report_data(store, run_dir), run_dir / REPORT_FILE)
+    data = report_data(store, run_dir)
+    path = target or run_dir / REPORT_FILE
+    if path.parent.resolve() == run_dir.resolve():
+        fix = "remove the link, or pass --output to write the report elsewhere"
+        return write_text_unlinked(path, build_report(data), "the report", fix)
+    return write_html(data, path)
 
 
 def headline(store: Store, run_dir: Path) -> str:

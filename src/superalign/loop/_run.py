@@ -50,6 +50,7 @@ from ..types import (
     Tier,
 )
 from ._human import LabelSource, select_for_review
+from ._paths import refuse_link
 from ._store import Store, missing_for_resume
 
 if TYPE_CHECKING:  # the role protocols; the packages themselves load on first use
@@ -843,6 +844,9 @@ def start(
         config = config.model_copy(update={"name": validate_run_name(name, "--name")})
     validate_run_name(config.name)
     run_dir = runs_dir / config.name
+    # runs/NAME and what start writes in it are the run's own: never a planted link's target.
+    for path in (run_dir, run_dir / DB_FILE, run_dir / CONFIG_FILE):
+        refuse_link(path, "a new run", "remove the link or pick another --name")
     if run_dir.exists() and not run_dir.is_dir():
         raise StoreError(f"{run_dir} exists and is not a directory; pick another --name")
     if (run_dir / DB_FILE).exists() and not half_created(run_dir):
