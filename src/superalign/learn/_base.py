@@ -1,6 +1,6 @@
 """What every algorithm shares: the Learner protocol, the reference model, the
 helpfulness guard and the per-round checkpoint (LoRA wrapping and the TRL trainers are
-``trainers.py``'s, shared with the trained attacker)."""
+``_trainers.py``'s, shared with the trained attacker)."""
 
 from __future__ import annotations
 

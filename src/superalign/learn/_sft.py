@@ -42,7 +42,7 @@ from ..types import (
 )
 from ._base import DATA_DIR, BaseLearner, helpful_pool
 from ._reward import CriticReward, Judge
-from ._trainers import chat_rows, fit, sft_trainer
+from ._trainers import Batching, chat_rows, fit, sft_trainer
 from .settings import LearnerSection
 
 
@@ -65,7 +65,7 @@ class SFTSettings(BaseModel):
     max_steps: int = Field(-1, ge=-1, description="stop after this many steps (-1: epochs decide)")
     batch_size: int = Field(2, ge=1)
     max_length: int = Field(256, ge=16, description="prompt + completion tokens kept")
-    batching: Literal["random", "length"] = Field(
+    batching: Batching = Field(
         "random",
         description="how batches are drawn: shuffled ('random'), or rows of similar length "
         "together ('length': about a fifth less training time on the demo, but batches "

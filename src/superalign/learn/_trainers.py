@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ..errors import ConfigError
 from ..models import HFChatModel
@@ -31,7 +31,8 @@ RL_ALGORITHMS: dict[str, tuple[str, str]] = {
 }
 
 # How an SFT trainer draws its batches (``sft_trainer``).
-BATCHING = ("random", "length")
+Batching = Literal["random", "length"]
+BATCHING: tuple[str, ...] = get_args(Batching)
 
 # TRL's reward-function signature: (prompts, completions, **dataset columns) -> rewards
 TRLReward = Callable[..., list[float]]

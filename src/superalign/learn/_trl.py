@@ -1,5 +1,5 @@
-"""Plumbing shared by the TRL trainers (SFT, GRPO, RLOO, DPO; built in ``trainers.py``
-and ``dpo.py``), and the adapters over the trainers' private API (``length_grouped``,
+"""Plumbing shared by the TRL trainers (SFT, GRPO, RLOO, DPO; built in ``_trainers.py``
+and ``_dpo.py``), and the adapters over the trainers' private API (``length_grouped``,
 ``margin_loss_dpo_trainer``)."""
 
 from __future__ import annotations
