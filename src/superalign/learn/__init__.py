@@ -5,8 +5,9 @@ on a chat model's LoRA adapter)."""
 
 from ._base import CHECKPOINT_META, BaseLearner, Learner, mix_batches, training_queries
 from ._build import build_learner
-from ._dpo import PAIR_LOSSES, DPOLearner, DPOSettings, preference_rows
+from ._dpo import PAIR_LOSSES, DPOLearner, DPOSettings, dpo_trainer, preference_rows
 from ._grpo import GRPOLearner, GRPOSettings
+from ._launch import LaunchError, accelerate_argv, current_launcher, launching
 from ._ppo import PPOLearner, PPOSettings
 from ._reward import CriticReward, Judge, Reward, RewardWeights
 from ._rloo import RLOOLearner, RLOOSettings
@@ -22,20 +23,25 @@ from ._sft import (
     sft_rows,
 )
 from ._trainers import (
+    LAUNCHABLE,
     RL_ALGORITHMS,
+    Recipe,
     TRLReward,
     chat_rows,
     ensure_trainable,
     fit,
+    launchable,
     rl_trainer,
     sft_trainer,
     trainable,
 )
 from ._trl import Budget
-from .settings import LearnerSection, LoraSettings
+from .settings import LAUNCHABLE_ALGORITHMS, LearnerSection, LoraSettings
 
 __all__ = [
     "CHECKPOINT_META",
+    "LAUNCHABLE",
+    "LAUNCHABLE_ALGORITHMS",
     "PAIR_LOSSES",
     "RL_ALGORITHMS",
     "BaseLearner",
@@ -47,6 +53,7 @@ __all__ = [
     "GRPOSettings",
     "Improvement",
     "Judge",
+    "LaunchError",
     "Learner",
     "LearnerSection",
     "LoraSettings",
@@ -54,19 +61,25 @@ __all__ = [
     "PPOSettings",
     "RLOOLearner",
     "RLOOSettings",
+    "Recipe",
     "Reward",
     "RewardWeights",
     "SFTLearner",
     "SFTSettings",
     "TRLReward",
+    "accelerate_argv",
     "build_learner",
     "build_preferences",
     "chat_rows",
+    "current_launcher",
     "dpo",
+    "dpo_trainer",
     "ensure_trainable",
     "fit",
     "grpo",
     "improve",
+    "launchable",
+    "launching",
     "mix_batches",
     "ppo",
     "preference_rows",

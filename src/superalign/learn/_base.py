@@ -23,6 +23,7 @@ from ..errors import ConfigError, WriteError, write_failure
 from ..models import DEFAULT_MODEL, HFChatModel
 from ..timing import charge
 from ..types import Checkpoint, Intent, Query, RoundData, Tier
+from ._launch import launching
 from ._reward import Reward
 from ._trainers import is_peft, trainable
 from ._trl import Budget
@@ -89,13 +90,17 @@ class BaseLearner:
     # -- the round ---------------------------------------------------------------
 
     def train_round(self, data: RoundData) -> Checkpoint:
-        with trainable(self.chat_model, self.section.lora):
+        """Train on the round's data (the training step in this process, or under
+        accelerate: ``learner.launcher``) and write the round's checkpoint."""
+        with trainable(self.chat_model, self.section.lora), launching(self.section):
             start = time.perf_counter()
             self.budget = Budget(self.section.time_budget)
             with charge("train"):
                 metrics = self._train(data)
         metrics["train_seconds"] = round(time.perf_counter() - start, 3)
-        metrics["compute_seconds"] = round(self.budget.spent(), 3)
+        # a launched training step spent its compute in the workers (the main one's here)
+        launched = metrics.get("launch", {}).get("worker_compute_seconds", 0.0)
+        metrics["compute_seconds"] = round(self.budget.spent() + launched, 3)
         ckpt = write_checkpoint(
             self.chat_model,
             self.run_dir / "checkpoints" / f"round-{data.round}",

@@ -18,7 +18,7 @@ without confidence run through TRL's own implementation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +31,7 @@ from ..types import Preference, RoundData, Tier
 from . import _trl
 from ._base import BaseLearner
 from ._reward import CriticReward
-from ._trainers import fit
+from ._trainers import fit, launchable
 from .settings import LearnerSection
 
 LossName = Literal["sigmoid", "cdpo", "robust", "ipo", "exo_pair"]
@@ -179,45 +179,72 @@ class DPOLearner(BaseLearner):
         return pairs
 
     def trainer(self, pairs: list[Preference], round_: int) -> Any:
-        """A DPOTrainer over ``pairs``: TRL's own losses, or this file's when needed."""
-        from datasets import Dataset
-        from trl import DPOConfig, DPOTrainer
-
-        s = self.settings
-        base = _trl.training_args(
+        """A DPOTrainer over ``pairs`` (``dpo_trainer``)."""
+        return dpo_trainer(
+            self.chat_model,
+            preference_rows(pairs),
+            settings=self.settings,
             run_dir=self.run_dir,
             name=f"dpo-round-{round_}",
-            steps=s.max_steps,
-            batch_size=s.batch_size,
             learning_rate=self.section.learning_rate,
             seed=self.section.seed + round_,
-            device=self.chat_model.device,
+            batch_size=self.settings.batch_size,
+            ref_model=self._frozen_ref,
         )
-        args = DPOConfig(
-            **base,
-            num_train_epochs=s.epochs,
-            beta=s.beta,
-            loss_type=[s.loss if s.uses_trl_loss else "sigmoid"]
-            + (["sft"] if s.sft_weight else []),
-            loss_weights=[1.0, s.sft_weight] if s.sft_weight else None,
-            label_smoothing=s.label_smoothing if s.loss in ("robust", "exo_pair") else 0.0,
-            max_length=s.max_length,
-            remove_unused_columns=False,
-        )
-        dataset = Dataset.from_dict(preference_rows(pairs))
-        kwargs: dict[str, Any] = {
-            "model": self.chat_model.model,
-            "ref_model": self._frozen_ref,
-            "args": args,
-            "train_dataset": dataset,
-            "processing_class": self.chat_model.tokenizer,
-        }
-        if s.uses_trl_loss:
-            trainer = DPOTrainer(**kwargs)
-        else:
-            trainer = _trl.margin_loss_dpo_trainer()(**kwargs, loss=confidence_loss(s))
-        _trl.drop_ref_adapter(self.chat_model.model)
-        return trainer
+
+
+@launchable("dpo")
+def dpo_trainer(
+    chat_model: HFChatModel,
+    rows: Mapping[str, Sequence[Any]],
+    *,
+    settings: DPOSettings | Mapping[str, Any],
+    run_dir: Path | str,
+    name: str,
+    learning_rate: float,
+    seed: int,
+    batch_size: int,
+    ref_model: Any = None,
+) -> Any:
+    """TRL's DPOTrainer on ``chat_model``'s network over ``preference_rows``: TRL's own
+    losses, or this file's when needed; ``batch_size`` pairs per device and step. The
+    reference is ``ref_model`` (full fine-tuning), else the network with its adapter off."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    s = DPOSettings.model_validate(settings)
+    base = _trl.training_args(
+        run_dir=Path(run_dir),
+        name=name,
+        steps=s.max_steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        device=chat_model.device,
+    )
+    args = DPOConfig(
+        **base,
+        num_train_epochs=s.epochs,
+        beta=s.beta,
+        loss_type=[s.loss if s.uses_trl_loss else "sigmoid"] + (["sft"] if s.sft_weight else []),
+        loss_weights=[1.0, s.sft_weight] if s.sft_weight else None,
+        label_smoothing=s.label_smoothing if s.loss in ("robust", "exo_pair") else 0.0,
+        max_length=s.max_length,
+        remove_unused_columns=False,
+    )
+    kwargs: dict[str, Any] = {
+        "model": chat_model.model,
+        "ref_model": ref_model,
+        "args": args,
+        "train_dataset": Dataset.from_dict(dict(rows)),
+        "processing_class": chat_model.tokenizer,
+    }
+    if s.uses_trl_loss:
+        trainer = DPOTrainer(**kwargs)
+    else:
+        trainer = _trl.margin_loss_dpo_trainer()(**kwargs, loss=confidence_loss(s))
+    _trl.drop_ref_adapter(chat_model.model)
+    return trainer
 
 
 def preference_rows(pairs: list[Preference]) -> dict[str, list[Any]]:

@@ -8,14 +8,26 @@ Inside it, ``sft_trainer`` builds a supervised trainer on prompt -> completion r
 ``rl_trainer`` a GRPO or RLOO trainer on prompts with a reward function; ``fit`` runs
 either (within a ``Budget``, if given) and summarises its log. Every trainer gets the
 same TRL configuration: quiet, no saving, no reporting, one process.
+
+A builder marked ``@launchable`` (``sft_trainer``, the DPO learner's ``dpo_trainer``)
+records how it was called on the trainer it returns (a ``Recipe``: the rows and its data
+arguments); under ``launching`` (``learner.launcher: accelerate``) ``fit`` hands that
+recipe to ``_launch``, which runs the same builder in ``accelerate launch`` workers and
+loads their adapter back. A trainer without a recipe (GRPO, RLOO: their reward calls the
+critics in this process) trains here.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
+
+from pydantic import BaseModel
 
 from ..errors import ConfigError
 from ..models import HFChatModel
@@ -36,6 +48,56 @@ BATCHING: tuple[str, ...] = get_args(Batching)
 
 # TRL's reward-function signature: (prompts, completions, **dataset columns) -> rewards
 TRLReward = Callable[..., list[float]]
+
+log = logging.getLogger(__name__)
+
+# name -> a trainer builder ``(chat_model, rows, *, run_dir, name, batch_size, ...)`` that
+# another process can call again from data alone (``launchable``; ``_launch``'s worker).
+LAUNCHABLE: dict[str, Callable[..., Any]] = {}
+
+
+@dataclass
+class Recipe:
+    """How a launchable builder made a trainer: the builder's name, the model it trained,
+    its rows and its other arguments (as data: settings dumped, paths as strings)."""
+
+    builder: str
+    chat_model: HFChatModel
+    rows: dict[str, list[Any]]
+    kwargs: dict[str, Any]
+
+
+def _as_data(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def launchable(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a trainer builder under ``name`` and stamp each trainer it builds with
+    its ``Recipe`` (attribute ``superalign_recipe``), so that ``fit`` can run it in other
+    processes. The builder takes ``(chat_model, rows, **kwargs)`` with ``run_dir``,
+    ``name`` and the global ``batch_size`` among the keyword arguments."""
+
+    def register(builder: Callable[..., Any]) -> Callable[..., Any]:
+        LAUNCHABLE[name] = builder
+
+        @functools.wraps(builder)
+        def build(chat_model: HFChatModel, rows: Mapping[str, Sequence[Any]], **kwargs: Any) -> Any:
+            trainer = builder(chat_model, rows, **kwargs)
+            trainer.superalign_recipe = Recipe(
+                builder=name,
+                chat_model=chat_model,
+                rows={k: list(v) for k, v in rows.items()},
+                kwargs={k: _as_data(v) for k, v in kwargs.items()},
+            )
+            return trainer
+
+        return build
+
+    return register
 
 
 def is_peft(module: Any) -> bool:
@@ -95,6 +157,7 @@ def chat_rows(examples: Sequence[tuple[Chat, str]]) -> dict[str, list[Any]]:
     }
 
 
+@launchable("sft")
 def sft_trainer(
     chat_model: HFChatModel,
     rows: Mapping[str, Sequence[Any]],
@@ -205,6 +268,22 @@ def rl_trainer(
 
 def fit(trainer: Any, budget: Budget | None = None) -> dict[str, Any]:
     """Train quietly, stopping at the end of the step that spends ``budget``; the summary
-    of the log: steps, final and per-step loss, first and last reward, tokens seen."""
+    of the log: steps, final and per-step loss, first and last reward, tokens seen.
+
+    Under ``launching`` (``learner.launcher: accelerate``) a trainer built by a launchable
+    builder trains in ``accelerate launch`` workers instead, and the model gets their
+    weights back (the summary then has a ``launch`` entry); any other trainer trains here."""
+    from ._launch import current_launcher, launch
+
+    section = current_launcher()
+    recipe = getattr(trainer, "superalign_recipe", None)
+    if section is not None and recipe is not None:
+        return launch(recipe, section, budget)
+    if section is not None:
+        log.warning(
+            "%s has no launchable builder (its reward needs this process): it trains in "
+            "process, not under accelerate",
+            type(trainer).__name__,
+        )
     _trl.run(trainer, budget)
     return _trl.log_summary(trainer.state.log_history)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import ConfigError
 from ..types import Verdict
@@ -12,6 +13,11 @@ from ..types import Verdict
 # Named sets of LoRA targets, found in any model's decoder layers by where each linear
 # layer sits: every one, those of the attention block, those of the MLP.
 LORA_PRESETS = ("all-linear", "attention", "mlp")
+
+# The algorithms whose training step ``launcher: accelerate`` can run in other processes:
+# their trainers learn from rows alone. The online ones (grpo, rloo, ppo) score their own
+# samples with the critics, which live in the loop's process.
+LAUNCHABLE_ALGORITHMS = ("dpo", "sft")
 
 
 class LoraSettings(BaseModel):
@@ -171,3 +177,55 @@ class LearnerSection(BaseModel):
     reward: RewardWeights = Field(
         default_factory=RewardWeights, description="how the critic's label becomes a reward"
     )
+    launcher: Literal["inprocess", "accelerate"] = Field(
+        "inprocess",
+        description="where the training step runs: in the loop's process ('inprocess'), or "
+        "under `accelerate launch` in num_processes worker processes ('accelerate': TRL's "
+        "trainers on accelerate's data parallelism, or DeepSpeed / FSDP through "
+        "accelerate_config; algorithms dpo and sft, with LoRA; docs/scale.md)",
+    )
+    num_processes: int = Field(
+        2, ge=1, description="launcher accelerate: worker processes (one per GPU; on CPU, gloo)"
+    )
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        "no", description="launcher accelerate: accelerate's --mixed_precision"
+    )
+    accelerate_config: str | None = Field(
+        None,
+        description="launcher accelerate: an accelerate config file (DeepSpeed ZeRO-2/3, "
+        "FSDP, several machines) passed as --config_file; configs/accelerate/ has examples",
+    )
+
+    @model_validator(mode="after")
+    def _check_launcher(self) -> LearnerSection:
+        if self.launcher == "inprocess":
+            return self
+        if self.algorithm not in LAUNCHABLE_ALGORITHMS:
+            raise ValueError(
+                f"learner.launcher accelerate runs the algorithms "
+                f"{', '.join(LAUNCHABLE_ALGORITHMS)} (they learn from rows the loop writes); "
+                f"{self.algorithm!r} scores its own samples with the critics in the loop's "
+                "process: set learner.launcher to inprocess or choose dpo or sft"
+            )
+        if not self.lora.enabled:
+            raise ValueError(
+                "learner.launcher accelerate trains a LoRA adapter (the workers start from the "
+                "adapter the loop saves and hand back theirs): set learner.lora.enabled to true "
+                "or learner.launcher to inprocess"
+            )
+        if self.accelerate_config is not None:
+            check_accelerate_config(self.accelerate_config)
+        return self
+
+
+def check_accelerate_config(path: str) -> Path:
+    """``path`` as an existing accelerate config file, or ConfigError saying what is wrong."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        where = "is a directory" if file.is_dir() else "does not exist"
+        raise ConfigError(
+            f"learner.accelerate_config {path!r} {where} (relative paths are read from "
+            f"{Path.cwd()}): give an accelerate config file (`accelerate config`, or one of "
+            "configs/accelerate/*.yaml)"
+        )
+    return file
