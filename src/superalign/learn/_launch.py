@@ -7,6 +7,7 @@ builder (``_trainers.launchable``), ``launch`` instead writes a job directory,
 
     job.json      the builder, its arguments, the model to load, the launch settings
     rows.json     the trainer's rows
+    command.txt   the launch command (to rerun by hand, or on the other machines)
     adapter-in/   the model's current LoRA adapter (and tokenizer): where training starts
     launch.log    everything the launcher and its workers printed
     adapter-out/  the trained adapter, written by the main worker
@@ -59,6 +60,7 @@ JOB = "job.json"
 ROWS = "rows.json"
 RESULT = "result.json"
 LOG = "launch.log"
+COMMAND = "command.txt"
 ADAPTER_IN = "adapter-in"
 ADAPTER_OUT = "adapter-out"
 PARENT_ENV = "SUPERALIGN_LAUNCH_PARENT"  # the loop's pid, watched by every worker
@@ -130,7 +132,8 @@ def accelerate_argv(
     Each process gets ``threads`` CPU threads (default: the cores over the processes)."""
     n = section.num_processes
     argv = [python, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
-    argv += ["--mixed_precision", section.mixed_precision]
+    if section.mixed_precision is not None or section.accelerate_config is None:
+        argv += ["--mixed_precision", section.mixed_precision or "no"]
     if section.accelerate_config is not None:
         argv += ["--config_file", str(check_accelerate_config(section.accelerate_config))]
     else:
@@ -249,6 +252,8 @@ def launch(recipe: Recipe, section: LearnerSection, budget: Budget | None = None
     (job / ROWS).write_text(json.dumps(recipe.rows))
     (job / JOB).write_text(json.dumps(spec, indent=2))
     argv = accelerate_argv(section, job)
+    # the command as run here; the other machines of a multi-machine config run it too
+    (job / COMMAND).write_text(shlex.join(argv) + "\n")
     start = time.perf_counter()
     run_job(argv, job, launch_env())
     wall = time.perf_counter() - start

@@ -187,8 +187,10 @@ class LearnerSection(BaseModel):
     num_processes: int = Field(
         2, ge=1, description="launcher accelerate: worker processes (one per GPU; on CPU, gloo)"
     )
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
-        "no", description="launcher accelerate: accelerate's --mixed_precision"
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = Field(
+        None,
+        description="launcher accelerate: accelerate's --mixed_precision (unset: the "
+        "accelerate_config file's, else 'no')",
     )
     accelerate_config: str | None = Field(
         None,
