@@ -115,12 +115,13 @@ def test_argv_splits_the_cores_and_one_process_is_not_multi(tmp_path: Path) -> N
     assert 0 < int(_value(two, "--main_process_port")) < 65536
 
 
-def test_argv_with_a_config_file_lets_the_file_decide(tmp_path: Path) -> None:
+def test_argv_with_a_config_file_lets_the_file_decide(tmp_path: Path, monkeypatch) -> None:
     config = tmp_path / "zero2.yaml"
     config.write_text("distributed_type: DEEPSPEED\n")
-    section = LearnerSection(launcher="accelerate", accelerate_config=str(config))
+    monkeypatch.chdir(tmp_path)  # given relative to here; the launcher runs elsewhere
+    section = LearnerSection(launcher="accelerate", accelerate_config="zero2.yaml")
     argv = accelerate_argv(section, tmp_path / "job")
-    assert _value(argv, "--config_file") == str(config)
+    assert _value(argv, "--config_file") == str(config.resolve())
     assert "--multi_gpu" not in argv and "--main_process_port" not in argv
     assert "--mixed_precision" not in argv  # the file's own, unless the learner sets one
     section = section.model_copy(update={"mixed_precision": "fp16"})
@@ -154,6 +155,23 @@ def test_a_failing_worker_is_a_clear_error_with_its_output(tmp_path: Path) -> No
     assert "the-real-cause" in message and "noise 10\n" not in message  # the tail only
     assert "Rerun it by hand" in message and "the-real-cause" in message.split("---")[-2]
     assert (tmp_path / _launch.LOG).read_text().endswith("the-real-cause\n")
+
+
+def test_the_first_worker_error_is_named_above_the_launchers_noise(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "print('Traceback (most recent call last):')\n"
+        "print(\"FileNotFoundError: [Errno 2] No such file or directory: 'job.json'\")\n"
+        "for i in range(3000): print('torch.distributed noise', i)\n"
+        "print('torch.distributed.elastic.multiprocessing.errors.ChildFailedError: ')\n"
+        "sys.exit(1)"
+    )
+    with pytest.raises(LaunchError) as e:
+        _launch.run_job([sys.executable, "-c", script], tmp_path, _launch.launch_env())
+    first = str(e.value).split("\n")[1]
+    assert first == (
+        "First error: FileNotFoundError: [Errno 2] No such file or directory: 'job.json'"
+    )
 
 
 def test_a_worker_that_writes_no_result_is_an_error(tmp_path: Path) -> None:
@@ -252,13 +270,16 @@ def _train(path: Path, algorithm: str, run_dir: Path, **launch) -> tuple[list[fl
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["dpo", "sft"])
-def test_two_processes_train_as_one(algorithm: str, tiny_model_path: Path, tmp_path: Path) -> None:
+def test_two_processes_train_as_one(
+    algorithm: str, tiny_model_path: Path, tmp_path: Path, monkeypatch
+) -> None:
     one_losses, one, _ = _train(tiny_model_path, algorithm, tmp_path / "one")
-    stale = tmp_path / "two" / "launch" / f"{algorithm}-round-1"
+    monkeypatch.chdir(tmp_path)  # a run directory given relative to here, as the CLI does
+    stale = tmp_path.resolve() / "two" / "launch" / f"{algorithm}-round-1"
     stale.mkdir(parents=True)
     (stale / "left-by-a-killed-run").write_text("x")
     two_losses, two, metrics = _train(
-        tiny_model_path, algorithm, tmp_path / "two", launcher="accelerate", num_processes=2
+        tiny_model_path, algorithm, Path("two"), launcher="accelerate", num_processes=2
     )
     launch = metrics["launch"]
     assert launch["num_processes"] == 2 and Path(launch["job"]) == stale

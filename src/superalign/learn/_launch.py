@@ -34,6 +34,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -135,7 +136,8 @@ def accelerate_argv(
     if section.mixed_precision is not None or section.accelerate_config is None:
         argv += ["--mixed_precision", section.mixed_precision or "no"]
     if section.accelerate_config is not None:
-        argv += ["--config_file", str(check_accelerate_config(section.accelerate_config))]
+        config = check_accelerate_config(section.accelerate_config).resolve()
+        argv += ["--config_file", str(config)]  # the launcher runs in the job directory
     else:
         argv += ["--num_machines", "1", "--dynamo_backend", "no"]
         argv += ["--multi_gpu"] if n >= 2 else []
@@ -204,12 +206,27 @@ def failure_message(argv: Sequence[str], job: Path, code: int) -> str:
     text = (job / LOG).read_text(errors="replace") if (job / LOG).is_file() else ""
     tail = text[-TAIL_CHARS:].strip() or "(no output)"
     why = f"exit status {code}" if code != 0 else f"no {RESULT} written"
+    first = first_error(text)
     return (
         f"the launched training failed ({why}); the job is in {job}.\n"
-        f"--- last output of the launcher and its workers ({job / LOG}) ---\n{tail}\n---\n"
+        + (f"First error: {first}\n" if first else "")
+        + f"--- last output of the launcher and its workers ({job / LOG}) ---\n{tail}\n---\n"
         f"Rerun it by hand (from {job}, with HF_HUB_OFFLINE=1 and this package importable):\n"
         f"  {shlex.join(argv)}"
     )
+
+
+ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit))(: .*)?$")
+
+
+def first_error(text: str) -> str | None:
+    """The first exception a worker raised, as Python prints it under its traceback
+    (the launcher's own report of a failed child comes later and says less)."""
+    for line in text.splitlines():
+        line = line.strip()
+        if ERROR_LINE.match(line) and "ChildFailedError" not in line:
+            return line
+    return None
 
 
 def launch(recipe: Recipe, section: LearnerSection, budget: Budget | None = None) -> dict[str, Any]:
@@ -232,7 +249,7 @@ def launch(recipe: Recipe, section: LearnerSection, budget: Budget | None = None
             "learner.launcher accelerate trains a LoRA adapter; this model has none "
             "(learner.lora.enabled is false?)"
         )
-    job = job_dir(recipe)
+    job = job_dir(recipe).resolve()  # the launcher runs in it: no path relative to here
     if job.exists():  # a killed earlier attempt: start again
         shutil.rmtree(job)
     job.mkdir(parents=True)
@@ -266,6 +283,7 @@ def launch(recipe: Recipe, section: LearnerSection, budget: Budget | None = None
         "job": str(job),
         "wall_seconds": round(wall, 3),
         "worker_compute_seconds": result["compute_seconds"],
+        "worker_peak_rss_mb": result.get("peak_rss_mb"),
     }
     for name in (ADAPTER_IN, ADAPTER_OUT):  # the checkpoint keeps the weights
         shutil.rmtree(job / name, ignore_errors=True)
@@ -306,6 +324,16 @@ def load_adapter(model: HFChatModel, path: Path) -> None:
 
 
 # -- the worker's side ------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far, in MiB (None where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 def watch_parents(interval: float = 0.5) -> threading.Thread:
@@ -392,6 +420,7 @@ def worker(job: Path) -> None:
             "log_history": trainer.state.log_history,
             "world_size": world,
             "compute_seconds": round(budget.spent(), 3),
+            "peak_rss_mb": peak_rss_mb(),
         }
         (job / RESULT).write_text(json.dumps(result, default=str))
     trainer.accelerator.wait_for_everyone()
