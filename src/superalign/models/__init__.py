@@ -5,10 +5,12 @@ from ._bundled import BUNDLED, DEFAULT_MODEL
 from ._bundled import home as bundled_home
 from ._bundled import resolve as resolve_bundled
 from ._bundled import status as bundled_status
+from ._common import base_model as base_network
 from ._hf import HFChatModel, HFSettings, resolve_path
 from ._load import ModelSpec, load_model, parse_model_ref, validate_spec
 from ._mock import MockModel
 from ._openai import OpenAIChatModel, OpenAISettings
+from ._served import RolloutSettings
 
 __all__ = [
     "BUNDLED",
@@ -20,7 +22,9 @@ __all__ = [
     "ModelSpec",
     "OpenAIChatModel",
     "OpenAISettings",
+    "RolloutSettings",
     "apply_stop",
+    "base_network",
     "bundled_home",
     "bundled_status",
     "load_model",

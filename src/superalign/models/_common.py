@@ -44,14 +44,18 @@ def base_model(model: Any) -> Any:
 
 
 def fingerprint(model: Any) -> tuple[tuple[int, int], ...]:
-    """Identity and in-place version of every parameter, and which adapters are disabled:
-    an optimizer step, a loaded adapter or ``base_weights()`` changes it, so stale
-    weights are caught even without ``weights_changed()``."""
+    """Identity and in-place version of every parameter, which adapters are disabled and
+    which one is active: an optimizer step, a loaded or switched adapter or
+    ``base_weights()`` changes it, so stale weights are caught even without
+    ``weights_changed()``."""
     # A disabled peft adapter (``base_weights()``) changes what the weights compute too.
     disabled = tuple(
         (id(m), 1) for m in model.modules() if getattr(m, "disable_adapters", False) is True
     )
-    return tuple((id(p), p._version) for p in model.parameters()) + disabled
+    # Which of several loaded adapters computes (peft's ``set_adapter``: a served model).
+    active = getattr(model, "active_adapter", None) if hasattr(model, "peft_config") else None
+    chosen = ((hash(str(active)), 2),) if isinstance(active, str | list | tuple) else ()
+    return tuple((id(p), p._version) for p in model.parameters()) + disabled + chosen
 
 
 def eos_ids(owner: HFChatModel) -> set[int]:

@@ -20,6 +20,7 @@ from ..types import Chat, GenParams
 from . import _bundled
 from ._base import apply_stop
 from ._common import cut_at_eos, eos_ids
+from ._served import RolloutSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,13 @@ class HFSettings(BaseModel):
         None,
         description="chat template for a tokenizer without one (or to replace its own): a "
         "Jinja template file, or the template text itself",
+    )
+    rollouts: RolloutSettings | None = Field(
+        None,
+        description="generate through an OpenAI-compatible server holding the same base "
+        "model (superalign serve, vLLM with runtime LoRA): {url, api_key_env, model, "
+        "concurrency, ...}; training and scoring stay in process, and each round's LoRA "
+        "adapter is loaded on the server (docs/scale.md)",
     )
 
 
@@ -125,16 +133,24 @@ class HFChatModel:
         self.max_context = s.max_context or getattr(cfg, "max_position_embeddings", 2048)
         self._torch = torch
         self.fast = None  # set by the fast-rollout engine when available
-        if s.fast:
+        self.served = None  # generation through a server (``rollouts``)
+        if s.rollouts is not None:
+            from ._served import ServedRollouts
+
+            self.served = ServedRollouts(self, s.rollouts)
+        elif s.fast:
             from ._engines import attach_fast  # imports torch: only once a model loads
 
             self.fast = attach_fast(self)
 
     def weights_changed(self) -> None:
         """Tell the model its weights were updated in place (after a training round),
-        so a fast generation engine rebuilds from the new weights."""
+        so a fast generation engine rebuilds from the new weights (and a rollout server
+        gets the new adapter)."""
         if self.fast is not None:
             self.fast.refresh()
+        if self.served is not None:
+            self.served.refresh()
 
     # -- prompts ---------------------------------------------------------------
 
@@ -176,6 +192,8 @@ class HFChatModel:
     def generate(self, chats: Sequence[Chat], params: GenParams) -> list[str]:
         if not chats:
             return []
+        if self.served is not None:
+            return self._generate_served(chats, params)
         prompts = self.encode_prompts(chats, params.max_new_tokens)
         if params.seed is not None:
             self._torch.manual_seed(params.seed)
@@ -186,6 +204,31 @@ class HFChatModel:
                 token_lists = self.plain_generate_ids(prompts, params)
         texts = self.tokenizer.batch_decode(token_lists, skip_special_tokens=True)
         return [apply_stop(t, params.stop).strip() for t in texts]
+
+    def _generate_served(self, chats: Sequence[Chat], params: GenParams) -> list[str]:
+        """Replies from the rollout server; a prompt too long for the context is answered
+        here instead (cut from the left, as in-process generation does), where a server
+        would refuse it."""
+        assert self.served is not None  # only called with rollouts set
+        if params.seed is not None:  # the process's random state after it as in process
+            self._torch.manual_seed(params.seed)
+        budget = max(1, self.max_context - params.max_new_tokens)
+        lengths = [
+            len(self.tokenizer(self.render(c), add_special_tokens=False).input_ids) for c in chats
+        ]
+        near = [i for i, n in enumerate(lengths) if n <= budget]
+        far = [i for i, n in enumerate(lengths) if n > budget]
+        with charge("generate"):
+            replies = self.served.generate([chats[i] for i in near], params)
+            out = dict(zip(near, replies, strict=True))
+            if far:
+                prompts = self.encode_prompts([chats[i] for i in far], params.max_new_tokens)
+                ids = self.plain_generate_ids(prompts, params)
+                texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+                out.update(
+                    zip(far, [apply_stop(t, params.stop).strip() for t in texts], strict=True)
+                )
+        return [out[i] for i in range(len(chats))]
 
     def plain_generate_ids(self, prompts: list[list[int]], params: GenParams) -> list[list[int]]:
         """New token ids per prompt from plain ``model.generate``, ``batch_size`` prompts of

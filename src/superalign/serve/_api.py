@@ -1,6 +1,12 @@
 """An OpenAI-compatible chat server for any ChatModel: ``/v1/models`` and
 ``/v1/chat/completions`` (with ``stream``), so scanners and clients that speak the
-OpenAI API can test a learner checkpoint.
+OpenAI API can test a learner checkpoint. For a transformers model it also speaks vLLM's
+dynamic LoRA endpoints, ``/v1/load_lora_adapter`` and ``/v1/unload_lora_adapter``
+(``_adapters.py``): a loaded adapter is listed by ``/v1/models`` and answers requests
+that name it; requests naming the served model get the base model.
+
+With an API key (``api_key``) every request must carry ``Authorization: Bearer KEY``;
+one without it, or with another key, gets HTTP 401 with an OpenAI-style body.
 
 A malformed request gets HTTP 400 with an OpenAI-style body,
 ``{"error": {"message", "type": "invalid_request_error", "param", "code"}}``, whose
@@ -12,20 +18,24 @@ unless set) gets 400 saying the limit, before any generation.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..models import ChatModel
+from ..models import ChatModel, HFChatModel
 from ..types import GenParams
+from ._adapters import MAX_ADAPTERS, AdapterError, AdapterSet
 from ._batch import Batcher
 
 ROLES = ("system", "user", "assistant")
@@ -42,9 +52,59 @@ class BadRequest(Exception):
         self.status = status
 
 
-def error_body(message: str, param: str | None = None, kind: str = "invalid_request_error") -> dict:
+def error_body(
+    message: str,
+    param: str | None = None,
+    kind: str = "invalid_request_error",
+    code: str | None = None,
+) -> dict:
     """The error object OpenAI clients parse."""
-    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _refused(e: BadRequest | AdapterError) -> Response:
+    """The HTTP answer to a refused request: 400 or 404 with the OpenAI error body."""
+    kind = "invalid_request_error" if e.status == 400 else "not_found_error"
+    return JSONResponse(error_body(str(e), e.param, kind), status_code=e.status)
+
+
+class RequireKey:
+    """ASGI middleware: every HTTP request must carry ``Authorization: Bearer KEY``; any
+    other gets 401 with an OpenAI-style error body. The key is compared in constant time
+    (``hmac.compare_digest``)."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        if not key:
+            raise ValueError("the API key must not be empty")
+        self.app = app
+        self.key = key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = b""
+            for header, value in scope["headers"]:
+                if header == b"authorization":
+                    given = value
+            scheme, _, token = given.partition(b" ")
+            if not given:
+                message = (
+                    "this server needs an API key: send the header 'Authorization: Bearer KEY' "
+                    "with the key it was started with (superalign serve --api-key, or "
+                    "SUPERALIGN_API_KEY)"
+                )
+            elif scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
+                message = "the API key sent in 'Authorization: Bearer ...' is not this server's key"
+            else:
+                await self.app(scope, receive, send)
+                return
+            response = JSONResponse(
+                error_body(message, code="invalid_api_key"),
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def create_app(
@@ -56,21 +116,35 @@ def create_app(
     max_tokens_limit: int = MAX_TOKENS_LIMIT,
     max_body_bytes: int = MAX_BODY_BYTES,
     max_prompt_tokens: int | None = None,
+    api_key: str | None = None,
+    max_adapters: int = MAX_ADAPTERS,
+    log: Callable[[str], None] | None = None,
 ) -> Starlette:
     """The server app for ``model``, known to clients as ``served_name``.
 
     A request body over ``max_body_bytes`` and a prompt over ``max_prompt_tokens``
     tokens (None: the model's context, where it has one) get HTTP 400 saying the limit,
-    before any generation: one huge request cannot hold the others up."""
+    before any generation: one huge request cannot hold the others up. An
+    ``HFChatModel`` can load up to ``max_adapters`` LoRA adapters at run time; ``log``
+    hears of each load and unload. With ``api_key`` every request needs it."""
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes must be at least 1, not {max_body_bytes}")
     if max_prompt_tokens is None:
         max_prompt_tokens = getattr(model, "max_context", None)
     if max_prompt_tokens is not None and max_prompt_tokens < 1:
         raise ValueError(f"max_prompt_tokens must be at least 1, not {max_prompt_tokens}")
-    batcher = Batcher(model, window_ms=window_ms, max_batch=max_batch)
+    adapters = (
+        AdapterSet(model, served_name, max_adapters) if isinstance(model, HFChatModel) else None
+    )
+    batcher = Batcher(
+        model,
+        window_ms=window_ms,
+        max_batch=max_batch,
+        using=adapters.using if adapters is not None else None,
+    )
     created = int(time.time())
     count_tokens = _token_counter(model)
+    say = log or (lambda message: None)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -80,26 +154,92 @@ def create_app(
         finally:
             await batcher.stop()
 
+    def loaded() -> dict[str, Any]:
+        return adapters.loaded if adapters is not None else {}
+
     async def models(request: Request) -> Response:
-        entry = {"id": served_name, "object": "model", "created": created, "owned_by": "superalign"}
-        return JSONResponse({"object": "list", "data": [entry]})
+        entry = {
+            "id": served_name,
+            "object": "model",
+            "created": created,
+            "owned_by": "superalign",
+            "root": served_name,
+            "parent": None,
+        }
+        listed = [entry]
+        for a in loaded().values():
+            listed.append(
+                {
+                    "id": a.name,
+                    "object": "model",
+                    "created": a.created,
+                    "owned_by": "superalign",
+                    "root": a.path,
+                    "parent": served_name,
+                }
+            )
+        return JSONResponse({"object": "list", "data": listed})
+
+    def _adapter_body(body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise BadRequest(
+                f"the request body must be a JSON object with 'lora_name' (and 'lora_path' "
+                f"to load), not {type(body).__name__}"
+            )
+        if adapters is None:
+            raise BadRequest(
+                f"this server's model ({type(model).__name__}) cannot load LoRA adapters; "
+                "serve a transformers model (a bundled alias or a checkpoint directory)"
+            )
+        return body
+
+    async def load_adapter(request: Request) -> Response:
+        try:
+            body = _adapter_body(await _json_body(request, max_body_bytes))
+            assert adapters is not None  # _adapter_body refused a server without them
+            name, path = adapters.check_new(body.get("lora_name"), body.get("lora_path"))
+            adapter = await batcher.call(adapters.load, name, path, int(time.time()))
+        except (BadRequest, AdapterError) as e:
+            return _refused(e)
+        except Exception as e:  # the model failed while loading: say so
+            return JSONResponse(
+                error_body(f"loading failed: {type(e).__name__}: {e}", kind="server_error"),
+                status_code=500,
+            )
+        say(f"loaded adapter {adapter.name} from {adapter.path}")
+        return PlainTextResponse(f"Success: LoRA adapter {adapter.name!r} loaded.")
+
+    async def unload_adapter(request: Request) -> Response:
+        try:
+            body = _adapter_body(await _json_body(request, max_body_bytes))
+            assert adapters is not None
+            adapter = await batcher.call(adapters.unload, body.get("lora_name"))
+        except (BadRequest, AdapterError) as e:
+            return _refused(e)
+        say(f"unloaded adapter {adapter.name}")
+        return PlainTextResponse(f"Success: LoRA adapter {adapter.name!r} unloaded.")
 
     async def chat_completions(request: Request) -> Response:
         try:
             body = await _json_body(request, max_body_bytes)
-            messages, params, stream = parse_chat_request(body, served_name, max_tokens_limit)
+            messages, params, stream = parse_chat_request(
+                body, served_name, max_tokens_limit, adapters=loaded()
+            )
             # Counted off the event loop: a long prompt does not stall other requests.
             prompt_tokens = await asyncio.to_thread(
                 lambda: sum(count_tokens(m["content"]) for m in messages)
             )
             _check_prompt(prompt_tokens, max_prompt_tokens)
         except BadRequest as e:
-            kind = "invalid_request_error" if e.status == 400 else "not_found_error"
-            return JSONResponse(error_body(str(e), e.param, kind), status_code=e.status)
+            return _refused(e)
+        name = body["model"]
+        adapter = None if name == served_name else name
         try:
-            text = await _unless_gone(request, batcher.generate(messages, params))
+            text = await _unless_gone(request, batcher.generate(messages, params, adapter))
         except _ClientGone:
             return Response(status_code=499)  # nobody reads it; nothing was generated for it
+        except AdapterError as e:  # unloaded while the request waited
+            return _refused(e)
         except Exception as e:  # the model failed: a 500 that says so, not a dropped socket
             return JSONResponse(
                 error_body(f"generation failed: {type(e).__name__}: {e}", kind="server_error"),
@@ -115,14 +255,14 @@ def create_app(
         }
         if stream:
             return StreamingResponse(
-                _stream(rid, served_name, text, finish), media_type="text/event-stream"
+                _stream(rid, name, text, finish), media_type="text/event-stream"
             )
         return JSONResponse(
             {
                 "id": rid,
                 "object": "chat.completion",
                 "created": int(time.time()),
-                "model": served_name,
+                "model": name,
                 "choices": [
                     {
                         "index": 0,
@@ -139,7 +279,8 @@ def create_app(
         return JSONResponse(
             error_body(
                 f"no route {request.method} {request.url.path}; this server offers "
-                "GET /v1/models and POST /v1/chat/completions",
+                "GET /v1/models, POST /v1/chat/completions, POST /v1/load_lora_adapter and "
+                "POST /v1/unload_lora_adapter",
                 kind="not_found_error" if status == 404 else "invalid_request_error",
             ),
             status_code=status,
@@ -149,11 +290,15 @@ def create_app(
         routes=[
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/load_lora_adapter", load_adapter, methods=["POST"]),
+            Route("/v1/unload_lora_adapter", unload_adapter, methods=["POST"]),
         ],
         lifespan=lifespan,
         exception_handlers={404: no_route, 405: no_route},
+        middleware=[Middleware(RequireKey, key=api_key)] if api_key else [],
     )
     app.state.batcher = batcher
+    app.state.adapters = adapters
     return app
 
 
@@ -229,17 +374,22 @@ async def _json_body(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
 
 
 def parse_chat_request(
-    body: Any, served_name: str, max_tokens_limit: int = MAX_TOKENS_LIMIT
+    body: Any,
+    served_name: str,
+    max_tokens_limit: int = MAX_TOKENS_LIMIT,
+    adapters: Collection[str] = (),
 ) -> tuple[list[dict[str, str]], GenParams, bool]:
-    """Validated messages, sampling parameters and the stream flag of a request body."""
+    """Validated messages, sampling parameters and the stream flag of a request body,
+    whose ``model`` must be ``served_name`` or one of the loaded ``adapters``."""
     if not isinstance(body, dict):
         raise BadRequest(f"the request body must be a JSON object, not {type(body).__name__}")
     name = body.get("model")
     if not isinstance(name, str) or not name:
         raise BadRequest(f"'model' must be a non-empty string (this server: {served_name!r})")
-    if name != served_name:
+    if name != served_name and name not in adapters:
+        names = ", ".join(repr(n) for n in [served_name, *sorted(adapters)])
         raise BadRequest(
-            f"model {name!r} is not served here; GET /v1/models lists {served_name!r}",
+            f"model {name[:200]!r} is not served here; GET /v1/models lists {names}",
             "model",
             status=404,
         )

@@ -8,9 +8,12 @@ import typer
 from rich.console import Console
 
 from ..errors import ConfigError
+from ._adapters import MAX_ADAPTERS
 from ._api import MAX_BODY_BYTES
 
 console = Console()
+err_console = Console(stderr=True)
+KEY_ENV = "SUPERALIGN_API_KEY"
 
 
 def serve_command(
@@ -42,8 +45,22 @@ def serve_command(
         min=0,
         help="longest prompt accepted, in tokens (0: the model's context; longer: HTTP 400)",
     ),
+    api_key: str | None = typer.Option(
+        None,
+        "--api-key",
+        envvar=KEY_ENV,
+        show_default=False,
+        help=f"require 'Authorization: Bearer KEY' on every request (or set {KEY_ENV})",
+    ),
+    max_adapters: int = typer.Option(
+        MAX_ADAPTERS,
+        "--max-adapters",
+        min=0,
+        help="most LoRA adapters loaded at once through /v1/load_lora_adapter",
+    ),
 ) -> None:
-    """Serve a model on /v1/chat/completions and /v1/models (OpenAI-compatible)."""
+    """Serve a model on /v1/chat/completions and /v1/models (OpenAI-compatible), with
+    vLLM's /v1/load_lora_adapter and /v1/unload_lora_adapter for LoRA adapters."""
     from ..models import load_model, parse_model_ref
     from ._api import create_app
     from ._run import bind, bound_port, run_app, served_name, warn_if_open
@@ -73,6 +90,9 @@ def serve_command(
             max_batch=max_batch,
             max_body_bytes=max_body_bytes,
             max_prompt_tokens=max_prompt_tokens or None,
+            api_key=api_key or None,
+            max_adapters=max_adapters,
+            log=lambda message: err_console.print(message, markup=False, highlight=False),
         )
     except BaseException:
         sock.close()
@@ -88,6 +108,14 @@ def serve_command(
         highlight=False,
         soft_wrap=True,
     )
+    if api_key:  # never printed: say where clients find it
+        console.print(
+            "every request needs 'Authorization: Bearer KEY' (superalign chat sends "
+            "$OPENAI_API_KEY; a learner's rollouts send the variable its api_key_env names)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     run_app(app, host, port, sock=sock)
 
 
