@@ -38,6 +38,19 @@ def test_openai_backend_talks_to_the_server_and_concurrent_requests_share_batche
     assert [m["id"] for m in listed["data"]] == ["echo"]
 
 
+def test_greedy_requests_with_per_chat_seeds_still_share_batches() -> None:
+    """The openai backend sends ``seed + i`` with each chat; a greedy reply does not depend
+    on it, so those requests batch together (a learner's rollouts through a server)."""
+    app = create_app(MockModel(_echo, name="m"), "echo", window_ms=50, max_batch=64)
+    with running(app) as base:
+        client = load_model(f"openai:echo@{base}/v1")
+        chats = [[{"role": "user", "content": f"q{i}"}] for i in range(12)]
+        replies = client.generate(chats, GenParams(max_new_tokens=6, seed=7))
+    assert replies == [f"echo: q{i}" for i in range(12)]
+    stats = app.state.batcher.stats
+    assert stats.chats == 12 and stats.calls < 12 and stats.largest > 1
+
+
 def test_different_sampling_parameters_are_never_mixed_in_one_call() -> None:
     seen: list[tuple[int, int]] = []
 

@@ -155,7 +155,8 @@ def create_app(
             await batcher.stop()
 
     def loaded() -> dict[str, Any]:
-        return adapters.loaded if adapters is not None else {}
+        """A copy of the loaded adapters (the worker thread may change them meanwhile)."""
+        return dict(adapters.loaded) if adapters is not None else {}
 
     async def models(request: Request) -> Response:
         entry = {
