@@ -337,9 +337,12 @@ class Loop:
             round=r, judged=self.store.judged(r - 1, Tier.train.value), exclude_hashes=exclude
         )
         # The attacker already skips excluded hashes; this filter holds for any attacker.
-        queries, dropped = keep_apart(
-            self.attacker.propose(cfg.loop.queries_per_round, feedback), held_out_hashes
-        )
+        # A trained attacker fine-tunes on the feedback here, launched as the learner is.
+        from ..learn import launching
+
+        with launching(cfg.learner):
+            proposed = self.attacker.propose(cfg.loop.queries_per_round, feedback)
+        queries, dropped = keep_apart(proposed, held_out_hashes)
         if dropped:
             log.warning("dropped %d proposed queries found in a held-out tier", len(dropped))
         # Plain requests always train (the floor put them there); the frontier holds out
