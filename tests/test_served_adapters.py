@@ -404,13 +404,16 @@ def _in_process(model: HFChatModel, tmp: Path) -> list[str]:
 
 
 def test_a_learner_generates_through_the_server_with_its_round_adapters(
-    tiny_model_path: Path, tmp_path: Path, monkeypatch
+    tiny_model_path: Path, tmp_path: Path, monkeypatch, adapters: dict[str, Path]
 ) -> None:
     served = HFChatModel(model=str(tiny_model_path), device="cpu", fast=True)
     logged: list[str] = []
     app = create_app(served, "tiny", window_ms=20, api_key=KEY, log=logged.append)
     monkeypatch.setenv("ROLLOUT_KEY", KEY)
     with running(app) as base:
+        auth = {"Authorization": f"Bearer {KEY}"}
+        # what an earlier process with this prefix left: dropped, so round 1's name is free
+        assert _load(base, "run1-round-1", adapters["b"], auth).status_code == 200
         rollouts = {"url": f"{base}/v1", "api_key_env": "ROLLOUT_KEY", "prefix": "run1"}
         learner = HFChatModel(model=str(tiny_model_path), device="cpu", rollouts=rollouts)
         assert learner.fast is None and learner.served is not None
@@ -444,6 +447,8 @@ def test_a_learner_generates_through_the_server_with_its_round_adapters(
     assert listed2 == ["tiny", "run1-round-2"]  # the previous round's adapter unloaded
     assert learner.served.loads == ["run1-round-1", "run1-round-2"]
     assert [line.split(" from ")[0] for line in logged] == [
+        "loaded adapter run1-round-1",  # the stale one
+        "unloaded adapter run1-round-1",
         "loaded adapter run1-round-1",
         "loaded adapter run1-round-2",
         "unloaded adapter run1-round-1",

@@ -93,8 +93,7 @@ class ServedRollouts:
         self.shown = redact(self.url)
         key = os.environ.get(settings.api_key_env or "", "")
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._made_dir = settings.adapter_dir is None
-        self.dir = Path(settings.adapter_dir or tempfile.mkdtemp(prefix="superalign-rollouts-"))
+        self._dir = Path(settings.adapter_dir) if settings.adapter_dir else None
         self.current: str | None = None  # the adapter requests name; None: the base model
         self._current_dir: Path | None = None
         self._updates = 0  # weight changes seen between two rounds' ends
@@ -105,12 +104,21 @@ class ServedRollouts:
         self.prefix = settings.prefix or meta.get("run_id") or f"superalign-{uuid.uuid4().hex[:8]}"
         self.loads: list[str] = []  # every adapter name loaded, in order (for reports, tests)
         self._seen = self._params()
+        if settings.prefix or meta.get("run_id"):  # a name an earlier process may have used
+            self._drop_stale()
         if owner.has_adapter and owner.adapter:  # resumed (or given) adapter: served as is
             self.round = int(meta.get("round") or 0)
-            self._drop_stale()
             name = f"{self.prefix}-round-{self.round}"
             self._load(name, Path(owner.adapter).resolve())
             self.current = name
+
+    @property
+    def dir(self) -> Path:
+        """Where round adapters are saved for the server (a temporary directory unless
+        ``adapter_dir`` names one), made on first use."""
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="superalign-rollouts-"))
+        return self._dir
 
     # -- the server's admin endpoints ----------------------------------------------------
 
