@@ -523,6 +523,30 @@ def test_rollout_server_problems_are_named_with_what_to_run(
     assert "vllm serve" in str(e.value)
 
 
+def test_sampled_rollouts_send_one_seed_per_call_and_share_batches(tiny_model_path: Path) -> None:
+    seen: list[tuple[int, int | None]] = []
+
+    class Recording(MockModel):
+        def generate(self, chats, params):
+            seen.append((len(chats), params.seed))
+            return super().generate(chats, params)
+
+    app = create_app(Recording(lambda chat: "ok"), "echo", window_ms=200, max_batch=64)
+    sampled = GenParams(max_new_tokens=4, temperature=0.8, seed=3)
+    chats = [[{"role": "user", "content": f"q{i}"}] for i in range(6)]
+    with running(app) as base:
+        OpenAIChatModel(model="echo", base_url=f"{base}/v1").generate(chats, sampled)
+        per_chat = list(seen)
+        seen.clear()
+        learner = HFChatModel(
+            model=str(tiny_model_path), device="cpu", rollouts={"url": f"{base}/v1"}
+        )
+        replies = learner.generate(chats, sampled)
+    assert sorted(seed for _, seed in per_chat) == [3, 4, 5, 6, 7, 8]  # the openai backend
+    assert replies == ["ok"] * 6
+    assert seen == [(6, 3)]  # the learner's rollouts: the call's seed, one batch
+
+
 def test_a_full_weight_learner_cannot_roll_out_through_a_server(tiny_model_path: Path) -> None:
     served = HFChatModel(model=str(tiny_model_path), device="cpu", fast=False)
     with running(create_app(served, "tiny", window_ms=0)) as base:

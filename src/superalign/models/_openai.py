@@ -39,6 +39,12 @@ class OpenAISettings(BaseModel):
     tokenizer: str | None = Field(
         None, description="local tokenizer (alias or path) to render chats for logprobs"
     )
+    seed_per_chat: bool = Field(
+        True,
+        description="send seed + i with the i-th chat of a call (False: the call's seed with "
+        "every chat, so a server that batches equal sampling parameters, as superalign "
+        "serve does, can batch sampled requests)",
+    )
 
 
 class OpenAIChatModel:
@@ -113,7 +119,7 @@ class OpenAIChatModel:
                 "top_p": params.top_p,
             }
             if params.seed is not None:
-                body["seed"] = params.seed + i
+                body["seed"] = params.seed + i if self.settings.seed_per_chat else params.seed
             if params.stop:
                 body["stop"] = list(params.stop)
             bodies.append(("/chat/completions", body))

@@ -301,6 +301,9 @@ class ServedRollouts:
                 concurrency=self.settings.concurrency,
                 timeout=self.settings.timeout,
                 retries=self.settings.retries,
+                # one seed for the call, as in process (one generator per batch): sampled
+                # requests then share batches on superalign serve
+                seed_per_chat=False,
             )
         )
         try:
