@@ -92,7 +92,9 @@ def serve_command(
             max_prompt_tokens=max_prompt_tokens or None,
             api_key=api_key or None,
             max_adapters=max_adapters,
-            log=lambda message: err_console.print(message, markup=False, highlight=False),
+            log=lambda message: err_console.print(
+                message, markup=False, highlight=False, soft_wrap=True
+            ),
         )
     except BaseException:
         sock.close()
