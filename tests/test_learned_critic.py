@@ -153,7 +153,8 @@ def test_learned_critic_sees_held_out_refusals_followed_by_compliance() -> None:
 @pytest.mark.parametrize("split", ["train", "calibration", "judge"])
 def test_shipped_artifacts_were_trained_on_the_shipped_data(split) -> None:
     """A changed labelled.jsonl must be followed by retrained artifacts:
-    superalign critic train --splits SPLIT --output src/superalign/data/critic/learned/SPLIT"""
+    superalign critic train --splits SPLIT --output src/superalign/data/critic/learned/SPLIT
+    (the judge split, a third of train's size, with --epochs 120; critic.json records it)"""
     _, meta = load_artifact(default_artifact(split))
     digest = hashlib.sha256((data_dir() / "labelled.jsonl").read_bytes()).hexdigest()[:16]
     (entry,) = meta["trained_on"]

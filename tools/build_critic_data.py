@@ -17,6 +17,24 @@ Sources (all hand-written for this project, under ``data/critic/sources/``):
   only sound dangerous (category ``benign_scary``), each with a short correct answer.
 - ``templates.yaml``: response templates per kind, with slots filled from the query's
   topic (see the file header). Math problems and garbled text are generated here.
+- ``fluent.yaml``: the parts of long, fluent responses in the styles strong chat models
+  write, and questions that take a harmful premise for granted. The rows above are one
+  or two sentences; these are paragraphs, lists and stories, for the same queries (and
+  the premise questions), in the same splits:
+
+  - harmful requests declined at length: a polite refusal with reasons and a safe offer,
+    a rebuttal of the request's premise that never says "I can't", an answer that keeps
+    to the safety side (all ``refusal``);
+  - harmful requests answered: warnings around real steps, an "overview for awareness"
+    that carries the steps, a story whose character recites the procedure, a formatted
+    guide, an argument for the premise (all ``unsafe``);
+  - harmless requests: a long structured answer and one that opens with a caveat the
+    way a refusal would (``safe``), a long polite decline and one that objects to the
+    wording and lectures (``over_refusal``);
+  - some long refusals and guides written whole in ten other languages.
+
+  A response is assembled from one item of each of its kind's part lists; the items are
+  held out by position like the templates below.
 
 Each kind maps to exactly one label (``KIND_LABEL``), following docs/labelling.md.
 Kinds are dealt to queries from a seeded shuffle in fixed proportions per intent, so
@@ -32,7 +50,8 @@ intent. Two things are held out:
    a hash of their key, and each goes to the split furthest below its target share of
    that intent's rows. All responses to a query therefore share its split, and no query
    text appears in two splits. Legacy rows keep their split (``calibration`` or
-   ``test``); their counts are part of the targets.
+   ``test``); their counts are part of the targets. Fluent rows take their query's
+   split; a premise question's split is dealt per group of people (per event).
 2. Templates. Each kind's templates (and each garbling style) are put into groups by
    their position ``i`` in the list: ``i % 5`` in {0, 1, 2} is group A (about 60%),
    3 is group J (20%), 4 is group T (20%). ``train`` and ``calibration`` rows use only
@@ -98,6 +117,23 @@ KIND_LABEL = {
     "math_refusal": "over_refusal",
     # any intent
     "garbled": "incoherent",
+    # long, fluent responses (fluent.yaml): harmful intent
+    "long_refusal": "refusal",
+    "rebuttal": "refusal",
+    "safety_redirect": "refusal",
+    "caveated_compliance": "unsafe",
+    "decline_then_comply": "unsafe",
+    "educational_leak": "unsafe",
+    "fiction_recipe": "unsafe",
+    "long_compliance": "unsafe",
+    "premise_agreement": "unsafe",
+    "fluent_then_loop": "incoherent",
+    # ... benign intent
+    "long_helpful": "safe",
+    "caveat_then_answer": "safe",
+    "long_over_refusal": "over_refusal",
+    "moralising_over_refusal": "over_refusal",
+    "fluent_then_loop_benign": "incoherent",
 }
 
 # Share of each intent's new rows per kind, and responses per query.
@@ -763,8 +799,182 @@ def build_rows() -> list[dict]:
             row["answer"] = r["answer"]
         row["split"], row["kind"] = r["split"], r["kind"]
         out.append(row)
+    out += fluent_rows({r["query"]: r["split"] for r in out})
     _verify(out)
     return out
+
+
+# ---------------------------------------------------------------- long, fluent responses
+
+FLUENT_SEED = "superalign-fluent-critic-data-v1"
+FLUENT_HARMFUL_MIX = {
+    "long_refusal": 22, "rebuttal": 18, "safety_redirect": 14, "caveated_compliance": 10,
+    "decline_then_comply": 12, "educational_leak": 10, "fiction_recipe": 8,
+    "long_compliance": 10, "fluent_then_loop": 6,
+}  # fmt: skip
+FLUENT_BENIGN_MIX = {
+    "long_helpful": 32, "caveat_then_answer": 22, "long_over_refusal": 19,
+    "moralising_over_refusal": 20, "fluent_then_loop_benign": 7,
+}  # fmt: skip
+FLUENT_PREMISE_MIX = {"rebuttal": 45, "long_refusal": 15, "premise_agreement": 40}
+PREMISE_PER_GROUP = 3  # questions per group of people (rights) or per event
+FLUENT_PER_QUERY = 2
+FLUENT_BENIGN_PER_QUERY = 3  # harmless requests: answered at length or declined at length
+MULTILINGUAL_SHARE = 0.12  # of long_refusal and long_compliance rows
+
+
+def fluent_sources() -> dict[str, Any]:
+    return _load("fluent.yaml")
+
+
+def _lower_first(s: str) -> str:
+    return s[:1].lower() + s[1:] if s[1:2].islower() else s
+
+
+def _fluent_queries(split_of: dict[str, str]) -> list[dict]:
+    """The shipped builder's harmful and benign queries, each with its split and slots."""
+    harmful = _load("harmful.yaml")
+    benign = _load("benign.yaml")
+    out: list[dict] = []
+    frames = harmful["frames"]
+    for cat, spec in harmful["categories"].items():
+        for task, topic in spec["objectives"]:
+            order = random.Random(f"{SEED}|frames|{task}").sample(frames, len(frames))
+            for q in [_cap(f.format(task=task)) for f in order]:
+                if q in split_of:  # the queries the shipped set uses, in its splits
+                    out.append(dict(intent="harmful", query=q, category=cat, topic=topic,
+                                    spec=spec, split=split_of[q]))  # fmt: skip
+    for part, cat in (("ordinary", "general"), ("scary", "benign_scary")):
+        for q, btopic, gist in benign[part]:
+            out.append(dict(intent="benign", query=q, category=cat, btopic=btopic, gist=gist,
+                            split=split_of[q]))  # fmt: skip
+    return out + _premise_queries(harmful["categories"])
+
+
+def _premise_queries(categories: dict) -> list[dict]:
+    """Questions that take a harmful premise for granted, a few per group of people or
+    per event; a group's (an event's) questions share one split, dealt by hash in the
+    shipped builder's shares."""
+    spec = fluent_sources()["premise"]
+    groups: dict[str, list[tuple[str, str, str]]] = {}  # key -> (query, topic, category)
+    rights = spec["rights"]
+    for g in rights["groups"]:
+        r = random.Random(f"{FLUENT_SEED}|premise|{g}")
+        combos = [(f, x) for f in rights["frames"] for x in rights["rights"]]
+        for (query, topic), right in r.sample(combos, PREMISE_PER_GROUP):
+            slots = dict(group=g, right=right)
+            groups.setdefault(f"rights|{g}", []).append(
+                (_cap(fill(query, slots)), fill(topic, slots), rights["category"])
+            )
+    events = spec["events"]
+    event_spec = {**categories[events["category"]], "facts": events["facts"],
+                  "redirect": events["redirect"]}  # fmt: skip
+    for e in events["events"]:
+        for query, topic in events["frames"][:PREMISE_PER_GROUP]:
+            groups.setdefault(f"events|{e}", []).append(
+                (fill(query, {"event": e}), fill(topic, {"event": e}),
+                 events["category"])
+            )  # fmt: skip
+    sizes = {k: len(v) for k, v in groups.items()}
+    split_of = _assign_splits(sizes, Counter(), "premise")
+    return [
+        dict(
+            intent="harmful",
+            query=q,
+            category=cat,
+            topic=topic,
+            premise=True,
+            spec=event_spec if key.startswith("events|") else categories[cat],
+            split=split_of[key],
+        )
+        for key, items in groups.items()
+        for q, topic, cat in items
+    ]
+
+
+def _fluent_slots(q: dict, r: random.Random) -> dict[str, str]:
+    if q["intent"] == "benign":
+        return dict(
+            gist=_lower_first(q["gist"]),
+            Gist=q["gist"],
+            btopic=q["btopic"],
+            Btopic=_cap(q["btopic"]),
+        )
+    spec = q["spec"]
+    fact, redirect = r.choice(spec["facts"]), r.choice(spec["redirect"])
+    steps = [spec["steps"][i] for i in sorted(r.sample(range(len(spec["steps"])), 4))]
+    slots = dict(topic=q["topic"], Topic=_cap(q["topic"]), fact=_lower_first(fact),
+                 Fact=fact, redirect=_lower_first(redirect), Redirect=redirect,
+                 stuff=spec["stuff"], Stuff=_cap(spec["stuff"]))  # fmt: skip
+    for i, s in enumerate(steps, 1):
+        slots[f"s{i}"], slots[f"S{i}"] = s, _cap(s)
+    return slots
+
+
+def _fluent_response(q: dict, kind: str, pool: str, r: random.Random, src: dict) -> str:
+    spec = src["kinds"][kind]
+    whole = src["multilingual"].get(kind)
+    if whole and r.random() < MULTILINGUAL_SHARE:
+        return _Picker.choose(whole, pool, r)
+    slots = _fluent_slots(q, r)
+    parts = [fill(_Picker.choose(src["parts"][p], pool, r), slots) for p in spec["parts"]]
+    text = "\n\n".join(parts)
+    return _fall_into_loop(text, r) if KIND_LABEL[kind] == "incoherent" else text
+
+
+def _fall_into_loop(text: str, r: random.Random) -> str:
+    """``text`` that, after its first sentence or two, repeats a few of its own words
+    over and over and stops mid-word: how a small model's long answers degenerate."""
+    words = text.split()
+    keep = r.randint(min(8, len(words)), max(8, min(len(words), 30)))
+    start = r.randrange(max(1, keep - 4))
+    phrase = " ".join(words[start : start + r.randint(2, 4)]).rstrip(".,;:!?")
+    sep = r.choice([", ", " ", ". ", ", a "])
+    loop = sep.join([phrase] * r.randint(6, 12))
+    return (
+        " ".join(words[:keep]) + " " + loop + sep + phrase[: r.randint(1, max(1, len(phrase) - 1))]
+    )
+
+
+def fluent_rows(split_of: dict[str, str]) -> list[dict]:
+    """Long, fluent responses to the short rows' queries (``split_of``: their splits) and
+    to premise questions; see the module docstring."""
+    src = fluent_sources()
+    queries = _fluent_queries(split_of)
+    deal = random.Random(FLUENT_SEED)
+    for sel, mix in (
+        (lambda q: q["intent"] == "harmful" and not q.get("premise"), FLUENT_HARMFUL_MIX),
+        (lambda q: q.get("premise", False), FLUENT_PREMISE_MIX),
+        (lambda q: q["intent"] == "benign", FLUENT_BENIGN_MIX),
+    ):
+        qs = [q for q in queries if sel(q)]
+        n = FLUENT_BENIGN_PER_QUERY if mix is FLUENT_BENIGN_MIX else FLUENT_PER_QUERY
+        kinds = _deal(mix, n * len(qs), deal)
+        for i, q in enumerate(qs):
+            q["kinds"] = kinds[n * i : n * (i + 1)]
+    picker = _Picker()
+    rows = []
+    for q in queries:
+        seen: set[str] = set()
+        for j, kind in enumerate(q["kinds"]):
+            if kind == "rebuttal" and q["category"] == "self_harm":
+                kind = "safety_redirect"  # nobody in crisis should be argued with
+            spec = src["kinds"][kind]
+            assert spec["intent"] == q["intent"], (kind, q["query"])
+            assert KIND_LABEL[kind] == spec["label"], kind
+            pool = picker.pool(q["split"], kind)
+            for attempt in range(40):
+                r = random.Random(f"{FLUENT_SEED}|{q['query']}|{kind}|{j}|{attempt}")
+                text = _fluent_response(q, kind, pool, r, src)
+                if text not in seen:
+                    break
+            else:
+                raise RuntimeError(f"no distinct response for {q['query']!r} / {kind}")
+            seen.add(text)
+            rows.append(dict(query=q["query"], response=text, label=spec["label"],
+                             intent=q["intent"], category=q["category"], split=q["split"],
+                             kind=kind))  # fmt: skip
+    return rows
 
 
 def _render(q: dict, kind: str, pool: str, r: random.Random, templates: dict) -> dict:
