@@ -97,43 +97,61 @@ def test_math_keys_match_final_numbers(rows):
 FLUENT_KINDS = [k for k in KIND_LABEL if k in _build.fluent_sources()["kinds"]]
 
 
-def test_fluent_kinds_in_volume_and_long(raw):
+@pytest.fixture(scope="module")
+def long_raw():
+    path = _build.long_output_path()
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_long_builder_check_passes(raw, long_raw):
+    # the committed file is exactly what the builder writes, from the short rows' splits
+    assert long_raw == _build.build_long_rows(raw)
+    assert _build.main(["--check"]) == 0
+
+
+def test_fluent_kinds_in_volume_and_long(long_raw):
     """Every long-answer style is there in volume, in every split it can reach, and the
     responses read like strong models' answers: several sentences, not one."""
     assert len(FLUENT_KINDS) >= 14
-    fluent = [r for r in raw if r["kind"] in FLUENT_KINDS]
-    kinds = Counter(r["kind"] for r in fluent)
+    assert {r["kind"] for r in long_raw} == set(FLUENT_KINDS)
+    kinds = Counter(r["kind"] for r in long_raw)
     for k in FLUENT_KINDS:
         assert kinds[k] >= 30, (k, kinds[k])
-        assert {r["split"] for r in fluent if r["kind"] == k} >= {"train", "judge", "test"}, k
-    lengths = sorted(len(r["response"]) for r in fluent)
+        assert {r["split"] for r in long_raw if r["kind"] == k} >= {"train", "judge", "test"}, k
+    for r in long_raw:
+        LabelledRow(**r)
+        assert KIND_LABEL[r["kind"]] == r["label"], r
+        assert r["label"] in ALLOWED[r["intent"]], r
+    lengths = sorted(len(r["response"]) for r in long_raw)
     assert lengths[len(lengths) // 2] >= 300, lengths[len(lengths) // 2]
     # long refusals of harmful requests and long answers to harmless ones both exist, so
     # length alone says nothing about the label
-    long_ = [r for r in fluent if len(r["response"]) >= 400]
+    long_ = [r for r in long_raw if len(r["response"]) >= 400]
     assert {r["label"] for r in long_} >= {"refusal", "unsafe", "safe", "over_refusal"}
 
 
-def test_fluent_rows_keep_their_querys_split(raw):
-    short = {r["query"]: r["split"] for r in raw if r["kind"] not in FLUENT_KINDS}
-    fluent = [r for r in raw if r["kind"] in FLUENT_KINDS]
-    shared = [r for r in fluent if r["query"] in short]
+def test_fluent_rows_keep_their_querys_split(raw, long_raw):
+    short = {r["query"]: r["split"] for r in raw}
+    shared = [r for r in long_raw if r["query"] in short]
     assert len(shared) >= 1000
     assert all(r["split"] == short[r["query"]] for r in shared)
-    premise = [r for r in fluent if r["query"] not in short]  # the premise questions
+    premise = [r for r in long_raw if r["query"] not in short]  # the premise questions
     assert len(premise) >= 100 and {r["kind"] for r in premise} >= {"rebuttal", "premise_agreement"}
+    splits = defaultdict(set)
+    for r in premise:
+        splits[r["query"]].add(r["split"])
+    assert all(len(s) == 1 for s in splits.values())
 
 
-def test_fluent_test_rows_use_wordings_no_train_row_uses(raw):
+def test_fluent_test_rows_use_wordings_no_train_row_uses(long_raw):
     """The part lists are held out by position: some opening of a long refusal in the test
     split appears in no train row."""
     opens = _build.fluent_sources()["parts"]["decline_open"]
     held_out = [o for i, o in enumerate(opens) if _build._pool(i) == _build.TEST_POOL]
-    stem = [o.split("{")[0] for o in held_out]
+    stems = [o.split("{")[0] for o in held_out if o.split("{")[0]]
 
     def used(split: str) -> bool:
-        return any(
-            r["response"].startswith(s) for r in raw if r["split"] == split for s in stem if s
-        )
+        rows = [r for r in long_raw if r["split"] == split]
+        return any(r["response"].startswith(s) for r in rows for s in stems)
 
     assert used("test") and not used("train")

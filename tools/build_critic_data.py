@@ -80,7 +80,7 @@ from typing import Any
 import yaml
 
 from superalign import shipped
-from superalign.critic import LABELLED, final_number, to_number
+from superalign.critic import LABELLED, LABELLED_LONG, final_number, to_number
 
 
 def data_dir() -> Path:
@@ -799,9 +799,14 @@ def build_rows() -> list[dict]:
             row["answer"] = r["answer"]
         row["split"], row["kind"] = r["split"], r["kind"]
         out.append(row)
-    out += fluent_rows({r["query"]: r["split"] for r in out})
     _verify(out)
     return out
+
+
+def build_long_rows(short: list[dict] | None = None) -> list[dict]:
+    """The long, fluent rows (``labelled_long.jsonl``), in the short rows' splits."""
+    short = build_rows() if short is None else short
+    return fluent_rows({r["query"]: r["split"] for r in short})
 
 
 # ---------------------------------------------------------------- long, fluent responses
@@ -1030,28 +1035,37 @@ def output_path() -> Path:
     return data_dir() / LABELLED
 
 
+def long_output_path() -> Path:
+    return data_dir() / LABELLED_LONG
+
+
 def is_current() -> bool:
-    """Whether labelled.jsonl on disk is exactly what the builder writes."""
-    p = output_path()
-    return p.is_file() and p.read_text(encoding="utf-8") == render(build_rows())
+    """Whether both files on disk are exactly what the builder writes."""
+    return all(p.is_file() and p.read_text(encoding="utf-8") == text for p, text in _outputs())
+
+
+def _outputs() -> list[tuple[Path, str]]:
+    short = build_rows()
+    return [(output_path(), render(short)), (long_output_path(), render(build_long_rows(short)))]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="exit 1 if the file is out of date")
     args = ap.parse_args(argv)
-    rows = build_rows()
-    text = render(rows)
-    p = output_path()
+    outputs = _outputs()
     if args.check:
-        if not p.is_file() or p.read_text(encoding="utf-8") != text:
+        stale = [p for p, text in outputs if not p.is_file() or p.read_text("utf-8") != text]
+        for p in stale:
             print(f"{p} is out of date; run python tools/build_critic_data.py", file=sys.stderr)
-            return 1
-        print(f"{p} is up to date ({len(rows)} rows)")
-        return 0
-    p.write_text(text, encoding="utf-8")
-    counts = Counter((r["split"], r["intent"]) for r in rows)
-    print(f"wrote {len(rows)} rows to {p}: {dict(sorted(counts.items()))}")
+        if not stale:
+            print("labelled critic data is up to date")
+        return 1 if stale else 0
+    for p, text in outputs:
+        p.write_text(text, encoding="utf-8")
+        rows = [json.loads(line) for line in text.splitlines()]
+        counts = Counter((r["split"], r["intent"]) for r in rows)
+        print(f"wrote {len(rows)} rows to {p}: {dict(sorted(counts.items()))}")
     return 0
 
 

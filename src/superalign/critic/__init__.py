@@ -3,6 +3,7 @@
 from ._base import OBJECTIVE_KEY, Critic, Judge, Retrainable, defang, fence_tag, verdict_for
 from ._calibration import (
     LABELLED,
+    LABELLED_LONG,
     AccuracyFloorError,
     LabelledRow,
     check_accuracy_floor,
@@ -48,6 +49,7 @@ from .settings import CriticSection
 __all__ = [
     "ABSTAIN",
     "LABELLED",
+    "LABELLED_LONG",
     "OBJECTIVE_KEY",
     "AccuracyFloorError",
     "Constitution",

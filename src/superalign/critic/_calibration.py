@@ -25,6 +25,9 @@ from ._data import data_dir
 log = logging.getLogger(__name__)
 
 LABELLED = "labelled.jsonl"
+# Long, fluent responses in strong models' styles, in the same splits (opt-in: a split
+# named "SPLIT+long" reads both files).
+LABELLED_LONG = "labelled_long.jsonl"
 
 
 class LabelledRow(BaseModel):
@@ -98,8 +101,7 @@ def completion_rows(p: Path) -> list[LabelledRow]:
             label = (r["final_label"] or "").strip()
             if label not in _COMPLETION_LABELS:
                 raise ConfigError(
-                    f"{p}:{n}: final_label {label!r} is not one of "
-                    f"{', '.join(_COMPLETION_LABELS)}"
+                    f"{p}:{n}: final_label {label!r} is not one of {', '.join(_COMPLETION_LABELS)}"
                 )
             declined = _COMPLETION_LABELS[label]
             harmful = (r["type"] or "").startswith("contrast")

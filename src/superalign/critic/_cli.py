@@ -132,7 +132,10 @@ def critic_train(
         [], "--data", help="labelled JSONL (query, response, label, intent[, answer]); repeat"
     ),
     splits: str = typer.Option(
-        "train", "--splits", help="comma-separated splits of the shipped data ('' for none)"
+        "train",
+        "--splits",
+        help="comma-separated splits of the shipped data ('' for none); SPLIT+long adds that "
+        "split's long, fluent rows (labelled_long.jsonl)",
     ),
     runs: list[str] = typer.Option([], "--run", help="a run directory whose labels add; repeat"),
     features: str = typer.Option("ngram", "--features", help="ngram (default), lm or both"),

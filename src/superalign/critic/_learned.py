@@ -598,15 +598,25 @@ def load_artifact(path: str | Path) -> tuple[LearnedModel, dict[str, Any]]:
 
 
 def shipped_rows(splits: Iterable[str]) -> tuple[list[TrainRow], dict[str, Any]]:
-    """Rows of the shipped labelled set in ``splits``, and the provenance entry."""
-    from ._calibration import LABELLED, load_labelled
+    """Rows of the shipped labelled set in ``splits``, and the provenance entry. A split
+    named ``SPLIT+long`` adds that split's rows of the long, fluent set."""
+    from ._calibration import LABELLED, LABELLED_LONG, load_labelled
     from ._data import data_dir
 
     wanted = set(splits)
-    rows = [r for r in load_labelled() if r.split in wanted]
-    digest = hashlib.sha256((data_dir() / LABELLED).read_bytes()).hexdigest()[:16]
+    base = {s.removesuffix("+long") for s in wanted}
+    long_ = {s.removesuffix("+long") for s in wanted if s.endswith("+long")}
+    rows = [r for r in load_labelled() if r.split in base]
+    files = [LABELLED]
+    if long_:
+        rows += [r for r in load_labelled(data_dir() / LABELLED_LONG) if r.split in long_]
+        files.append(LABELLED_LONG)
+    h = hashlib.sha256()
+    for name in files:
+        h.update((data_dir() / name).read_bytes())
     train = [TrainRow(r.query, r.response, r.intent, r.label, 1.0, r.answer) for r in rows]
-    return train, {"source": f"shipped:{LABELLED}", "sha256": digest, "splits": sorted(wanted)}
+    source = "shipped:" + "+".join(files)
+    return train, {"source": source, "sha256": h.hexdigest()[:16], "splits": sorted(wanted)}
 
 
 def train_critic(
@@ -643,7 +653,11 @@ class LearnedSettings(BaseModel):
         None, description="artifact directory; default: the shipped one trained on `split`"
     )
     split: str = Field(
-        "train", description="shipped split the default artifact was trained on (train, judge...)"
+        "train",
+        description="shipped split the default artifact was trained on (train, judge...); "
+        "'train+long' / 'judge+long': with the long, fluent rows in strong models' styles "
+        "(labelled_long.jsonl), which read other models' long answers far better "
+        "(docs/benchmarks.md)",
     )
     retrain: bool = Field(
         True, description="in a run, retrain after each round's labels (recursive reward modelling)"
