@@ -358,13 +358,13 @@ def test_no_worker_outlives_a_killed_loop(tiny_model_path: Path, tmp_path: Path)
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    log = tmp_path / "launch" / "dpo-round-1" / "launch.log"
+    job = tmp_path / "launch" / "dpo-round-1"
     deadline = time.monotonic() + 90
     tree: set[int] = set()
-    while time.monotonic() < deadline:  # until both workers are training
+    while time.monotonic() < deadline:  # until the launcher has started both workers
         tree = _descendants(loop.pid)
-        if log.is_file() and "Tokenizing" in log.read_text(errors="replace") and len(tree) >= 3:
-            time.sleep(2)  # the workers are building their trainers: training is next
+        if (job / "command.txt").is_file() and len(tree) >= 3:
+            time.sleep(3)  # the workers load the model and build their trainers
             break
         assert loop.poll() is None, "the launched training ended early"
         time.sleep(0.5)
