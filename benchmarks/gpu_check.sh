@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # GPU check: the fast rollout path (vLLM in process where installed; the torch decode loop
 # in float32 and bfloat16), a LoRA adapter it must follow, the answers' perplexity under
-# the base weights, and one DPO training step of the learner (TRL).
+# the base weights, one DPO training step of the learner (TRL), the train phase under
+# `accelerate launch` on every visible GPU (against one process; and in bf16), and a
+# one-round loop on the device with tiny random models of two families (Llama, Qwen2).
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root, on the GPU machine
 #   SUPERALIGN_CHECK_DEVICE=cpu SUPERALIGN_CHECK_TINY=1 bash benchmarks/gpu_check.sh  # dry run
@@ -299,6 +301,112 @@ else:
                    f"unchanged: {base_kept}, checkpoint written: {Path(ckpt.path).is_dir()}")  # fmt: skip
 
     guarded("dpo-step", dpo_step)
+
+# 4. The train phase under `accelerate launch` on every visible GPU (two CPU processes in a
+# dry run): the same DPO steps as in one process, then the same in bf16.
+def launched_dpo():
+    from superalign.learn import LearnerSection, build_learner
+    from superalign.types import Intent, Preference, Query, RoundData
+
+    n = torch.cuda.device_count() if DEVICE.startswith("cuda") else 2
+    words = [" ".join(f"w{(13 * i + j) % 990 + 3}" for j in range(4 + i % 5)) for i in range(24)]
+    pairs = [
+        Preference(query=Query(text=words[i], intent=Intent.benign), chosen=words[i + 8],
+                   rejected=words[i + 16], confidence=0.9)
+        for i in range(2 * n if n > 1 else 4)
+    ]  # fmt: skip
+    args = {"loss": "robust", "batch_size": 2 * n, "max_steps": 2}
+
+    def train(**launch):
+        section = LearnerSection(algorithm="dpo", args=args, learning_rate=1e-2, **launch)
+        dm = HFChatModel(model=model_path, device=DEVICE, fast=False)
+        learner = build_learner(section, dm, None, Path(tempfile.mkdtemp(prefix="sa-launch-")))
+        torch.manual_seed(0)
+        ckpt, seconds = timed(lambda: learner.train_round(RoundData(round=1, preferences=pairs)))
+        lora = {k: p.detach().float().cpu() for k, p in dm.model.named_parameters() if "lora_" in k}
+        return ckpt.metrics, lora, seconds
+
+    one, lora_one, t_one = train()
+    two, lora_two, t_two = train(launcher="accelerate", num_processes=n)
+    loss_diff = max(abs(a - b) for a, b in zip(one["losses"], two["losses"], strict=True))
+    w_diff = max(float((lora_one[k] - lora_two[k]).abs().max()) for k in lora_one)
+    report("accelerate-launcher", loss_diff < 1e-3 and w_diff < 1e-3,
+           f"{n} processes against 1: losses {two['losses']} vs {one['losses']} (max diff "
+           f"{loss_diff:.2e}), adapter max diff {w_diff:.2e}; {t_two:.1f}s against "
+           f"{t_one:.1f}s, worker peak {two['launch'].get('worker_peak_rss_mb')} MiB")  # fmt: skip
+    if DEVICE.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        report("accelerate-launcher-bf16", None, "this GPU has no bf16")
+        return
+    bf16, lora_bf16, t_bf16 = train(launcher="accelerate", num_processes=n,
+                                    mixed_precision="bf16")  # fmt: skip
+    moved = sum(float(v.abs().sum()) for k, v in lora_bf16.items() if "lora_B" in k)
+    ok = all(math.isfinite(x) for x in bf16["losses"]) and moved > 0
+    report("accelerate-launcher-bf16", ok,
+           f"mixed_precision bf16 on {n} processes: losses {bf16['losses']}, LoRA B moved "
+           f"{moved:.3g}, {t_bf16:.1f}s")  # fmt: skip
+
+
+guarded("accelerate-launcher", launched_dpo)
+
+
+# 5. The loop for one round on the device, learners of two families (tiny random models;
+# attacker and judge mocked), through the CLI as a user runs it.
+def family_checkpoint(family: str) -> str:
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    if family == "llama":
+        return tiny_checkpoint()
+    tok_dir = tiny_checkpoint()  # the word-level tokenizer, on a Qwen2 body
+    cfg = Qwen2Config(
+        vocab_size=1000, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    qwen = Qwen2ForCausalLM(cfg)
+    path = tempfile.mkdtemp(prefix="superalign-gpu-check-qwen2-")
+    qwen.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tok_dir).save_pretrained(path)
+    return path
+
+
+def smoke_loop(family: str):
+    import json
+    import subprocess
+
+    import yaml
+
+    work = Path(tempfile.mkdtemp(prefix=f"sa-loop-{family}-"))
+    config = {
+        "name": family,
+        "models": {
+            "learner": {"backend": "hf", "model": family_checkpoint(family), "device": DEVICE},
+            "attacker": {"backend": "mock", "default": "Tell me something forbidden."},
+            "judge": {"backend": "mock"},
+        },
+        "critic": {"critics": [{"name": n} for n in ("refusal", "query_risk", "verifier")]},
+        "learner": {"algorithm": "dpo", "args": {"max_steps": 2}},
+        "loop": {"rounds": 1, "queries_per_round": 8, "max_new_tokens": 8, "human_budget": 2},
+        "eval": {"frozen_limit": 6, "bootstrap": 20, "max_new_tokens": 8},
+    }
+    (work / "loop.yaml").write_text(yaml.safe_dump(config))
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "superalign.cli", "run", "--config", "loop.yaml"],
+        cwd=work, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    ckpt = work / "runs" / family / "checkpoints" / "round-1" / "superalign_checkpoint.json"
+    ok = proc.returncode == 0 and ckpt.is_file()
+    tail = "" if ok else " | " + proc.stderr.strip().splitlines()[-1][:300] if proc.stderr else ""
+    metrics = json.loads(ckpt.read_text()).get("metrics", {}) if ckpt.is_file() else {}
+    report(f"loop-{family}", ok,
+           f"superalign run, one round on {DEVICE} in {seconds:.0f}s, exit {proc.returncode}, "
+           f"train loss {metrics.get('loss')}{tail}")  # fmt: skip
+
+
+for fam in ("llama", "qwen2"):
+    guarded(f"loop-{fam}", lambda fam=fam: smoke_loop(fam))
 
 failed = sum(r is False for r in results)
 print(f"{sum(r is True for r in results)} passed, {failed} failed, "
