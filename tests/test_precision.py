@@ -4,6 +4,7 @@ value, and how the fast path's engine resolves it."""
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,92 @@ def test_auto_off_the_cpu_is_float32_without_probe_or_warning(
     m.model.to(torch.float32)
     assert TorchDecodeEngine(m, precision="auto").precision == "bfloat16"
     assert len(timer.calls) == 1
+
+
+# -- training precision (train_precision) ---------------------------------------------------
+
+
+@pytest.mark.usefixtures("probe_tiny")
+@pytest.mark.parametrize(("f32", "bf16", "expected"), [(1.0, 0.5, True), (1.0, 2.0, False)])
+def test_auto_training_precision_follows_a_probe_at_a_training_shape(
+    tiny_model_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    f32: float,
+    bf16: float,
+    expected: bool,
+) -> None:
+    from superalign.learn._trl import training_args
+
+    timer = FakeTimer(f32=[f32], bf16=[bf16])
+    monkeypatch.setattr(_precision, "time_products", timer)
+    m = HFChatModel(model=str(tiny_model_path), device="cpu", fast=False, train_precision="auto")
+    common = {"name": "t", "steps": 1, "batch_size": 2, "learning_rate": 1e-3, "seed": 0}
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        args = training_args(run_dir=Path("unused"), model=m, **common)
+        again = training_args(run_dir=Path("unused"), model=m, **common)
+    assert args["bf16"] is again["bf16"] is expected
+    # the tiny Llama: 512 tokens x hidden 32 @ 32 x intermediate 64, probed once, said once
+    assert timer.calls == [(_precision.TRAIN_ROWS, 32, 64)]
+    said = [r.message for r in caplog.records if "train_precision auto" in r.message]
+    assert len(said) == 1 and ("bfloat16" if expected else "float32") in said[0]
+
+
+def test_training_precision_as_set_unprobed_and_float32_by_default(
+    tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    timer = FakeTimer(f32=[1.0], bf16=[0.1])
+    monkeypatch.setattr(_precision, "time_products", timer)
+    assert HFSettings().train_precision == "float32"
+    m = HFChatModel(model=str(tiny_model_path), device="cpu", fast=False)
+    assert _precision.training_precision(m) == "float32"
+    m.settings = m.settings.model_copy(update={"train_precision": "bfloat16"})
+    assert _precision.training_precision(m) == "bfloat16"
+    m.device = "cuda:0"  # off the CPU the model's own dtype rules (only the name is read)
+    assert _precision.training_precision(m) == "float32"
+    assert timer.calls == []
+
+
+def test_an_sft_step_in_bfloat16_autocast_trains(tiny_model_path: Path, tmp_path: Path) -> None:
+    """A real TRL step under bfloat16 autocast on the CPU: the LoRA weights move, the loss
+    is finite and near float32's on the same rows and seed."""
+    from superalign.learn import LearnerSection, build_learner
+    from superalign.types import Intent, Preference, Query, RoundData
+
+    pairs = [
+        Preference(query=Query(text=f"fact {i}", intent=Intent.benign), chosen="Yes, a fact.",
+                   rejected="No.")
+        for i in range(4)
+    ]  # fmt: skip
+    losses = {}
+    for precision in ("float32", "bfloat16"):
+        m = HFChatModel(
+            model=str(tiny_model_path), device="cpu", fast=False, train_precision=precision
+        )
+        section = LearnerSection(
+            algorithm="sft",
+            learning_rate=1e-2,
+            args={"mode": "chosen", "batch_size": 2, "max_steps": 2},
+        )
+        torch.manual_seed(0)
+        ckpt = build_learner(section, m, None, tmp_path / precision).train_round(
+            RoundData(round=1, judged=[], preferences=pairs)
+        )
+        losses[precision] = ckpt.metrics["losses"]
+        moved = sum(float(p.abs().sum()) for n, p in m.model.named_parameters() if "lora_B" in n)
+        assert moved > 0
+    assert all(math.isfinite(x) for x in losses["bfloat16"])
+    assert losses["bfloat16"] != losses["float32"]  # the autocast was on
+    assert abs(losses["bfloat16"][0] - losses["float32"][0]) < 0.05 * abs(losses["float32"][0])
+
+
+@pytest.mark.usefixtures("probe_tiny")
+def test_launched_workers_get_the_loops_decision_not_their_own_probe(
+    tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from superalign.learn._launch import model_settings
+
+    monkeypatch.setattr(_precision, "time_products", FakeTimer(f32=[1.0], bf16=[0.5]))
+    m = HFChatModel(model=str(tiny_model_path), device="cpu", fast=False, train_precision="auto")
+    settings = model_settings(m, tmp_path / "adapter")
+    assert settings["train_precision"] == "bfloat16" and settings["trainable"] is True

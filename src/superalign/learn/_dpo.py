@@ -220,7 +220,7 @@ def dpo_trainer(
         batch_size=batch_size,
         learning_rate=learning_rate,
         seed=seed,
-        device=chat_model.device,
+        model=chat_model,
     )
     args = DPOConfig(
         **base,

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, SuperalignError
-from ..models import HFChatModel
+from ..models import HFChatModel, training_precision
 from . import _trl
 from ._trainers import LAUNCHABLE, Recipe
 from ._trl import Budget
@@ -292,13 +292,20 @@ def launch(recipe: Recipe, section: LearnerSection, budget: Budget | None = None
 
 def model_settings(model: HFChatModel, adapter: Path) -> dict[str, Any]:
     """The settings that load ``model`` again in a worker: its base weights (where they
-    were read from), ``adapter`` on top, trainable, no fast generation path."""
+    were read from), ``adapter`` on top, trainable, no fast generation path, and the
+    training precision decided here (an ``auto`` probe in each worker, on a share of the
+    cores, could choose differently from one worker to the next)."""
     network = model.model
     base = network.get_base_model() if hasattr(network, "get_base_model") else network
     source = getattr(base.config, "_name_or_path", "") or model.settings.model
-    return model.settings.model_copy(
-        update={"model": source, "adapter": str(adapter), "trainable": True, "fast": False}
-    ).model_dump(mode="json")
+    update = {
+        "model": source,
+        "adapter": str(adapter),
+        "trainable": True,
+        "fast": False,
+        "train_precision": training_precision(model),
+    }
+    return model.settings.model_copy(update=update).model_dump(mode="json")
 
 
 def load_adapter(model: HFChatModel, path: Path) -> None:

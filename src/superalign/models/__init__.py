@@ -10,6 +10,7 @@ from ._hf import HFChatModel, HFSettings, resolve_path
 from ._load import ModelSpec, load_model, parse_model_ref, validate_spec
 from ._mock import MockModel
 from ._openai import OpenAIChatModel, OpenAISettings
+from ._precision import training_precision
 from ._served import RolloutSettings
 
 __all__ = [
@@ -31,5 +32,6 @@ __all__ = [
     "parse_model_ref",
     "resolve_bundled",
     "resolve_path",
+    "training_precision",
     "validate_spec",
 ]

@@ -43,6 +43,13 @@ class HFSettings(BaseModel):
         "CPU; configs/default.yaml), or bfloat16 / int8 (faster where the CPU supports "
         "them, approximate: docs/benchmarks.md)",
     )
+    train_precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "float32",
+        description="training on the CPU (TRL's trainers): float32 (the default), bfloat16 "
+        "autocast, or auto (bfloat16 autocast where a timed probe at a training shape finds "
+        "bfloat16 products >= 1.2x float32, else float32; configs/default.yaml). Off the "
+        "CPU the model's own dtype rules and this is ignored",
+    )
     trainable: bool = Field(False, description="load a checkpoint's adapter for further training")
     chat_template: str | None = Field(
         None,

@@ -41,6 +41,8 @@ MIN_FLOPS = 1e6
 HOPELESS = 3.0
 # Stop repeating once the probe has spent this long (after one run of each).
 BUDGET_S = 0.3
+# Rows of the product probed for training: a batch of sequences, tokens side by side.
+TRAIN_ROWS = 512
 
 # (rows, in, out) -> seconds of each float32 and each bfloat16 run; tests inject their own.
 Timer = Callable[[int, int, int], tuple[list[float], list[float]]]
@@ -55,12 +57,13 @@ class Decision:
     bfloat16_gflops: float
     shape: tuple[int, int, int]  # rows, in, out of the product timed
     threads: int
+    setting: str = "fast_precision"  # the setting that asked
 
     def describe(self) -> str:
         """The one log line: the choice, both rates and what they were measured on."""
         rows, k, n = self.shape
         return (
-            f"fast_precision auto: {self.precision} (bfloat16 {self.bfloat16_gflops:.1f} "
+            f"{self.setting} auto: {self.precision} (bfloat16 {self.bfloat16_gflops:.1f} "
             f"GFLOP/s, float32 {self.float32_gflops:.1f} GFLOP/s at {rows}x{k} @ {k}x{n}, "
             f"{self.threads} threads; bfloat16 needs >= {MARGIN}x)"
         )
@@ -118,10 +121,16 @@ def time_products(rows: int, k: int, n: int) -> tuple[list[float], list[float]]:
     return f32_s, bf16_s
 
 
-def probe(rows: int, hidden: int, intermediate: int, timer: Timer | None = None) -> Decision:
-    """The precision for products at this decode shape, measured on first call (then
-    cached per shape and torch thread count) and logged once. ``timer``: the timings
-    (default ``time_products``)."""
+def probe(
+    rows: int,
+    hidden: int,
+    intermediate: int,
+    timer: Timer | None = None,
+    setting: str = "fast_precision",
+) -> Decision:
+    """The precision for products at this shape, measured on first call (then cached per
+    shape and torch thread count) and logged once, as ``setting``'s choice. ``timer``:
+    the timings (default ``time_products``)."""
     shape = probe_shape(rows, hidden, intermediate)
     threads = torch.get_num_threads()
     key = (*shape, threads)
@@ -135,6 +144,7 @@ def probe(rows: int, hidden: int, intermediate: int, timer: Timer | None = None)
         bfloat16_gflops=gflop / max(min(bf16_s), 1e-12),
         shape=shape,
         threads=threads,
+        setting=setting,
     )
     _decisions[key] = decision
     warn_once(decision.describe())
@@ -153,3 +163,20 @@ def auto_precision(owner: HFChatModel) -> str:
     if 2 * rows * hidden * inter < MIN_FLOPS:
         return "float32"
     return probe(rows, hidden, inter).precision
+
+
+def training_precision(owner: HFChatModel) -> str:
+    """The precision TRL trains ``owner`` in on the CPU (``train_precision``): float32 or
+    bfloat16 autocast as set, or for ``auto`` the probe's choice at a training shape
+    (``TRAIN_ROWS`` tokens x hidden @ hidden x intermediate); float32 off the CPU, where
+    the model's own dtype rules, and for a model not loaded in float32."""
+    wanted = owner.settings.train_precision
+    if not owner.device.startswith("cpu") or owner.model.dtype != torch.float32:
+        return "float32"
+    if wanted != "auto":
+        return wanted
+    cfg = base_model(owner.model).config
+    hidden, inter = cfg.hidden_size, cfg.intermediate_size
+    if 2 * TRAIN_ROWS * hidden * inter < MIN_FLOPS:
+        return "float32"
+    return probe(TRAIN_ROWS, hidden, inter, setting="train_precision").precision
