@@ -705,3 +705,27 @@ def test_a_loop_whose_rollouts_go_through_superalign_serve(
     served, local = _headline(tmp_path / "runs" / "served"), _headline(tmp_path / "runs" / "local")
     assert served and served.keys() == local.keys()
     assert served == local
+
+
+def test_a_loops_served_adapters_are_named_after_its_run(
+    tiny_model_path: Path, tmp_path: Path, adapters: dict[str, Path]
+) -> None:
+    """Without ``rollouts.prefix`` the loop names the learner's adapters after the run id,
+    so a run resumed before its first checkpoint (killed in round 1's train phase, after
+    the server took ``RUNID-round-1``) unloads what the killed process left."""
+    from superalign.loop._run import start
+
+    served = HFChatModel(model=str(tiny_model_path), device="cpu", fast=False)
+    with running(create_app(served, "tiny", window_ms=0)) as base:
+        config = _loop_config(tmp_path / "c.yaml", tiny_model_path, "named", {"url": f"{base}/v1"})
+        loop = start(config, [], None, runs_dir=tmp_path / "runs")
+        try:
+            run_id = loop.store.meta("run_id")
+            assert _load(base, f"{run_id}-round-1", adapters["b"]).status_code == 200
+            assert _load(base, "another-run-round-1", adapters["b"]).status_code == 200
+            learner = loop.learner_model
+            listed = [m["id"] for m in httpx.get(f"{base}/v1/models").json()["data"]]
+        finally:
+            loop.close()
+    assert learner.served is not None and learner.served.prefix == run_id
+    assert listed == ["tiny", "another-run-round-1"]
