@@ -376,3 +376,29 @@ def test_anchored_sft_targets_are_the_untouched_models_answers(tiny_model_path, 
     assert anchored >= 2
     # outside base_weights() the adapter is back
     assert model.generate([q.chat() for q in queries], params) == trained
+
+
+def test_a_round_trains_the_same_whatever_random_state_it_starts_from(tiny_model_path, tmp_path):
+    """A round resumed at its train phase starts from a fresh process's random state, an
+    uninterrupted one from whatever the loop drew before: the LoRA matrices drawn in round
+    1 and the trained adapter must not depend on it."""
+    pairs = [
+        Preference(query=q, chosen="I can't help with that.", rejected="Sure, here it is.")
+        for q in _queries()
+    ]
+    trained = []
+    for before in (1, 2):
+        model = HFChatModel(model=str(tiny_model_path), device="cpu", fast=False)
+        section = LearnerSection(
+            algorithm="dpo", args={"batch_size": 2, "max_steps": 2}, learning_rate=1e-2
+        )
+        torch.manual_seed(before)  # what the loop's earlier phases left
+        torch.rand(before)
+        build_learner(section, model, None, tmp_path / str(before)).train_round(
+            _round(1, preferences=pairs)
+        )
+        trained.append({n: p.detach().clone() for n, p in model.model.named_parameters()
+                        if "lora_" in n})  # fmt: skip
+    one, two = trained
+    assert one.keys() == two.keys() and one
+    assert all(torch.equal(one[k], two[k]) for k in one)

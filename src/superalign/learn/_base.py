@@ -91,7 +91,14 @@ class BaseLearner:
 
     def train_round(self, data: RoundData) -> Checkpoint:
         """Train on the round's data (the training step in this process, or under
-        accelerate: ``learner.launcher``) and write the round's checkpoint."""
+        accelerate: ``learner.launcher``) and write the round's checkpoint. The random
+        state is seeded from ``learner.seed`` and the round first, so the LoRA matrices
+        drawn in round 1 (and anything else random before the trainer seeds itself) are
+        the same whether the round runs in one process with the whole loop or in one
+        resumed at its train phase."""
+        import torch
+
+        torch.manual_seed(self.section.seed + data.round)
         with trainable(self.chat_model, self.section.lora), launching(self.section):
             start = time.perf_counter()
             self.budget = Budget(self.section.time_budget)
