@@ -248,6 +248,8 @@ def test_training_precision_as_set_unprobed_and_float32_by_default(
     m.device = "cuda:0"  # off the CPU the model's own dtype rules (only the name is read)
     assert _precision.training_precision(m) == "float32"
     assert timer.calls == []
+    config = load_config(Path("configs/default.yaml"))  # the demo measures it
+    assert config.models["learner"].settings()["train_precision"] == "auto"
 
 
 def test_an_sft_step_in_bfloat16_autocast_trains(tiny_model_path: Path, tmp_path: Path) -> None:
