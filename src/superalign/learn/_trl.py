@@ -47,9 +47,10 @@ def training_args(
         "disable_tqdm": True,
         "seed": seed,
         "use_cpu": on_cpu,
-        # On the CPU bfloat16 autocast is 1.5x faster where oneDNN has AVX512-BF16 or AMX
-        # and several times slower where it has not: measured (train_precision: auto) or
-        # set. On a GPU the model's own dtype rules.
+        # On the CPU bfloat16 autocast as set or measured (train_precision: auto): faster
+        # products where oneDNN has AVX512-BF16 or AMX, many times slower where it has not,
+        # and a recast of every weight each step (on the demo's short batches no gain:
+        # docs/benchmarks.md). On a GPU the model's own dtype rules.
         "bf16": training_precision(model) == "bfloat16" if on_cpu else None,
         # TRL turns activation checkpointing on by default; on CPU memory is ample and
         # recomputing the forward pass only costs time.
