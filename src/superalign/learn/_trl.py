@@ -49,8 +49,8 @@ def training_args(
         "use_cpu": on_cpu,
         # On the CPU bfloat16 autocast as set or measured (train_precision: auto): faster
         # products where oneDNN has AVX512-BF16 or AMX, many times slower where it has not,
-        # and a recast of every weight each step (on the demo's short batches no gain:
-        # docs/benchmarks.md). On a GPU the model's own dtype rules.
+        # and a recast of every weight each step (the demo's trainer: 1.2x float32 on an
+        # AVX512-BF16 CPU, docs/benchmarks.md). On a GPU the model's own dtype rules.
         "bf16": training_precision(model) == "bfloat16" if on_cpu else None,
         # TRL turns activation checkpointing on by default; on CPU memory is ample and
         # recomputing the forward pass only costs time.
