@@ -100,11 +100,11 @@ class Loop:
         if last is not None:
             settings["model"] = last
             settings["trainable"] = True
-        rollouts = settings.get("rollouts")
-        if rollouts and not rollouts.get("prefix") and self.store.meta("run_id"):
+        rollouts, run_id = settings.get("rollouts"), self.store.meta("run_id")
+        if rollouts and not rollouts.get("prefix") and run_id:
             # The run's adapters are named after the run in every process of it, so one
             # resumed before its first checkpoint unloads what the killed one left loaded.
-            settings["rollouts"] = {**rollouts, "prefix": self.store.meta("run_id")}
+            settings["rollouts"] = {**rollouts, "prefix": run_id}
         model = load_model(ModelSpec(backend=spec.backend, **settings), where="models.learner")
         if not isinstance(model, HFChatModel):
             raise StoreError("the learner must be an hf model (it is trained in process)")

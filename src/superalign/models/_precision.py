@@ -156,13 +156,7 @@ def auto_precision(owner: HFChatModel) -> str:
     the CPU, for a model not loaded in float32, or for one too small to time
     (``MIN_FLOPS``); otherwise the probe's choice at the model's decode shape (its batch
     size x hidden @ hidden x intermediate)."""
-    if not owner.device.startswith("cpu") or owner.model.dtype != torch.float32:
-        return "float32"
-    cfg = base_model(owner.model).config
-    rows, hidden, inter = owner.settings.batch_size, cfg.hidden_size, cfg.intermediate_size
-    if 2 * rows * hidden * inter < MIN_FLOPS:
-        return "float32"
-    return probe(rows, hidden, inter).precision
+    return _measured(owner, owner.settings.batch_size, "fast_precision")
 
 
 def training_precision(owner: HFChatModel) -> str:
@@ -171,12 +165,19 @@ def training_precision(owner: HFChatModel) -> str:
     (``TRAIN_ROWS`` tokens x hidden @ hidden x intermediate); float32 off the CPU, where
     the model's own dtype rules, and for a model not loaded in float32."""
     wanted = owner.settings.train_precision
+    if wanted != "auto" and owner.device.startswith("cpu") and owner.model.dtype == torch.float32:
+        return wanted
+    return _measured(owner, TRAIN_ROWS, "train_precision")
+
+
+def _measured(owner: HFChatModel, rows: int, setting: str) -> str:
+    """The probe's choice for ``rows`` x hidden @ hidden x intermediate of ``owner``'s
+    model, asked for by ``setting``; float32 unprobed off the CPU, for a model not in
+    float32, or below ``MIN_FLOPS``."""
     if not owner.device.startswith("cpu") or owner.model.dtype != torch.float32:
         return "float32"
-    if wanted != "auto":
-        return wanted
     cfg = base_model(owner.model).config
     hidden, inter = cfg.hidden_size, cfg.intermediate_size
-    if 2 * TRAIN_ROWS * hidden * inter < MIN_FLOPS:
+    if 2 * rows * hidden * inter < MIN_FLOPS:
         return "float32"
-    return probe(TRAIN_ROWS, hidden, inter, setting="train_precision").precision
+    return probe(rows, hidden, inter, setting=setting).precision
