@@ -396,8 +396,10 @@ def worker(job: Path) -> None:
     (main process) save the adapter and the log."""
     import torch
 
+    from .._malloc import keep_freed_memory
     from ..models import HFSettings
 
+    keep_freed_memory()
     watch_parents()
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     if threads > 0:
