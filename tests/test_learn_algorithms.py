@@ -402,3 +402,51 @@ def test_a_round_trains_the_same_whatever_random_state_it_starts_from(tiny_model
     one, two = trained
     assert one.keys() == two.keys() and one
     assert all(torch.equal(one[k], two[k]) for k in one)
+
+
+def test_a_cut_answer_is_trained_without_the_end_of_turn_after_it(tiny_model):
+    from superalign.learn._trainers import chat_rows, tokenized_rows
+
+    chat = [{"role": "user", "content": "How do I keep rice from sticking?"}]
+    ended, cut = "Rinse it first.", "Rinse it first, then use a"
+    rows = chat_rows([(chat, ended), (chat, cut)])
+    assert rows["ended"] == [True, False]
+    tok = tiny_model.tokenizer
+    out = tokenized_rows(tok, rows)
+    for ids, mask, answer, tail in zip(
+        out["input_ids"], out["completion_mask"], (ended, cut), ("<|im_end|>\n", ""),
+        strict=True,
+    ):  # fmt: skip
+        # the same tokens TRL's own chat-template tokenisation gives
+        assert ids == list(tok.apply_chat_template(
+            [*chat, {"role": "assistant", "content": answer}], tokenize=True, return_dict=True
+        )["input_ids"])  # fmt: skip
+        trained = tok.decode([t for t, m in zip(ids, mask, strict=True) if m])
+        assert trained == answer + tail
+        assert mask[0] == 0  # the prompt is never a target
+
+
+def test_sft_on_a_cut_answer_does_not_teach_the_learner_to_stop_there(tiny_model_path, tmp_path):
+    """Trained on answers ended at the token budget mid-sentence, the learner learns
+    their words; trained on the same words as a finished answer, it learns to stop."""
+    from superalign.learn._trainers import chat_rows, fit, sft_trainer, trainable
+
+    chat = [{"role": "user", "content": "Describe a good morning routine."}]
+    cut = "Wake up early, drink a glass of water, stretch for five minutes and then"
+    eos = {}
+    for name, ended in (("cut", False), ("ended", True)):
+        model = HFChatModel(model=str(tiny_model_path), device="cpu", fast=False)
+        rows = chat_rows([(chat, cut)] * 8)
+        rows["ended"] = [ended] * 8
+        start = model.logprobs([chat], [cut])[0]
+        before = model.logprobs([chat], [cut + "<|im_end|>"])[0] - start
+        with trainable(model, LoraSettings(enabled=False)):
+            fit(sft_trainer(model, rows, run_dir=tmp_path, name=name, learning_rate=1e-2,
+                            seed=0, batch_size=8, max_length=128, max_steps=20), None)  # fmt: skip
+        words = model.logprobs([chat], [cut])[0]
+        eos[name] = model.logprobs([chat], [cut + "<|im_end|>"])[0] - words
+        assert words > start + 50, (name, start, words)  # both learned the words
+        eos[name] -= before
+    # measured: the end-of-turn's log-probability +10.3 after the ended answers, -2.4
+    # after the cut ones
+    assert eos["ended"] > 5 and eos["cut"] < 1, eos

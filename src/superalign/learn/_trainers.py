@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -149,12 +150,53 @@ def trainable(chat_model: HFChatModel, lora: LoraSettings) -> Iterator[Any]:
         chat_model.weights_changed()
 
 
+# Where an answer may stop: after a sentence, a closing bracket or quotation mark, a code
+# fence or an emoji. An answer cut at the token budget mostly stops mid-sentence.
+_ENDED = re.compile(
+    r"""(?:[.!?\u2026\u3002\uff01\uff1f)\]}"'\u201d\u2019\u00bb]|```|[\u2600-\u27bf\U0001f300-\U0001faff])\s*$"""
+)
+
+
+def ends_an_answer(text: str) -> bool:
+    """Whether ``text`` stops where an answer may end (``_ENDED``). The loop's answers are
+    cut at a token budget (the demo's: 64), and most of the untouched model's benign
+    answers run past it: trained as complete answers, with the end-of-turn token after
+    the cut, they teach the learner to stop mid-sentence."""
+    return _ENDED.search(text) is not None
+
+
 def chat_rows(examples: Sequence[tuple[Chat, str]]) -> dict[str, list[Any]]:
-    """Conversational prompt-completion rows for SFT: each (prompt chat, answer) pair."""
+    """Conversational prompt-completion rows for SFT: each (prompt chat, answer) pair,
+    with whether the answer ended (``ends_an_answer``) or was cut."""
     return {
         "prompt": [list(chat) for chat, _ in examples],
         "completion": [[{"role": "assistant", "content": answer}] for _, answer in examples],
+        "ended": [ends_an_answer(answer) for _, answer in examples],
     }
+
+
+def tokenized_rows(tokenizer: Any, rows: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    """``chat_rows`` as token ids with a completion mask, through the tokenizer's chat
+    template: the loss falls on the answer and, where the answer ended (``ended``; absent
+    means all did), on the template's end-of-turn tokens after it. A cut answer is trained
+    as the start of an answer: the learner learns its words, not to stop after them."""
+    ended = rows.get("ended") or [True] * len(rows["prompt"])
+    out: dict[str, list[Any]] = {"input_ids": [], "completion_mask": []}
+    for prompt, completion, done in zip(rows["prompt"], rows["completion"], ended, strict=True):
+        head = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template([*prompt, *completion], tokenize=False)
+        # the answer starts where the two renderings part (after the prompt, for ChatML)
+        start = next(
+            (i for i, (a, b) in enumerate(zip(head, text, strict=False)) if a != b),
+            min(len(head), len(text)),
+        )
+        answer = completion[-1]["content"].strip()
+        at = text.find(answer, start) if answer else -1
+        stop = len(text) if done or at < 0 else at + len(answer)
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        out["input_ids"].append(list(enc["input_ids"]))
+        out["completion_mask"].append([int(start <= a < stop) for a, _ in enc["offset_mapping"]])
+    return out
 
 
 @launchable("sft")
@@ -202,7 +244,7 @@ def sft_trainer(
     return trainer_cls(
         model=chat_model.model,
         args=args,
-        train_dataset=Dataset.from_dict(dict(rows)),
+        train_dataset=Dataset.from_dict(tokenized_rows(chat_model.tokenizer, rows)),
         processing_class=chat_model.tokenizer,
     )
 
