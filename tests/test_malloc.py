@@ -24,7 +24,8 @@ for step in range(8):
     h = torch.randn(2048 + 64 * (step % 2), 256, requires_grad=True)
     logits = h @ emb.T
     torch.nn.functional.cross_entropy(logits, torch.zeros(len(h), dtype=torch.long)).backward()
-print(json.dumps({"kept": kept, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+print(json.dumps({"kept": kept, "faults": after - before}))
 """
 
 
