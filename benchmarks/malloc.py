@@ -1,5 +1,5 @@
 """The train step with glibc's allocator as configured by the C library against the same
-allocator told to keep freed memory (``superalign._malloc``, what every ``superalign``
+allocator told to keep freed memory (``superalign.malloc``, what every ``superalign``
 command does on Linux).
 
     .venv/bin/python benchmarks/malloc.py                # 12 steps, 3 runs of each
@@ -61,8 +61,8 @@ def pairs() -> list:
 
 
 def child(kind: str, steps: int) -> dict:
-    from superalign._malloc import keep_freed_memory
     from superalign.learn import LearnerSection, build_learner
+    from superalign.malloc import keep_freed_memory
     from superalign.models import HFChatModel
     from superalign.types import RoundData
 

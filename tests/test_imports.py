@@ -38,7 +38,9 @@ CLI = "cli"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     (
         FOUNDATION,
-        frozenset({"errors", "types", "textsafe", "timing", "settings", "registry", "outcomes"}),
+        frozenset(
+            {"errors", "types", "textsafe", "timing", "settings", "registry", "outcomes", "malloc"}
+        ),
     ),
     ("models", frozenset({"models"})),
     ("critic", frozenset({"critic"})),

@@ -15,7 +15,7 @@ import pytest
 # took and what keep_freed_memory said.
 CHILD = """
 import json, resource, sys, torch
-from superalign._malloc import keep_freed_memory
+from superalign.malloc import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else False
 torch.manual_seed(0)
 emb = torch.randn(8192, 256)

@@ -121,9 +121,9 @@ for _role in _ROLE_CLIS:
 def main() -> None:
     from transformers.utils import logging as hf_logging
 
-    from ._malloc import keep_freed_memory
+    from .malloc import keep_freed_memory
 
-    keep_freed_memory()  # training steps up to 1.8x faster on Linux (_malloc)
+    keep_freed_memory()  # training steps up to 1.8x faster on Linux (superalign.malloc)
     hf_logging.disable_progress_bar()
     try:
         app()

@@ -396,7 +396,7 @@ def worker(job: Path) -> None:
     (main process) save the adapter and the log."""
     import torch
 
-    from .._malloc import keep_freed_memory
+    from ..malloc import keep_freed_memory
     from ..models import HFSettings
 
     keep_freed_memory()
