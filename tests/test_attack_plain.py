@@ -12,7 +12,7 @@ import pytest
 
 from _tools import load_tool
 from superalign.attack import AttackerSection, build_attacker, load_seeds
-from superalign.attack._attacker import PLAIN_STYLES, ArchiveAttacker, phrasing
+from superalign.attack._attacker import PLAIN_STYLES, ArchiveAttacker, is_plain_request, phrasing
 from superalign.attack._data import _path
 from superalign.learn import refusal_for, refusal_top_up, sft_prompts
 from superalign.types import (
@@ -110,6 +110,11 @@ def test_more_per_category_the_cap_and_off() -> None:
     assert sorted(Counter(capped.plain_count).values()) == [1] * 4 + [2] * 9
     capped.propose(DEMO_N, _refused(first))
     assert set(capped.plain_count.values()) == {3, 4} and sum(capped.plain_count.values()) == 44
+    # a higher cap lets the floor take most of the harmful budget (39 of 45)
+    wide = _attacker(plain_per_category=3, plain_cap=0.9)
+    queries = wide.propose(DEMO_N, Feedback(round=1))
+    assert set(wide.plain_count.values()) == {3}
+    assert sum(is_plain_request(q) for q in queries) == 39
     off = _attacker(plain_per_category=0)
     harmful = [q for q in off.propose(DEMO_N, Feedback(round=1)) if q.intent == Intent.harmful]
     assert len(harmful) == 45 and not off.plain_count

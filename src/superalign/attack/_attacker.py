@@ -37,12 +37,10 @@ from .settings import AttackerSection
 _TRIES_PER_SLOT = 8
 _REVISION_SHARE = 0.2
 _NEAR_MISS_QUEUE = 64
-# The plain floor: the seed styles that are the request itself, unwrapped; the most of a
-# round's harmful queries the floor may take (the bandit keeps the rest); and, per
+# The plain floor: the seed styles that are the request itself, unwrapped; and, per
 # category once its plain archive cells are filled, the style of its n-th floor seed (two
 # requests to one question, so both forms keep coming).
 PLAIN_STYLES = ("direct", "question")
-_PLAIN_CAP = 0.5
 _PLAIN_CYCLE = ("direct", "direct", "question")
 
 
@@ -259,8 +257,9 @@ class ArchiveAttacker:
 
     def _plain_floor(self, k: int) -> int:
         """How many of ``k`` harmful slots the plain floor fills: ``plain_per_category`` in
-        every category, but never over half of them (categories then take turns)."""
-        return min(self.section.plain_per_category * len(self.categories), int(k * _PLAIN_CAP))
+        every category, but never over ``plain_cap`` of them (categories then take turns)."""
+        cap = int(k * self.section.plain_cap)
+        return min(self.section.plain_per_category * len(self.categories), cap)
 
     def _plain(self, k: int, excluded: set[str]) -> list[Query]:
         """Up to ``k`` unmutated plain seeds (styles direct and question), spread over the

@@ -38,7 +38,14 @@ class AttackerSection(BaseModel):
         ge=0,
         description="unmutated plain seeds (direct, question) of every harmful category in "
         "each round, before the bandit spends the rest: unwrapped requests are otherwise left "
-        "to chance (at most half the round's harmful queries; 0: off)",
+        "to chance (at most `plain_cap` of the round's harmful queries; 0: off)",
+    )
+    plain_cap: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="the most of a round's harmful queries the plain floor may take (the "
+        "bandit's mutations keep the rest); past it, categories take turns",
     )
     benign_mutation: float = Field(
         0.25, ge=0, le=1, description="share of benign queries wrapped by a mutator"
