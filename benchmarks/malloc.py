@@ -4,6 +4,7 @@ command does on Linux).
 
     .venv/bin/python benchmarks/malloc.py                # 12 steps, 3 runs of each
     .venv/bin/python benchmarks/malloc.py --steps 24 --repeats 5
+    .venv/bin/python benchmarks/malloc.py --part generate  # rollouts instead
 
 Each run is its own process: the bundled model, LoRA on every linear layer, the SFT
 learner (mode ``chosen``, batch 8, the demo's learner settings) on rows shaped like the
@@ -11,6 +12,10 @@ demo's: prompts of 20 to 250 tokens (a few many-shot ones), answers of about 64 
 and short refusals. The two kinds alternate, so a change in load falls on both. Printed
 per kind: the ``train_round`` wall time (min and median), the process's user and
 system CPU seconds in it, its minor page faults, and its peak RSS.
+
+``--part generate`` times the respond phase's work instead: 64 greedy chats of 64 new
+tokens through the fast decode path (precision chosen by the start-up probe), one call
+after an untimed warm-up call, with the same figures.
 
 The load average is printed before and after (``_machine.machine_report``): run this with
 nothing else on the machine.
@@ -26,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -60,13 +66,45 @@ def pairs() -> list:
     return out
 
 
-def child(kind: str, steps: int) -> dict:
-    from superalign.learn import LearnerSection, build_learner
+def child(part: str, kind: str, steps: int) -> dict:
     from superalign.malloc import keep_freed_memory
+
+    kept = keep_freed_memory() if kind == "keep" else False
+    return {"kept": kept, **(train(steps) if part == "train" else generate())}
+
+
+def generate() -> dict:
+    from superalign.models import HFChatModel
+    from superalign.types import GenParams
+
+    model = HFChatModel(model=MODEL, device="cpu")
+    texts = [*HARMFUL, *BENIGN] * 6
+    chats = [[{"role": "user", "content": f"{t} ({i})"}] for i, t in enumerate(texts[:64])]
+    params = GenParams(max_new_tokens=64, temperature=0.0)
+    model.generate(chats[:8], params)  # warm-up: the probe, the fast path's weights
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    model.generate(chats, params)
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return _usage(seconds, before, after) | {"loss": None}
+
+
+def _usage(seconds: float, before: Any, after: Any) -> dict:
+    return {
+        "seconds": seconds,
+        "user": after.ru_utime - before.ru_utime,
+        "system": after.ru_stime - before.ru_stime,
+        "faults": after.ru_minflt - before.ru_minflt,
+        "peak_rss_mb": after.ru_maxrss / 1024,
+    }
+
+
+def train(steps: int) -> dict:
+    from superalign.learn import LearnerSection, build_learner
     from superalign.models import HFChatModel
     from superalign.types import RoundData
 
-    kept = keep_freed_memory() if kind == "keep" else False
     args = {"mode": "chosen", "batch_size": 8, "max_steps": steps}
     section = LearnerSection(algorithm="sft", learning_rate=5e-4, args=args)
     model = HFChatModel(model=MODEL, device="cpu", fast=False, train_precision="auto")
@@ -77,46 +115,44 @@ def child(kind: str, steps: int) -> dict:
         ckpt = learner.train_round(RoundData(round=1, judged=[], preferences=pairs()))
         seconds = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "kept": kept,
-        "seconds": seconds,
-        "user": after.ru_utime - before.ru_utime,
-        "system": after.ru_stime - before.ru_stime,
-        "faults": after.ru_minflt - before.ru_minflt,
-        "peak_rss_mb": after.ru_maxrss / 1024,
-        "loss": ckpt.metrics.get("loss"),
-    }
+    return _usage(seconds, before, after) | {"loss": ckpt.metrics.get("loss")}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=("train", "generate"), default="train")
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--child", nargs=2, metavar=("KIND", "STEPS"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     add_repeats(parser)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child[0], int(args.child[1]))))
+        print(json.dumps(child(args.child[0], args.child[1], int(args.child[2]))))
         return
     me = Path(__file__).resolve()
     runs: dict[str, list[dict]] = {k: [] for k in KINDS}
     with machine_report("malloc"):
         for _ in range(args.repeats):
             for kind in KINDS:
-                out = run_child(me, "--child", kind, str(args.steps), timeout=1800)
+                out = run_child(me, "--child", args.part, kind, str(args.steps), timeout=1800)
                 if "error" in out:
                     raise SystemExit(f"{kind} failed:\n{out['error']}")
                 runs[kind].append(out)
-        print(f"\nSFT, {args.steps} steps of 8 rows, {MODEL}, LoRA on every linear layer:")
+        if args.part == "train":
+            print(f"\nSFT, {args.steps} steps of 8 rows, {MODEL}, LoRA on every linear layer:")
+        else:
+            print(f"\n64 greedy chats x 64 new tokens, {MODEL}, fast decode path:")
         for kind, got in runs.items():
             label = "C library's defaults" if kind == "system" else "freed memory kept"
             if kind == "keep" and not got[0]["kept"]:
                 label += " (mallopt unavailable here: the same as the defaults)"
             med = {k: statistics.median(r[k] for r in got) for k in ("user", "system", "faults")}
-            print(f"  {label}: train_round {min_median([r['seconds'] for r in got])}")
+            what = "train_round" if args.part == "train" else "generate"
+            print(f"  {label}: {what} {min_median([r['seconds'] for r in got])}")
+            loss = got[0]["loss"]
             print(f"    CPU seconds (median): user {med['user']:.0f}, system {med['system']:.0f}; "
                   f"minor page faults (median) {med['faults'] / 1e6:.2f} M; peak RSS "
-                  f"{max(r['peak_rss_mb'] for r in got):.0f} MiB; final loss "
-                  f"{got[0]['loss']:.4f}")  # fmt: skip
+                  f"{max(r['peak_rss_mb'] for r in got):.0f} MiB"
+                  + (f"; final loss {loss:.4f}" if loss is not None else ""))  # fmt: skip
 
 
 if __name__ == "__main__":

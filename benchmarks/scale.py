@@ -77,13 +77,16 @@ def train_args(algorithm: str, steps: int) -> dict:
 
 
 def train_child(algorithm: str, launcher: str, steps: int) -> dict:
-    """One train_round in this process; the figures as one JSON line."""
+    """One train_round in this process, with the allocator set as every ``superalign``
+    command (and each launched worker) sets it; the figures as one JSON line."""
     import torch
 
     from superalign.learn import LearnerSection, build_learner
+    from superalign.malloc import keep_freed_memory
     from superalign.models import HFChatModel
     from superalign.types import RoundData
 
+    keep_freed_memory()
     section = LearnerSection(
         algorithm=algorithm, args=train_args(algorithm, steps), **LAUNCHERS[launcher]
     )

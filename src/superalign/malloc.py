@@ -4,11 +4,11 @@ On Linux, glibc serves every allocation above its mmap threshold (at most 32 MiB
 fresh ``mmap`` and unmaps it when freed. A training step on the CPU allocates and frees
 tensors far larger than that every step (the bundled model's logits for a batch of 8
 rows of 256 tokens: 8 x 256 x 49,152 floats, 400 MB, and their gradients), so each step
-pays a page fault for every 4 KiB page it touches again. In the demo's train phase that
-put a quarter to a third of the CPU time in the kernel, and the loop's 36 SFT steps of a
-round took 378 s; with mmap off and the heap never trimmed, so that a freed block is
-reused, they took 208 s (docs/benchmarks.md, "Allocator"). The cost: the process keeps
-the memory it freed until it exits (+300 MiB peak in ``benchmarks/malloc.py``).
+pays a page fault for every 4 KiB page it touches again: a fifth of the CPU time went to
+the kernel in ``benchmarks/malloc.py``, up to two fifths in the demo's train phase, whose
+36 SFT steps of round 1 took 378 s. With mmap off and the heap never trimmed, so that a
+freed block is reused, they took 208 s (docs/benchmarks.md, "Allocator"). The cost: the
+process keeps the memory it freed until it exits (+670 MiB at the peak in the benchmark).
 """
 
 from __future__ import annotations
