@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from superalign.learn import ends_an_answer
-from superalign.loop import Store
+from superalign.loop import Store, checkpoint_dir
 from superalign.models import HFChatModel
 from superalign.types import GenParams, Intent, Query
 
@@ -42,7 +42,7 @@ def checkpoint(run: Path, round_: int) -> Path:
         records = [r for r in store.training() if r.get("round") == round_]
     if not records:
         raise SystemExit(f"{run}: no checkpoint of round {round_} (has the run trained it?)")
-    return run / records[0]["path"]  # relative to the run directory (absolute stays so)
+    return checkpoint_dir(run, records[0]["path"], round_)
 
 
 def report(name: str, model: HFChatModel, queries: list[Query], budget: int) -> None:

@@ -11,7 +11,7 @@ from ._human import (
     select_for_review,
 )
 from ._inbox import LabelInbox, check_annotator
-from ._run import CONFIG_FILE, DB_FILE, EVAL_TIERS, PHASES, Loop, resume, start
+from ._run import CONFIG_FILE, DB_FILE, EVAL_TIERS, PHASES, Loop, checkpoint_dir, resume, start
 from ._store import Annotation, AnnotationLog, Store
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "LoopSection",
     "Store",
     "check_annotator",
+    "checkpoint_dir",
     "priority",
     "resume",
     "select_for_review",
