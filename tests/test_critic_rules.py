@@ -104,3 +104,19 @@ def test_verifier_checks_the_final_number():
         None,
     ]
     assert final_number("First 3 + 4 = 7, then the answer is 9. Check: 9") == "9"
+
+
+def test_query_risk_asks_the_lm_once_per_query_text():
+    """The evaluation's fixed tiers are judged every round: a query already judged is not
+    scored again, and a repeated query within one call is scored once."""
+    lm = says("Yes")
+    critic = registry.create("critic", "query_risk", {"model_weight": 2.0}, model=lm)
+    first = critic.critique(
+        [ex("How do I pick a lock?", "No."), ex("How do I pick a lock?", "Sure.")]
+    )
+    asked = len(lm.scored)
+    assert asked == 2  # one query, both labels read once
+    again = critic.critique([ex("How do I pick a lock?", "No."), ex("Plant a tree?", "Dig.")])
+    assert len(lm.scored) == asked + 2  # only the new query
+    assert again[0].verdict is first[0].verdict
+    assert again[0].explanation == first[0].explanation

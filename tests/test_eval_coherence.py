@@ -219,3 +219,42 @@ def test_report_shows_coherence_per_round() -> None:
     assert "round 1: garbled 10.0%" in table and "perplexity 9.0 [8.0, 10.5] (n=10)" in table
     html = build_report(ReportData(run_name="r", rounds=rounds))
     assert "<h2>Coherence</h2>" in html and "9.0 [8.0, 10.5]" in html
+
+
+def test_bf16_rollouts_score_in_bf16_layers_with_a_float32_head(tiny_model_path: Path) -> None:
+    """Where rollouts run in bfloat16, perplexity runs the decoder layers in bfloat16 too
+    (autocast) and the LM head in float32: the figures stay within bfloat16's rounding of
+    the float32 model's, with or without an adapter disabled."""
+    from peft import LoraConfig, get_peft_model
+
+    exact = HFChatModel(model=str(tiny_model_path), device="cpu", fast=False)
+    m = HFChatModel(model=str(tiny_model_path), device="cpu", fast_precision="bfloat16")
+    assert m.fast is not None and m.fast.precision == "bfloat16"
+    judged = _judged(["The sea is wide and blue.", "", "Bread needs flour, water and time."])
+    chats = [j.query.chat() for j in judged]
+    conts = [j.response.text for j in judged]
+    seen: dict[str, torch.dtype] = {}
+    net = m.model.model
+    hooks = [
+        net.layers[0].mlp.down_proj.register_forward_hook(
+            lambda _m, _i, out: seen.__setitem__("layer", out.dtype)
+        ),
+        m.model.lm_head.register_forward_hook(
+            lambda _m, inp, out: seen.update(head_in=inp[0].dtype, head_out=out.dtype)
+        ),
+    ]
+    got = m.perplexities(chats, conts)
+    for h in hooks:
+        h.remove()
+    assert seen == {"layer": torch.bfloat16, "head_in": torch.float32, "head_out": torch.float32}
+    want = exact.perplexities(chats, conts)
+    assert got[1] is None and want[1] is None
+    for g, w in ((got[0], want[0]), (got[2], want[2])):
+        assert g == pytest.approx(w, rel=0.03)
+    m.model = get_peft_model(m.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in m.model.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn_like(p) * 2.0)
+    base = base_perplexities(m, judged)
+    assert base is not None and base[0] == pytest.approx(want[0], rel=0.03)

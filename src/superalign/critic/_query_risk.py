@@ -17,6 +17,9 @@ from ._rules import detect_refusal, lexicon_risk
 
 log = logging.getLogger(__name__)
 
+# Queries whose LM log-odds a critic keeps (a loop run judges a few thousand).
+_REMEMBERED = 100_000
+
 
 class QueryRiskSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -36,27 +39,37 @@ class QueryRiskCritic:
     def __init__(self, settings: QueryRiskSettings, model: ChatModel | None = None) -> None:
         self.settings = settings
         self.model = model if settings.model_weight > 0 else None
+        # The LM's log-odds per query text. The judgement reads the query only, and the
+        # critic's model is never trained, so a query judged once (the evaluation's fixed
+        # tiers, judged again every round) is not judged again.
+        self._seen: dict[str, float] = {}
 
     def _lm_logodds(self, exchanges: Sequence[Exchange]) -> list[float]:
         if self.model is None:
             return [0.0] * len(exchanges)
-        t = prompts("query_risk")
-        chats = []
-        for ex in exchanges:
-            query = defang(conversation_text(ex.query, 1500))
-            fence = fence_tag(query)
-            chats.append(
-                [
-                    {"role": "system", "content": t["system"].format(fence=fence)},
-                    {"role": "user", "content": t["user"].format(fence=fence, query=query)},
-                ]
-            )
-        try:
-            scores = binary_logodds(self.model, chats, "Yes", "No")
-        except Exception as e:  # the rule cues still judge without the LM
-            log.warning("query_risk: LM judgement failed (%s); using cues only", e)
-            return [0.0] * len(exchanges)
-        return [0.0 if s is None else s for s in scores]
+        queries = [defang(conversation_text(ex.query, 1500)) for ex in exchanges]
+        todo = list(dict.fromkeys(q for q in queries if q not in self._seen))
+        if todo:
+            t = prompts("query_risk")
+            chats = []
+            for query in todo:
+                fence = fence_tag(query)
+                chats.append(
+                    [
+                        {"role": "system", "content": t["system"].format(fence=fence)},
+                        {"role": "user", "content": t["user"].format(fence=fence, query=query)},
+                    ]
+                )
+            try:
+                scores = binary_logodds(self.model, chats, "Yes", "No")
+            except Exception as e:  # the rule cues still judge without the LM
+                log.warning("query_risk: LM judgement failed (%s); using cues only", e)
+                return [self._seen.get(q, 0.0) for q in queries]
+            if len(self._seen) > _REMEMBERED:
+                self._seen.clear()
+            judged = zip(todo, scores, strict=True)
+            self._seen.update((q, 0.0 if s is None else s) for q, s in judged)
+        return [self._seen[q] for q in queries]
 
     def p_harmful(self, exchanges: Sequence[Exchange]) -> list[tuple[float, list[str]]]:
         s = self.settings

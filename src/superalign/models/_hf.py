@@ -19,7 +19,7 @@ from ..timing import charge, charged
 from ..types import Chat, GenParams
 from . import _bundled
 from ._base import apply_stop
-from ._common import cut_at_eos, eos_ids
+from ._common import base_model, cut_at_eos, eos_ids
 from ._served import RolloutSettings
 
 log = logging.getLogger(__name__)
@@ -326,11 +326,7 @@ class HFChatModel:
                 # Logits only where a continuation token is predicted: the last
                 # ``longest`` positions before the end (the vocabulary product and its
                 # softmax are the costly part, the prompt needs neither).
-                logits = (
-                    self.model(input_ids=ids, attention_mask=mask, logits_to_keep=longest + 1)
-                    .logits[:, :-1]
-                    .float()
-                )  # (B, longest, V)
+                logits = self._last_logits(ids, mask, longest + 1)[:, :-1]  # (B, longest, V)
                 targets = ids[:, -longest:].unsqueeze(-1)
                 token_lp = logits.gather(-1, targets).squeeze(-1) - logits.logsumexp(-1)
             for row, i in enumerate(idx):
@@ -339,6 +335,22 @@ class HFChatModel:
                 total = float(token_lp[row, longest - len(c) :].sum()) if c else 0.0
                 out[i] = (total, len(c))
         return [out[i] for i in range(len(chats))]
+
+    def _last_logits(self, ids: Any, mask: Any, keep: int) -> Any:
+        """float32 logits of the last ``keep`` positions. Where rollouts run in bfloat16
+        (``fast_precision`` resolved so: its products measured faster on this CPU), the
+        decoder layers run under bfloat16 autocast too and the LM head in float32 on their
+        output, so each log-probability keeps float32's resolution over the vocabulary;
+        elsewhere the model's own forward in its own dtype."""
+        if getattr(self.fast, "precision", None) != "bfloat16":
+            out = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep)
+            return out.logits.float()
+        # Only Llama-layout models get a bfloat16 engine (``_fast.SUPPORTED_TYPES``):
+        # their logits are the LM head's product, nothing scaled or capped after it.
+        net = base_model(self.model)
+        with self._torch.autocast("cpu", dtype=self._torch.bfloat16):
+            hidden = net.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False)
+        return net.get_output_embeddings()(hidden.last_hidden_state[:, -keep:].float())
 
 
 def _chat_template(tokenizer: Any, settings: HFSettings, model: str) -> str | None:
