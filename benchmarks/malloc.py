@@ -100,14 +100,16 @@ def _usage(seconds: float, before: Any, after: Any) -> dict:
     }
 
 
-def train(steps: int) -> dict:
+def train(steps: int, precision: str = "auto") -> dict:
+    """``train_round`` over ``pairs()``: its usage figures, final loss and the training
+    precision ``precision`` resolved to (``auto``: the start-up probe's choice)."""
     from superalign.learn import LearnerSection, build_learner
-    from superalign.models import HFChatModel
+    from superalign.models import HFChatModel, training_precision
     from superalign.types import RoundData
 
     args = {"mode": "chosen", "batch_size": 8, "max_steps": steps}
     section = LearnerSection(algorithm="sft", learning_rate=5e-4, args=args)
-    model = HFChatModel(model=MODEL, device="cpu", fast=False, train_precision="auto")
+    model = HFChatModel(model=MODEL, device="cpu", fast=False, train_precision=precision)
     with tempfile.TemporaryDirectory(prefix="malloc-bench-") as run_dir:
         learner = build_learner(section, model, None, Path(run_dir))
         before = resource.getrusage(resource.RUSAGE_SELF)
@@ -115,7 +117,10 @@ def train(steps: int) -> dict:
         ckpt = learner.train_round(RoundData(round=1, judged=[], preferences=pairs()))
         seconds = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_SELF)
-    return _usage(seconds, before, after) | {"loss": ckpt.metrics.get("loss")}
+    return _usage(seconds, before, after) | {
+        "loss": ckpt.metrics.get("loss"),
+        "precision": training_precision(model),
+    }
 
 
 def main() -> None:

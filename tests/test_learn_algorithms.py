@@ -450,3 +450,90 @@ def test_sft_on_a_cut_answer_does_not_teach_the_learner_to_stop_there(tiny_model
     # measured: the end-of-turn's log-probability +10.3 after the ended answers, -2.4
     # after the cut ones
     assert eos["ended"] > 5 and eos["cut"] < 1, eos
+
+
+def test_sft_projects_only_the_completion_through_the_head_with_trls_loss(
+    tiny_model_path, tmp_path
+):
+    """The SFT trainer's loss runs the LM head on the labelled positions only, and is
+    TRL's own loss, gradient and metrics on the same batch (prompts, padding and all)."""
+    from torch.overrides import TorchFunctionMode
+    from trl import SFTTrainer
+
+    from superalign.learn._trainers import chat_rows, sft_trainer, trainable
+
+    chats = [
+        [{"role": "user", "content": "How do I keep rice from sticking?"}],
+        [{"role": "user", "content": "Name three birds that cannot fly, and say why."}],
+    ]
+    rows = chat_rows(
+        [(chats[0], "Rinse it first."), (chats[1], "Emus, kiwis and ostriches: heavy bodies.")]
+    )
+    model = HFChatModel(model=str(tiny_model_path), device="cpu", fast=False)
+    vocab = model.model.get_output_embeddings().weight.shape
+
+    head_rows: list[int] = []
+
+    class HeadRows(TorchFunctionMode):
+        """Records the row count of every product with the LM head's weight."""
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is torch.nn.functional.linear and args[1].shape == vocab:
+                head_rows.append(args[0].shape[0])
+            return func(*args, **(kwargs or {}))
+
+    def loss_grads_metrics(compute_loss, batch):
+        model.model.zero_grad()
+        loss = compute_loss(model.model, dict(batch))
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.model.named_parameters()
+                 if p.grad is not None}  # fmt: skip
+        metrics = {k: ours._metrics["train"][k][-1] for k in ("entropy", "mean_token_accuracy")}
+        return loss.item(), grads, metrics
+
+    with trainable(model, LoraSettings(r=4)):
+        ours = sft_trainer(model, rows, run_dir=tmp_path, name="ours", learning_rate=1e-3,
+                           seed=0, batch_size=2, max_length=128, max_steps=1)  # fmt: skip
+        assert isinstance(ours, SFTTrainer) and type(ours) is not SFTTrainer
+        batch = ours._prepare_inputs(next(iter(ours.get_train_dataloader())))
+        labelled = int((batch["labels"][:, 1:] != -100).sum())
+        assert 0 < labelled < batch["labels"][:, 1:].numel() // 2  # prompts are most of it
+        model.model.train()
+        with HeadRows():
+            mine = loss_grads_metrics(ours.compute_loss, batch)
+        theirs = loss_grads_metrics(
+            lambda m, inputs: SFTTrainer.compute_loss(ours, m, inputs), batch
+        )
+    assert head_rows == [labelled]  # the head saw the completion tokens, nothing else
+    assert mine[0] == pytest.approx(theirs[0], rel=1e-5)
+    assert mine[1].keys() == theirs[1].keys() and mine[1]
+    for name in mine[1]:
+        torch.testing.assert_close(mine[1][name], theirs[1][name], rtol=1e-4, atol=1e-6)
+    assert mine[2] == pytest.approx(theirs[2], rel=1e-4)
+
+
+def test_sft_completion_head_trains_in_the_accelerators_mixed_precision(
+    tiny_model_path, tmp_path
+):
+    """The loss calls the decoder around the model's forward, which is where accelerate
+    puts its autocast: with bfloat16 training the decoder's products still run in it."""
+    from superalign.learn._trainers import chat_rows, sft_trainer, trainable
+
+    chat = [{"role": "user", "content": "How do I keep rice from sticking?"}]
+    rows = chat_rows([(chat, "Rinse it first."), (chat, "Use more water.")])
+    model = HFChatModel(
+        model=str(tiny_model_path), device="cpu", fast=False, train_precision="bfloat16"
+    )
+    seen = []
+    with trainable(model, LoraSettings(r=4)):
+        trainer = sft_trainer(model, rows, run_dir=tmp_path, name="bf16", learning_rate=1e-3,
+                              seed=0, batch_size=2, max_length=64, max_steps=1)  # fmt: skip
+        assert trainer.args.bf16
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        layer = model.model.get_base_model().model.layers[0].mlp.down_proj
+        hook = layer.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+        model.model.train()
+        loss = trainer.compute_loss(model.model, batch)  # no autocast around the call
+        hook.remove()
+    assert seen == [torch.bfloat16]
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)

@@ -23,9 +23,9 @@ def test_overridden_trl_method_exists_with_expected_signature(
 
 def test_private_attributes_are_still_set_by_trl() -> None:
     from transformers import Trainer
-    from trl import DPOTrainer
+    from trl import DPOTrainer, SFTTrainer
 
-    source = inspect.getsource(DPOTrainer) + inspect.getsource(Trainer)
+    source = "".join(inspect.getsource(c) for c in (DPOTrainer, SFTTrainer, Trainer))
     for name in _trl.PRIVATE_ATTRIBUTES:
         assert f"self.{name} =" in source, f"TRL no longer sets {name}: update learn/_trl.py"
 

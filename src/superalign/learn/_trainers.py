@@ -241,7 +241,7 @@ def sft_trainer(
         completion_only_loss=True,
     )
     trainer_cls = _trl.length_grouped(SFTTrainer) if batching == "length" else SFTTrainer
-    return trainer_cls(
+    return _trl.completion_head(trainer_cls)(
         model=chat_model.model,
         args=args,
         train_dataset=Dataset.from_dict(tokenized_rows(chat_model.tokenizer, rows)),

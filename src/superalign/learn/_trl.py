@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ..models import HFChatModel, training_precision
+from ..models import HFChatModel, base_network, training_precision
 from ..types import Query
 from ._reward import Reward
 
@@ -204,6 +204,93 @@ def length_grouped(trainer_cls: type) -> type:
     return LengthGrouped
 
 
+# Config fields by which a model scales or caps its logits after the LM head's product;
+# ``completion_head`` computes the plain product, so a model with any of them set trains
+# through TRL's own loss.
+_LOGIT_TRANSFORMS = (
+    "final_logit_softcapping",
+    "logit_scale",
+    "output_multiplier",
+    "lm_head_multiplier",
+    "logits_scaling",
+)
+
+
+def plain_head(model: Any) -> bool:
+    """Whether ``model``'s logits are its LM head's product and nothing after it."""
+    config = model.config.get_text_config()
+    return all(getattr(config, name, None) is None for name in _LOGIT_TRANSFORMS)
+
+
+@cache
+def completion_head(trainer_cls: type) -> type:
+    """``trainer_cls`` (TRL's SFTTrainer or a subclass) whose loss projects through the
+    LM head only the positions that carry a label (the completion): TRL scores every
+    position of the batch on the CPU (its compact path is for Triton devices), so prompts
+    and padding paid the vocabulary product, its softmax and their gradients. Same loss,
+    entropy and token accuracy; one process only (a distributed run keeps TRL's loss,
+    whose forward goes through the DDP or FSDP wrapper), and models whose logits are
+    scaled or capped after the head keep it too."""
+    import torch
+
+    class CompletionHead(trainer_cls):  # type: ignore[misc, valid-type]
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            net = base_network(model)
+            if (
+                return_outputs
+                or not model.training
+                or self.accelerator.num_processes > 1
+                or self.args.loss_type != "nll"
+                or self.label_smoother is not None
+                or self.compute_loss_func is not None
+                or self.aux_loss_enabled
+                or not plain_head(net)
+            ):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # The accelerator's mixed precision wraps the model's forward, which this
+            # call goes around: enter it here.
+            with self.accelerator.autocast():
+                hidden = net.get_decoder()(
+                    input_ids=inputs["input_ids"],
+                    attention_mask=inputs.get("attention_mask"),
+                    position_ids=inputs.get("position_ids"),
+                    use_cache=False,
+                ).last_hidden_state[:, :-1]
+            labels = inputs["labels"][:, 1:]
+            keep = labels != -100
+            targets = labels[keep]
+            head = net.get_output_embeddings()
+            # float32 product, as TRL's CPU path computes it
+            with torch.autocast(hidden.device.type, enabled=False):
+                logits = torch.nn.functional.linear(
+                    hidden[keep].float(),
+                    head.weight.float(),
+                    None if head.bias is None else head.bias.float(),
+                )
+            log_p = logits.log_softmax(-1)
+            count = keep.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = -log_p.gather(-1, targets[:, None]).sum() / torch.as_tensor(count).clamp(min=1)
+            with torch.no_grad():
+                n = max(int(targets.numel()), 1)
+                entropy = -(log_p.exp() * log_p).sum(-1).sum()
+                right = (logits.argmax(-1) == targets).sum()
+                self._metrics["train"]["entropy"].append(float(entropy) / n)
+                self._metrics["train"]["mean_token_accuracy"].append(float(right) / n)
+                mask = inputs.get("attention_mask")
+                tokens = int(mask.sum()) if mask is not None else labels.numel()
+                self._total_train_tokens += tokens
+                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            return loss
+
+    return CompletionHead
+
+
 # -- TRL's private API ---------------------------------------------------------------
 # The one place this package overrides TRL internals. Each entry names a private method
 # and the parameters this code calls or overrides it with; tests/test_learn_trl.py checks
@@ -215,8 +302,8 @@ PRIVATE_OVERRIDES: dict[tuple[str, str, str], tuple[str, ...]] = {
     ("trl", "DPOTrainer", "_set_signature_columns_if_needed"): ("self",),
     ("trl.trainer.dpo_trainer", "DataCollatorForPreference", "torch_call"): ("self", "examples"),
 }
-# Private attributes the override reads or writes on a DPOTrainer instance.
-PRIVATE_ATTRIBUTES = ("_metrics", "_signature_columns")
+# Private attributes the overrides read or write on a DPOTrainer or SFTTrainer instance.
+PRIVATE_ATTRIBUTES = ("_metrics", "_signature_columns", "_total_train_tokens")
 
 # loss(margin (B,), beta, confidence (B,)) -> scalar loss over the batch
 MarginLoss = Callable[[Any, float, Any], Any]
