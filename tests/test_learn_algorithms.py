@@ -512,9 +512,7 @@ def test_sft_projects_only_the_completion_through_the_head_with_trls_loss(
     assert mine[2] == pytest.approx(theirs[2], rel=1e-4)
 
 
-def test_sft_completion_head_trains_in_the_accelerators_mixed_precision(
-    tiny_model_path, tmp_path
-):
+def test_sft_completion_head_trains_in_the_accelerators_mixed_precision(tiny_model_path, tmp_path):
     """The loss calls the decoder around the model's forward, which is where accelerate
     puts its autocast: with bfloat16 training the decoder's products still run in it."""
     from superalign.learn._trainers import chat_rows, sft_trainer, trainable
