@@ -80,6 +80,12 @@ def build(rng: random.Random) -> list[dict]:
         )
     # Last, so every item above keeps the text it had before these were added.
     fill("harmful", lambda _: PLAIN_EXTRA, "plain_extra")
+    # Last again: the bare imperative of each topic that asks for a text or a thing made.
+    starts = tuple(slots["imperative_starts"])
+    for category, topics in slots["harmful"].items():
+        for vp in topics:
+            if vp.startswith(starts):
+                add(lambda vp=vp: f"{vp}.", "harmful", category, "direct")
     return items
 
 
