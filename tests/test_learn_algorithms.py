@@ -504,7 +504,8 @@ def test_sft_projects_only_the_completion_through_the_head_with_trls_loss(
         theirs = loss_grads_metrics(
             lambda m, inputs: SFTTrainer.compute_loss(ours, m, inputs), batch
         )
-    assert head_rows == [labelled]  # the head saw the completion tokens, nothing else
+    # the forward's one kept logit per row, then the completion tokens and nothing else
+    assert head_rows == [batch["input_ids"].shape[0], labelled]
     assert mine[0] == pytest.approx(theirs[0], rel=1e-5)
     assert mine[1].keys() == theirs[1].keys() and mine[1]
     for name in mine[1]:

@@ -228,9 +228,10 @@ def completion_head(trainer_cls: type) -> type:
     LM head only the positions that carry a label (the completion): TRL scores every
     position of the batch on the CPU (its compact path is for Triton devices), so prompts
     and padding paid the vocabulary product, its softmax and their gradients. Same loss,
-    entropy and token accuracy; one process only (a distributed run keeps TRL's loss,
-    whose forward goes through the DDP or FSDP wrapper), and models whose logits are
-    scaled or capped after the head keep it too."""
+    entropy and token accuracy. The forward goes through the model as prepared (DDP
+    included) and returns the final hidden states; the head is applied here. FSDP and
+    DeepSpeed keep TRL's loss (their head weight is sharded outside the forward), and so
+    do models whose logits are scaled or capped after the head."""
     import torch
 
     class CompletionHead(trainer_cls):  # type: ignore[misc, valid-type]
@@ -241,11 +242,12 @@ def completion_head(trainer_cls: type) -> type:
             return_outputs: bool = False,
             num_items_in_batch: Any = None,
         ) -> Any:
-            net = base_network(model)
+            net = base_network(self.accelerator.unwrap_model(model))
             if (
                 return_outputs
                 or not model.training
-                or self.accelerator.num_processes > 1
+                or self.is_fsdp_enabled
+                or self.is_deepspeed_enabled
                 or self.args.loss_type != "nll"
                 or self.label_smoother is not None
                 or self.compute_loss_func is not None
@@ -253,15 +255,18 @@ def completion_head(trainer_cls: type) -> type:
                 or not plain_head(net)
             ):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            # The accelerator's mixed precision wraps the model's forward, which this
-            # call goes around: enter it here.
+            # The prepared model's forward carries the mixed precision; a model not yet
+            # prepared (a direct call) gets the same autocast here. One logit is kept.
             with self.accelerator.autocast():
-                hidden = net.get_decoder()(
+                out = model(
                     input_ids=inputs["input_ids"],
                     attention_mask=inputs.get("attention_mask"),
                     position_ids=inputs.get("position_ids"),
                     use_cache=False,
-                ).last_hidden_state[:, :-1]
+                    output_hidden_states=True,
+                    logits_to_keep=1,
+                )
+            hidden = out.hidden_states[-1][:, :-1]  # after the final norm
             labels = inputs["labels"][:, 1:]
             keep = labels != -100
             targets = labels[keep]
@@ -276,15 +281,19 @@ def completion_head(trainer_cls: type) -> type:
             log_p = logits.log_softmax(-1)
             count = keep.sum() if num_items_in_batch is None else num_items_in_batch
             loss = -log_p.gather(-1, targets[:, None]).sum() / torch.as_tensor(count).clamp(min=1)
-            with torch.no_grad():
-                n = max(int(targets.numel()), 1)
-                entropy = -(log_p.exp() * log_p).sum(-1).sum()
-                right = (logits.argmax(-1) == targets).sum()
-                self._metrics["train"]["entropy"].append(float(entropy) / n)
-                self._metrics["train"]["mean_token_accuracy"].append(float(right) / n)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                # as TRL: the count is every rank's tokens, and DDP averages the gradients
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+            with torch.no_grad():  # the metrics TRL logs, over every rank
+                gather = self.accelerator.gather_for_metrics
+                n = gather(keep.sum()).sum().clamp(min=1)
+                entropy = gather(-(log_p.exp() * log_p).sum()).sum()
+                right = gather((logits.argmax(-1) == targets).sum()).sum()
+                self._metrics["train"]["entropy"].append((entropy / n).item())
+                self._metrics["train"]["mean_token_accuracy"].append((right / n).item())
                 mask = inputs.get("attention_mask")
-                tokens = int(mask.sum()) if mask is not None else labels.numel()
-                self._total_train_tokens += tokens
+                local = mask.sum() if mask is not None else torch.tensor(labels.numel())
+                self._total_train_tokens += gather(local).sum().item()
                 self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
             return loss
 
