@@ -17,7 +17,6 @@ nothing else on the machine.
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import statistics
 import sys
 import time
@@ -26,23 +25,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import add_repeats, machine_report, min_median
+from answer_length import checkpoint
 
 PRECISIONS = ("float32", "bfloat16")
-
-
-def answers(run: Path, round: int) -> tuple[list, list[str]]:
-    from superalign.types import Query
-
-    db = sqlite3.connect(run / "superalign.db")
-    rows = db.execute(
-        "SELECT q.json, r.text FROM responses r JOIN queries q ON q.id = r.query_id "
-        "WHERE r.round = ? AND r.tier IN ('eval-frozen', 'eval-external') ORDER BY r.id",
-        (round,),
-    ).fetchall()
-    db.close()
-    if not rows:
-        raise SystemExit(f"{run}: no frozen or external answers of round {round}")
-    return [Query.model_validate_json(q).chat() for q, _ in rows], [t for _, t in rows]
+TIERS = ("eval-frozen", "eval-external")
 
 
 def main() -> None:
@@ -52,24 +38,27 @@ def main() -> None:
     add_repeats(parser)
     args = parser.parse_args()
 
-    from superalign.loop import checkpoint_dir
+    from superalign.eval._coherence import base_perplexities
+    from superalign.loop import Store
     from superalign.malloc import keep_freed_memory
     from superalign.models import HFChatModel
 
     keep_freed_memory()
-    chats, texts = answers(args.run, args.round)
-    ckpt = checkpoint_dir(args.run, f"checkpoints/round-{args.round}", args.round)
+    with Store(args.run / "superalign.db", write=False) as store:
+        judged = [j for tier in TIERS for j in store.judged(round=args.round, tier=tier)]
+    if not judged:
+        raise SystemExit(f"{args.run}: no frozen or external answers of round {args.round}")
+    ckpt = checkpoint(args.run, args.round)
     models = {p: HFChatModel(model=str(ckpt), device="cpu", fast_precision=p) for p in PRECISIONS}
     seconds: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     scores: dict[str, list] = {}
     with machine_report("perplexity"):
         for _ in range(args.repeats):
             for p, model in models.items():
-                with model.base_weights():
-                    start = time.perf_counter()
-                    scores[p] = model.perplexities(chats, texts)
-                    seconds[p].append(time.perf_counter() - start)
-        print(f"\n{len(texts)} answers of round {args.round} ({args.run}), adapter disabled:")
+                start = time.perf_counter()
+                scores[p] = base_perplexities(model, judged) or []
+                seconds[p].append(time.perf_counter() - start)
+        print(f"\n{len(judged)} answers of round {args.round} ({args.run}), adapter disabled:")
         for p in PRECISIONS:
             finite = [x for x in scores[p] if x is not None]
             print(f"  {p} decoder layers: {min_median(seconds[p])}; median perplexity "

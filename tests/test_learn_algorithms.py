@@ -514,8 +514,9 @@ def test_sft_projects_only_the_completion_through_the_head_with_trls_loss(
 
 
 def test_sft_completion_head_trains_in_the_accelerators_mixed_precision(tiny_model_path, tmp_path):
-    """The loss calls the decoder around the model's forward, which is where accelerate
-    puts its autocast: with bfloat16 training the decoder's products still run in it."""
+    """Accelerate puts its autocast on the forward of the model it prepared; called on a
+    model not (yet) prepared, the loss enters it itself: with bfloat16 training the
+    decoder's products run in it either way."""
     from superalign.learn._trainers import chat_rows, sft_trainer, trainable
 
     chat = [{"role": "user", "content": "How do I keep rice from sticking?"}]
