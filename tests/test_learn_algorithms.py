@@ -537,3 +537,68 @@ def test_sft_completion_head_trains_in_the_accelerators_mixed_precision(tiny_mod
         hook.remove()
     assert seen == [torch.bfloat16]
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def test_distilled_rows_train_towards_the_untouched_models_distribution(tiny_model_path, tmp_path):
+    """A row flagged ``distill`` costs KL(untouched || learner) at each completion position
+    (zero while the adapter is still the identity), a plain row the log-likelihood of its
+    tokens; the batch's loss is their sum over the completion tokens."""
+    from superalign.learn._trainers import chat_rows, sft_trainer, trainable
+
+    chats = [
+        [{"role": "user", "content": "How do I keep rice from sticking?"}],
+        [{"role": "user", "content": "Name three birds that cannot fly, and say why."}],
+    ]
+    answers = ["Rinse it first.", "Emus, kiwis and ostriches: heavy bodies."]
+    model = HFChatModel(model=str(tiny_model_path), device="cpu", fast=False)
+    with trainable(model, LoraSettings(r=4)):
+        trainer = sft_trainer(model, chat_rows(list(zip(chats, answers, strict=True)),
+                                               distill=[True, False]),
+                              run_dir=tmp_path, name="kl", learning_rate=1e-3, seed=0,
+                              batch_size=2, max_length=128, max_steps=1)  # fmt: skip
+        trainer.args.shuffle_dataset = False
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        assert batch["distill"].dtype == torch.bool and int(batch["distill"].sum()) == 1
+        flagged = int(batch["distill"].nonzero()[0, 0])
+        net = model.model
+        net.train()
+
+        def by_hand() -> float:
+            with torch.no_grad():
+                ids, labels = batch["input_ids"], batch["labels"]
+                mask = batch["attention_mask"]
+                logp = net(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+                with net.disable_adapter():
+                    ref = net(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+            total, count = 0.0, 0
+            for row in range(ids.shape[0]):
+                for t in range(ids.shape[1] - 1):
+                    target = int(labels[row, t + 1])
+                    if target == -100:
+                        continue
+                    count += 1
+                    if row == flagged:
+                        p = ref[row, t].exp()
+                        total += float((p * (ref[row, t] - logp[row, t])).sum())
+                    else:
+                        total -= float(logp[row, t, target])
+            return total / count
+
+        def kl_only() -> float:
+            only = {k: v.clone() for k, v in batch.items()}
+            only["labels"][1 - flagged] = -100
+            return trainer.compute_loss(net, only).item()
+
+        # the adapter starts as the identity: the flagged row costs nothing yet
+        assert kl_only() == pytest.approx(0.0, abs=1e-6)
+        assert float(trainer.compute_loss(net, dict(batch))) == pytest.approx(by_hand(), rel=1e-4)
+        with torch.no_grad():  # move the learner away from the untouched model
+            for name, p in net.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(0))
+        assert kl_only() > 1e-3
+        loss = trainer.compute_loss(net, dict(batch))
+        assert float(loss) == pytest.approx(by_hand(), rel=1e-4)
+        loss.backward()  # the KL term has a gradient through the adapter
+        assert any(p.grad is not None and p.grad.abs().sum() > 0
+                   for n, p in net.named_parameters() if "lora_A" in n)  # fmt: skip

@@ -88,6 +88,14 @@ class SFTSettings(BaseModel):
         "them, not the current learner's: its own answers drift round after round (loops, "
         "broken words), and training on them compounds the drift",
     )
+    anchor_loss: Literal["nll", "kl"] = Field(
+        "nll",
+        description="with anchor: how the untouched model's answers are trained. 'nll': "
+        "their tokens, as any target; 'kl': the KL divergence from the untouched model's "
+        "next-token distribution at each of their positions (LoRA only: the adapter off "
+        "is the untouched model), which holds the learner's distribution on benign "
+        "requests where it was instead of sharpening it onto one greedy answer",
+    )
 
 
 @cache
@@ -349,9 +357,24 @@ class SFTLearner(BaseLearner):
                 "there is nothing to fine-tune on; lower learner.args.min_gain or raise "
                 "learner.args.max_new_tokens"
             )
-        summary = fit(self.trainer(examples, data.round), self.budget)
+        distill = self.distilled(examples)
+        summary = fit(self.trainer(examples, data.round, distill), self.budget)
         summary["examples"] = len(examples)
+        if distill is not None:
+            summary["distilled"] = sum(distill)
         return summary
+
+    def distilled(self, examples: Sequence[tuple[Query, str]]) -> list[bool] | None:
+        """With ``anchor_loss: kl``, which examples are trained towards the untouched
+        model's distribution: the benign and capability targets that ``_anchored`` took
+        from the untouched model. None otherwise."""
+        s = self.settings
+        if s.mode != "chosen" or not s.anchor or s.anchor_loss != "kl":
+            return None
+        untouched = getattr(self, "_untouched", {})
+        return [
+            q.intent != Intent.harmful and untouched.get(q.hash) == answer for q, answer in examples
+        ]
 
     def _judge(self) -> Judge:
         if not isinstance(self.reward, CriticReward):
@@ -389,6 +412,7 @@ class SFTLearner(BaseLearner):
     def _anchored(self, examples: list[tuple[Query, str]]) -> list[tuple[Query, str]]:
         """``examples`` with each benign or capability target replaced by the untouched
         model's answer to the same query, where the critics accept that answer."""
+        self._untouched: dict[str, str] = {}
         idx = [i for i, (q, _) in enumerate(examples) if q.intent != Intent.harmful]
         if not idx or not self.chat_model.has_adapter:
             return examples  # no adapter yet: the learner is the untouched model
@@ -406,6 +430,7 @@ class SFTLearner(BaseLearner):
             label = judgement.label
             if answer.strip() and label.verdict is not None and label.p_acceptable > 0.5:
                 out[i] = (examples[i][0], answer)
+                self._untouched[examples[i][0].hash] = answer
         return out
 
     def _helpful_top_up(
@@ -431,11 +456,16 @@ class SFTLearner(BaseLearner):
             if j.label.verdict is not None and j.label.p_acceptable > 0.5
         ]
 
-    def trainer(self, examples: list[tuple[Query, str]], round_: int) -> Any:
+    def trainer(
+        self,
+        examples: list[tuple[Query, str]],
+        round_: int,
+        distill: Sequence[bool] | None = None,
+    ) -> Any:
         s = self.settings
         return sft_trainer(
             self.chat_model,
-            sft_rows(examples),
+            sft_rows(examples, distill),
             run_dir=self.run_dir,
             name=f"sft-round-{round_}",
             learning_rate=self.section.learning_rate,
@@ -488,9 +518,12 @@ def refusal_top_up(
     return out
 
 
-def sft_rows(examples: Sequence[tuple[Query, str]]) -> dict[str, list[Any]]:
-    """Prompt-completion rows: the bare query (no critique, no constitution) -> new answer."""
-    return chat_rows([(q.chat(), a) for q, a in examples])
+def sft_rows(
+    examples: Sequence[tuple[Query, str]], distill: Sequence[bool] | None = None
+) -> dict[str, list[Any]]:
+    """Prompt-completion rows: the bare query (no critique, no constitution) -> new answer;
+    ``distill`` flags the rows trained towards the untouched model (``chat_rows``)."""
+    return chat_rows([(q.chat(), a) for q, a in examples], distill)
 
 
 @register("algorithm", "sft", settings=SFTSettings)

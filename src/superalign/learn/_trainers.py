@@ -165,14 +165,24 @@ def ends_an_answer(text: str) -> bool:
     return _ENDED.search(text) is not None
 
 
-def chat_rows(examples: Sequence[tuple[Chat, str]]) -> dict[str, list[Any]]:
+def chat_rows(
+    examples: Sequence[tuple[Chat, str]], distill: Sequence[bool] | None = None
+) -> dict[str, list[Any]]:
     """Conversational prompt-completion rows for SFT: each (prompt chat, answer) pair,
-    with whether the answer ended (``ends_an_answer``) or was cut."""
-    return {
+    with whether the answer ended (``ends_an_answer``) or was cut. ``distill`` marks the
+    rows whose answer the untouched model wrote: their loss is the KL divergence from
+    the untouched model's next-token distribution (``_trl.completion_head``), not the
+    log-likelihood of the answer's tokens."""
+    rows = {
         "prompt": [list(chat) for chat, _ in examples],
         "completion": [[{"role": "assistant", "content": answer}] for _, answer in examples],
         "ended": [ends_an_answer(answer) for _, answer in examples],
     }
+    if distill is not None:
+        if len(distill) != len(examples):
+            raise ValueError(f"{len(distill)} distill flags for {len(examples)} examples")
+        rows["distill"] = [bool(d) for d in distill]
+    return rows
 
 
 def tokenized_rows(tokenizer: Any, rows: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
@@ -182,6 +192,8 @@ def tokenized_rows(tokenizer: Any, rows: Mapping[str, Sequence[Any]]) -> dict[st
     as the start of an answer: the learner learns its words, not to stop after them."""
     ended = rows.get("ended") or [True] * len(rows["prompt"])
     out: dict[str, list[Any]] = {"input_ids": [], "completion_mask": []}
+    if "distill" in rows:
+        out["distill"] = [bool(d) for d in rows["distill"]]
     for prompt, completion, done in zip(rows["prompt"], rows["completion"], ended, strict=True):
         head = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         text = tokenizer.apply_chat_template([*prompt, *completion], tokenize=False)
@@ -240,13 +252,24 @@ def sft_trainer(
         max_length=max_length,
         completion_only_loss=True,
     )
+    distill = any(rows.get("distill") or ())
+    if distill and not is_peft(chat_model.model):
+        raise ConfigError(
+            "rows distilled from the untouched model need a LoRA adapter (its base weights "
+            "are the untouched model): turn learner.lora.enabled on, or learner.args.anchor off"
+        )
+    if distill:
+        args.remove_unused_columns = False  # the flag column reaches the collator
     trainer_cls = _trl.length_grouped(SFTTrainer) if batching == "length" else SFTTrainer
-    return _trl.completion_head(trainer_cls)(
+    trainer = _trl.completion_head(trainer_cls)(
         model=chat_model.model,
         args=args,
         train_dataset=Dataset.from_dict(tokenized_rows(chat_model.tokenizer, rows)),
         processing_class=chat_model.tokenizer,
     )
+    if distill:
+        trainer.data_collator = _trl.DistillFlags(trainer.data_collator)
+    return trainer
 
 
 def rl_trainer(

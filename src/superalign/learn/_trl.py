@@ -4,6 +4,7 @@ and ``_dpo.py``), and the adapters over the trainers' private API (``length_grou
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -14,6 +15,8 @@ from typing import Any
 from ..models import HFChatModel, base_network, training_precision
 from ..types import Query
 from ._reward import Reward
+
+log = logging.getLogger(__name__)
 
 # TRL pings the hub for usage statistics unless told it is offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -222,6 +225,22 @@ def plain_head(model: Any) -> bool:
     return all(getattr(config, name, None) is None for name in _LOGIT_TRANSFORMS)
 
 
+class DistillFlags:
+    """A collator around TRL's that also batches each row's ``distill`` flag (a bool
+    tensor under ``distill``), for ``completion_head``'s loss."""
+
+    def __init__(self, collate: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> None:
+        self.collate = collate
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        flags = [bool(e.get("distill", False)) for e in examples]
+        batch = self.collate([{k: v for k, v in e.items() if k != "distill"} for e in examples])
+        batch["distill"] = torch.tensor(flags, dtype=torch.bool)
+        return batch
+
+
 @cache
 def completion_head(trainer_cls: type) -> type:
     """``trainer_cls`` (TRL's SFTTrainer or a subclass) whose loss projects through the
@@ -231,7 +250,16 @@ def completion_head(trainer_cls: type) -> type:
     entropy and token accuracy. The forward goes through the model as prepared (DDP
     included) and returns the final hidden states; the head is applied here. FSDP and
     DeepSpeed keep TRL's loss (their head weight is sharded outside the forward), and so
-    do models whose logits are scaled or capped after the head."""
+    do models whose logits are scaled or capped after the head.
+
+    Rows flagged ``distill`` (``DistillFlags``; answers the untouched model wrote) are
+    trained towards the untouched model's whole next-token distribution at each of their
+    completion positions: their loss is KL(untouched || learner), the untouched model
+    being the same network with its LoRA adapter off, instead of the log-likelihood of
+    the one token the answer has there. Fitting its greedy tokens sharpens the learner's
+    distribution on benign requests (the loops and broken words of an over-trained small
+    model); the KL term holds it where it was. On TRL's own loss (the cases above) those
+    rows are trained on their tokens, with a warning."""
     import torch
 
     class CompletionHead(trainer_cls):  # type: ignore[misc, valid-type]
@@ -242,6 +270,7 @@ def completion_head(trainer_cls: type) -> type:
             return_outputs: bool = False,
             num_items_in_batch: Any = None,
         ) -> Any:
+            distill = inputs.pop("distill", None)
             net = base_network(self.accelerator.unwrap_model(model))
             if (
                 return_outputs
@@ -254,6 +283,11 @@ def completion_head(trainer_cls: type) -> type:
                 or self.aux_loss_enabled
                 or not plain_head(net)
             ):
+                if distill is not None and bool(distill.any()) and model.training:
+                    _warn_once(
+                        "rows distilled from the untouched model train on their tokens here "
+                        "(TRL's loss: FSDP, DeepSpeed, a scaled head or another loss type)"
+                    )
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             # The prepared model's forward carries the mixed precision; a model not yet
             # prepared (a direct call) gets the same autocast here. One logit is kept.
@@ -280,7 +314,13 @@ def completion_head(trainer_cls: type) -> type:
                 )
             log_p = logits.log_softmax(-1)
             count = keep.sum() if num_items_in_batch is None else num_items_in_batch
-            loss = -log_p.gather(-1, targets[:, None]).sum() / torch.as_tensor(count).clamp(min=1)
+            per_token = -log_p.gather(-1, targets[:, None])[:, 0]
+            if distill is not None and bool(distill.any()):
+                soft = distill.to(keep.device)[:, None].expand_as(keep)[keep]
+                ref = self._untouched_log_p(model, inputs, distill, keep, head)
+                kl = (ref.exp() * (ref - log_p[soft])).sum(-1)
+                per_token = per_token.masked_scatter(soft, kl)
+            loss = per_token.sum() / torch.as_tensor(count).clamp(min=1)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 # as TRL: the count is every rank's tokens, and DDP averages the gradients
                 loss = loss * (self.accelerator.num_processes // self.get_tp_size())
@@ -297,7 +337,38 @@ def completion_head(trainer_cls: type) -> type:
                 self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
             return loss
 
+        def _untouched_log_p(
+            self, model: Any, inputs: dict[str, Any], distill: Any, keep: Any, head: Any
+        ) -> Any:
+            """Log-probabilities of the untouched model (adapter off) at the labelled
+            positions of the ``distill`` rows, in the order ``keep`` takes them."""
+            peft = self.accelerator.unwrap_model(model)
+            rows = distill.to(keep.device)
+            mask, positions = inputs.get("attention_mask"), inputs.get("position_ids")
+            with torch.no_grad(), peft.disable_adapter(), self.accelerator.autocast():
+                out = peft(
+                    input_ids=inputs["input_ids"][rows],
+                    attention_mask=None if mask is None else mask[rows],
+                    position_ids=None if positions is None else positions[rows],
+                    use_cache=False,
+                    output_hidden_states=True,
+                    logits_to_keep=1,
+                )
+                hidden = out.hidden_states[-1][:, :-1][keep[rows]]
+                with torch.autocast(hidden.device.type, enabled=False):
+                    logits = torch.nn.functional.linear(
+                        hidden.float(),
+                        head.weight.float(),
+                        None if head.bias is None else head.bias.float(),
+                    )
+                return logits.log_softmax(-1)
+
     return CompletionHead
+
+
+@cache
+def _warn_once(message: str) -> None:
+    log.warning(message)
 
 
 # -- TRL's private API ---------------------------------------------------------------
