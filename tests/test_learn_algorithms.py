@@ -351,14 +351,17 @@ def test_anchored_sft_targets_are_the_untouched_models_answers(tiny_model_path, 
             "batch_size": 4,
             "max_steps": 2,
             "anchor": True,
+            "anchor_loss": "kl",
             "max_new_tokens": 6,
         },
         learning_rate=1e-2,
     )
     learner = build_learner(section, model, CriticReward(approving_judge), tmp_path)
     pairs = [Preference(query=q, chosen="OK OK OK OK.", rejected="No.") for q in queries]
-    learner.train_round(_round(0, preferences=pairs))
+    ckpt = learner.train_round(_round(0, preferences=pairs))
     assert model.has_adapter
+    # the first round already anchors: the adapter exists before the examples are built
+    assert ckpt.metrics["distilled"] >= 2
     with torch.no_grad():  # an adapter strong enough to change every greedy answer
         for name, p in model.model.named_parameters():
             if "lora_B" in name:
@@ -374,6 +377,10 @@ def test_anchored_sft_targets_are_the_untouched_models_answers(tiny_model_path, 
         assert by_query[q.text] == ("OK OK OK OK." if keep else base_answer)
         anchored += not keep
     assert anchored >= 2
+    # the anchored targets, and only they, train towards the untouched distribution
+    flags = learner.distilled(examples)
+    assert flags == [q.intent != Intent.harmful and a != "OK OK OK OK." for q, a in examples]
+    assert sum(flags) == anchored
     # outside base_weights() the adapter is back
     assert model.generate([q.chat() for q in queries], params) == trained
 
@@ -563,7 +570,7 @@ def test_distilled_rows_train_towards_the_untouched_models_distribution(tiny_mod
         net = model.model
         net.train()
 
-        def by_hand() -> float:
+        def by_hand(hard: int = 0) -> float:
             with torch.no_grad():
                 ids, labels = batch["input_ids"], batch["labels"]
                 mask = batch["attention_mask"]
@@ -572,12 +579,14 @@ def test_distilled_rows_train_towards_the_untouched_models_distribution(tiny_mod
                     ref = net(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
             total, count = 0.0, 0
             for row in range(ids.shape[0]):
+                seen = 0
                 for t in range(ids.shape[1] - 1):
                     target = int(labels[row, t + 1])
                     if target == -100:
                         continue
                     count += 1
-                    if row == flagged:
+                    seen += 1
+                    if row == flagged and seen > hard:
                         p = ref[row, t].exp()
                         total += float((p * (ref[row, t] - logp[row, t])).sum())
                     else:
@@ -599,6 +608,11 @@ def test_distilled_rows_train_towards_the_untouched_models_distribution(tiny_mod
         assert kl_only() > 1e-3
         loss = trainer.compute_loss(net, dict(batch))
         assert float(loss) == pytest.approx(by_hand(), rel=1e-4)
+        # the first `distill_after` tokens of a distilled row are trained on their tokens
+        trainer.distill_after = 3
+        assert trainer.compute_loss(net, dict(batch)).item() == pytest.approx(by_hand(3), rel=1e-4)
+        assert by_hand(3) != pytest.approx(by_hand(), rel=1e-3)
+        trainer.distill_after = 0
         loss.backward()  # the KL term has a gradient through the adapter
         assert any(p.grad is not None and p.grad.abs().sum() > 0
                    for n, p in net.named_parameters() if "lora_A" in n)  # fmt: skip

@@ -96,6 +96,14 @@ class SFTSettings(BaseModel):
         "is the untouched model), which holds the learner's distribution on benign "
         "requests where it was instead of sharpening it onto one greedy answer",
     )
+    anchor_tokens: int = Field(
+        0,
+        ge=0,
+        description="with anchor_loss kl: the first this many tokens of each anchored "
+        "answer are still trained on their tokens. They decide between answering and "
+        "refusing: with the KL term alone from the first token, harmful refusals spread "
+        "to benign requests (docs/benchmarks.md)",
+    )
 
 
 @cache
@@ -475,6 +483,7 @@ class SFTLearner(BaseLearner):
             epochs=s.epochs,
             max_steps=s.max_steps,
             batching=s.batching,
+            distill_after=s.anchor_tokens,
         )
 
 

@@ -225,6 +225,7 @@ def sft_trainer(
     epochs: float = 1.0,
     max_steps: int = -1,
     batching: str = "random",
+    distill_after: int = 0,
 ) -> Any:
     """TRL's SFTTrainer on ``chat_model``'s network over prompt-completion ``rows``
     (``chat_rows``): loss on the completion only, rows cut at ``max_length`` tokens,
@@ -232,7 +233,9 @@ def sft_trainer(
     (TRL's shuffled batches) or "length" (rows of similar length together,
     ``LengthGroupedOrder``: less padding, but a batch then holds one kind of example;
     on the demo's safety data that made the learner refuse benign requests, see
-    docs/benchmarks.md)."""
+    docs/benchmarks.md). Rows flagged ``distill`` (``chat_rows``) are trained towards the
+    untouched model after their first ``distill_after`` completion tokens
+    (``_trl.completion_head``)."""
     if batching not in BATCHING:
         raise ConfigError(f"batching {batching!r}: choose one of {', '.join(BATCHING)}")
     from datasets import Dataset
@@ -269,6 +272,7 @@ def sft_trainer(
     )
     if distill:
         trainer.data_collator = _trl.DistillFlags(trainer.data_collator)
+        trainer.distill_after = distill_after
     return trainer
 
 

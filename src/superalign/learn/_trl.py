@@ -253,13 +253,15 @@ def completion_head(trainer_cls: type) -> type:
     do models whose logits are scaled or capped after the head.
 
     Rows flagged ``distill`` (``DistillFlags``; answers the untouched model wrote) are
-    trained towards the untouched model's whole next-token distribution at each of their
-    completion positions: their loss is KL(untouched || learner), the untouched model
-    being the same network with its LoRA adapter off, instead of the log-likelihood of
-    the one token the answer has there. Fitting its greedy tokens sharpens the learner's
-    distribution on benign requests (the loops and broken words of an over-trained small
-    model); the KL term holds it where it was. On TRL's own loss (the cases above) those
-    rows are trained on their tokens, with a warning."""
+    trained on their first ``distill_after`` completion tokens (a trainer attribute; 0 if
+    unset) as any row, and after them towards the untouched model's whole next-token
+    distribution: the loss there is KL(untouched || learner), the untouched model being
+    the same network with its LoRA adapter off, instead of the log-likelihood of the one
+    token the answer has. The opening tokens decide between answering and refusing, and
+    fitting them teaches that decision; fitting the rest of a greedy answer sharpens the
+    learner's distribution on benign requests (the loops and broken words of an
+    over-trained small model), which the KL term holds where it was. On TRL's own loss
+    (the cases above) those rows are trained on their tokens, with a warning."""
     import torch
 
     class CompletionHead(trainer_cls):  # type: ignore[misc, valid-type]
@@ -315,11 +317,15 @@ def completion_head(trainer_cls: type) -> type:
             log_p = logits.log_softmax(-1)
             count = keep.sum() if num_items_in_batch is None else num_items_in_batch
             per_token = -log_p.gather(-1, targets[:, None])[:, 0]
-            if distill is not None and bool(distill.any()):
-                soft = distill.to(keep.device)[:, None].expand_as(keep)[keep]
-                ref = self._untouched_log_p(model, inputs, distill, keep, head)
-                kl = (ref.exp() * (ref - log_p[soft])).sum(-1)
-                per_token = per_token.masked_scatter(soft, kl)
+            if distill is not None:
+                # the distilled rows' completion positions after the first `distill_after`
+                after = keep.cumsum(1) > getattr(self, "distill_after", 0)
+                at = distill.to(keep.device)[:, None] & keep & after
+                if bool(at.any()):
+                    ref = self._untouched_log_p(model, inputs, at, head)
+                    soft = at[keep]
+                    kl = (ref.exp() * (ref - log_p[soft])).sum(-1)
+                    per_token = per_token.masked_scatter(soft, kl)
             loss = per_token.sum() / torch.as_tensor(count).clamp(min=1)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 # as TRL: the count is every rank's tokens, and DDP averages the gradients
@@ -337,13 +343,11 @@ def completion_head(trainer_cls: type) -> type:
                 self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
             return loss
 
-        def _untouched_log_p(
-            self, model: Any, inputs: dict[str, Any], distill: Any, keep: Any, head: Any
-        ) -> Any:
-            """Log-probabilities of the untouched model (adapter off) at the labelled
-            positions of the ``distill`` rows, in the order ``keep`` takes them."""
+        def _untouched_log_p(self, model: Any, inputs: dict[str, Any], at: Any, head: Any) -> Any:
+            """Log-probabilities of the untouched model (adapter off) at the positions
+            ``at`` (a batch x position mask over the shifted labels), in row-major order."""
             peft = self.accelerator.unwrap_model(model)
-            rows = distill.to(keep.device)
+            rows = at.any(1)
             mask, positions = inputs.get("attention_mask"), inputs.get("position_ids")
             with torch.no_grad(), peft.disable_adapter(), self.accelerator.autocast():
                 out = peft(
@@ -354,7 +358,7 @@ def completion_head(trainer_cls: type) -> type:
                     output_hidden_states=True,
                     logits_to_keep=1,
                 )
-                hidden = out.hidden_states[-1][:, :-1][keep[rows]]
+                hidden = out.hidden_states[-1][:, :-1][at[rows]]
                 with torch.autocast(hidden.device.type, enabled=False):
                     logits = torch.nn.functional.linear(
                         hidden.float(),
