@@ -616,3 +616,15 @@ def test_distilled_rows_train_towards_the_untouched_models_distribution(tiny_mod
         loss.backward()  # the KL term has a gradient through the adapter
         assert any(p.grad is not None and p.grad.abs().sum() > 0
                    for n, p in net.named_parameters() if "lora_A" in n)  # fmt: skip
+
+
+def test_kl_anchoring_without_lora_is_refused_at_build(tiny_model, tmp_path):
+    from superalign.errors import ConfigError
+
+    section = LearnerSection(
+        algorithm="sft",
+        args={"mode": "chosen", "anchor": True, "anchor_loss": "kl"},
+        lora=LoraSettings(enabled=False),
+    )
+    with pytest.raises(ConfigError, match=r"anchor_loss 'kl'.*LoRA"):
+        build_learner(section, tiny_model, CriticReward(approving_judge), tmp_path)

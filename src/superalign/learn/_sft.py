@@ -545,4 +545,10 @@ def sft(
     run_dir: Path,
 ) -> SFTLearner:
     """Critique-guided revision or context distillation, fine-tuned (TRL SFT) with LoRA."""
+    if settings.anchor and settings.anchor_loss == "kl" and not section.lora.enabled:
+        raise ConfigError(
+            "learner.args.anchor_loss 'kl' measures the learner against its untouched "
+            "weights, which only a LoRA adapter keeps (the adapter off): turn "
+            "learner.lora.enabled on, or set learner.args.anchor_loss to 'nll'"
+        )
     return SFTLearner(settings, model=model, section=section, reward=reward, run_dir=run_dir)

@@ -170,8 +170,9 @@ def chat_rows(
 ) -> dict[str, list[Any]]:
     """Conversational prompt-completion rows for SFT: each (prompt chat, answer) pair,
     with whether the answer ended (``ends_an_answer``) or was cut. ``distill`` marks the
-    rows whose answer the untouched model wrote: their loss is the KL divergence from
-    the untouched model's next-token distribution (``_trl.completion_head``), not the
+    rows whose answer the untouched model wrote: after their first tokens
+    (``sft_trainer``'s ``distill_after``) their loss is the KL divergence from the
+    untouched model's next-token distribution (``_trl.completion_head``), not the
     log-likelihood of the answer's tokens."""
     rows = {
         "prompt": [list(chat) for chat, _ in examples],
