@@ -600,14 +600,14 @@ def test_distilled_rows_train_towards_the_untouched_models_distribution(tiny_mod
 
         # the adapter starts as the identity: the flagged row costs nothing yet
         assert kl_only() == pytest.approx(0.0, abs=1e-6)
-        assert float(trainer.compute_loss(net, dict(batch))) == pytest.approx(by_hand(), rel=1e-4)
+        assert trainer.compute_loss(net, dict(batch)).item() == pytest.approx(by_hand(), rel=1e-4)
         with torch.no_grad():  # move the learner away from the untouched model
             for name, p in net.named_parameters():
                 if "lora_B" in name:
                     p.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(0))
         assert kl_only() > 1e-3
         loss = trainer.compute_loss(net, dict(batch))
-        assert float(loss) == pytest.approx(by_hand(), rel=1e-4)
+        assert loss.item() == pytest.approx(by_hand(), rel=1e-4)
         # the first `distill_after` tokens of a distilled row are trained on their tokens
         trainer.distill_after = 3
         assert trainer.compute_loss(net, dict(batch)).item() == pytest.approx(by_hand(3), rel=1e-4)
