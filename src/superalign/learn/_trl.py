@@ -253,8 +253,8 @@ def completion_head(trainer_cls: type) -> type:
     do models whose logits are scaled or capped after the head.
 
     Rows flagged ``distill`` (``DistillFlags``; answers the untouched model wrote) are
-    trained on their first ``distill_after`` completion tokens (a trainer attribute; 0 if
-    unset) as any row, and after them towards the untouched model's whole next-token
+    trained on their first ``distill_after`` completion tokens (a trainer attribute, 0 by
+    default) as any row, and after them towards the untouched model's whole next-token
     distribution: the loss there is KL(untouched || learner), the untouched model being
     the same network with its LoRA adapter off, instead of the log-likelihood of the one
     token the answer has. The opening tokens decide between answering and refusing, and
@@ -265,6 +265,8 @@ def completion_head(trainer_cls: type) -> type:
     import torch
 
     class CompletionHead(trainer_cls):  # type: ignore[misc, valid-type]
+        distill_after = 0  # completion tokens of a distilled row trained on their tokens
+
         def compute_loss(
             self,
             model: Any,
@@ -307,19 +309,13 @@ def completion_head(trainer_cls: type) -> type:
             keep = labels != -100
             targets = labels[keep]
             head = net.get_output_embeddings()
-            # float32 product, as TRL's CPU path computes it
-            with torch.autocast(hidden.device.type, enabled=False):
-                logits = torch.nn.functional.linear(
-                    hidden[keep].float(),
-                    head.weight.float(),
-                    None if head.bias is None else head.bias.float(),
-                )
+            logits = _head_logits(hidden[keep], head)
             log_p = logits.log_softmax(-1)
             count = keep.sum() if num_items_in_batch is None else num_items_in_batch
             per_token = -log_p.gather(-1, targets[:, None])[:, 0]
             if distill is not None:
                 # the distilled rows' completion positions after the first `distill_after`
-                after = keep.cumsum(1) > getattr(self, "distill_after", 0)
+                after = keep.cumsum(1) > self.distill_after
                 at = distill.to(keep.device)[:, None] & keep & after
                 if bool(at.any()):
                     ref = self._untouched_log_p(model, inputs, at, head)
@@ -359,15 +355,20 @@ def completion_head(trainer_cls: type) -> type:
                     logits_to_keep=1,
                 )
                 hidden = out.hidden_states[-1][:, :-1][at[rows]]
-                with torch.autocast(hidden.device.type, enabled=False):
-                    logits = torch.nn.functional.linear(
-                        hidden.float(),
-                        head.weight.float(),
-                        None if head.bias is None else head.bias.float(),
-                    )
-                return logits.log_softmax(-1)
+                return _head_logits(hidden, head).log_softmax(-1)
 
     return CompletionHead
+
+
+def _head_logits(hidden: Any, head: Any) -> Any:
+    """``hidden`` through the LM head ``head`` as a float32 product, outside any autocast,
+    as TRL's CPU path computes it."""
+    import torch
+
+    with torch.autocast(hidden.device.type, enabled=False):
+        return torch.nn.functional.linear(
+            hidden.float(), head.weight.float(), None if head.bias is None else head.bias.float()
+        )
 
 
 @cache
