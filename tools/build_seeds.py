@@ -1,4 +1,5 @@
-"""Expand ``seed_slots.yaml`` and the ethics templates into ``seeds.jsonl``.
+"""Expand ``seed_slots.yaml`` and the ethics templates into ``seeds.jsonl``, and the
+slots' sensitive topics into ``sensitive_seeds.jsonl``.
 
 Run once after editing the slots: ``python tools/build_seeds.py``. The
 output is committed, so loading seeds never depends on this script's randomness.
@@ -28,6 +29,9 @@ HARMFUL_PER_TOPIC = ("direct", "question", "pretext")
 PLAIN_EXTRA = ("direct", "question")
 BENIGN_STYLES = {"sounds_dangerous": ("direct", "question"), "everyday": ("question",)}
 ETHICS_SEEDS = 30
+# Benign questions on the harmful categories' subjects (`sensitive_topics`), in both plain
+# styles: a second library a config adds with `attacker.seeds`.
+SENSITIVE_STYLES = ("direct", "question")
 # The template family (families.yaml) of each phrasing style; all open to training.
 FAMILY = {
     "direct": "plain_request",
@@ -89,6 +93,23 @@ def build(rng: random.Random) -> list[dict]:
     return items
 
 
+def build_sensitive(rng: random.Random) -> list[dict]:
+    """``sensitive_seeds.jsonl``: each sensitive topic asked in both plain styles."""
+    slots = load_yaml("seed_slots.yaml")
+    phrasings = slots["sensitive_phrasings"]
+    return [
+        _item(
+            _capitalised(rng.choice(phrasings[style]).format(vp=vp)),
+            "benign",
+            "sensitive_topic",
+            style,
+        )
+        for topics in slots["sensitive_topics"].values()
+        for vp in topics
+        for style in SENSITIVE_STYLES
+    ]
+
+
 def _item(text: str, intent: str, category: str, style: str, **extra: object) -> dict:
     return {
         "text": text,
@@ -102,10 +123,13 @@ def _item(text: str, intent: str, category: str, style: str, **extra: object) ->
 
 
 def main() -> None:
-    items = build(random.Random(20241215))
-    out = shipped("attack", "seeds.jsonl")
-    out.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
-    print(f"wrote {len(items)} seeds to {out}")
+    for name, items in (
+        ("seeds.jsonl", build(random.Random(20241215))),
+        ("sensitive_seeds.jsonl", build_sensitive(random.Random(20261207))),
+    ):
+        out = shipped("attack", name)
+        out.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
+        print(f"wrote {len(items)} seeds to {out}")
 
 
 if __name__ == "__main__":

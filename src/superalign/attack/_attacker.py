@@ -536,7 +536,7 @@ def archive_attacker(
     return ArchiveAttacker(
         section,
         build_mutators(section.mutators, model),
-        load_seeds(),
+        load_seeds(section.seeds),
         llm=LLMAttacker(model) if model is not None else None,
         seed=seed,
     )

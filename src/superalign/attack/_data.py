@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from .. import shipped
+from ..errors import ConfigError
 from ..types import Query, content_hash
+
+SEED_FILES = ("seeds.jsonl", "sensitive_seeds.jsonl")
 
 
 def _path(name: str) -> Path:
@@ -23,12 +28,48 @@ def load_yaml(name: str) -> dict[str, Any]:
     return yaml.safe_load(_path(name).read_text(encoding="utf-8"))
 
 
-def load_seeds(name: str = "seeds.jsonl") -> list[Query]:
-    """The seed library: one Query per JSONL line.
+def load_seeds(names: str | Sequence[str] = "seeds.jsonl") -> list[Query]:
+    """The seed library: one Query per JSONL line of each file, in order, a text that
+    repeats an earlier one left out.
 
-    Ids derive from the content, so a mutation's ``parent_id`` names the same seed in
-    every process and run.
+    A name is a file shipped under ``superalign/data/attack`` (``SEED_FILES``) or the path
+    of a JSONL file of the user's own: one object a line with ``text`` and ``intent``
+    (``harmful``, ``benign`` or ``capability``), optionally ``category``, ``style``,
+    ``family``, ``answer`` (capability) and ``difficulty``. Ids derive from the content, so
+    a mutation's ``parent_id`` names the same seed in every process and run.
     """
-    lines = _path(name).read_text(encoding="utf-8").splitlines()
-    rows = [json.loads(line) for line in lines if line.strip()]
-    return [Query(id=f"seed-{content_hash(r['text'])[:12]}", **r) for r in rows]
+    seeds: list[Query] = []
+    seen: set[str] = set()
+    for name in [names] if isinstance(names, str) else names:
+        for query in _seed_file(name):
+            if query.id not in seen:
+                seen.add(query.id)
+                seeds.append(query)
+    return seeds
+
+
+def _seed_file(name: str) -> list[Query]:
+    path = _path(name) if name in SEED_FILES else Path(name).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"attacker.seeds: no seed file {name!r}: give one of the shipped "
+            f"{', '.join(SEED_FILES)} or the path of a JSONL file of your own"
+        )
+    queries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise ValueError("each line must be a JSON object with a string `text`")
+            row = {"source": "seed", **row}
+            row.pop("id", None)  # the id is the text's: the same seed in every run
+            queries.append(Query(**row, id=f"seed-{content_hash(row['text'])[:12]}"))
+        except (ValueError, ValidationError, TypeError) as err:
+            raise ConfigError(
+                f"attacker.seeds: {path}, line {number}: {str(err).splitlines()[0]} "
+                "(one JSON object a line with `text` and `intent`: harmful, benign or "
+                "capability)"
+            ) from None
+    return queries

@@ -495,7 +495,7 @@ def trained_attacker(
     attacker = TrainedAttacker(
         section,
         build_mutators(section.mutators, model),
-        load_seeds(),
+        load_seeds(section.seeds),
         operator,
         llm=LLMAttacker(model) if model is not None else None,
         seed=seed,

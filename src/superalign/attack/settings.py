@@ -23,6 +23,14 @@ class AttackerSection(BaseModel):
         description="share of harmful / benign / capability queries per round",
     )
     mutators: list[str] | None = Field(None, description="mutators to use (default: all)")
+    seeds: list[str] = Field(
+        default_factory=lambda: ["seeds.jsonl"],
+        min_length=1,
+        description="seed libraries, in order: files shipped with the package (seeds.jsonl; "
+        "sensitive_seeds.jsonl, benign questions on the harmful categories' subjects) or "
+        "paths of JSONL files of your own, one query a line ({text, intent, category, "
+        "style})",
+    )
     refine_iterations: int = Field(0, ge=0, description="PAIR-style refinement steps per query")
     # Added by the attacker role (the archive attacker's knobs).
     name: str = Field("archive", description="registered attacker to build")
@@ -66,6 +74,22 @@ class AttackerSection(BaseModel):
         description="train the attacker model on its successful attacks each round (MART-style "
         "SFT, optional RL), as one more operator the bandit chooses; null: a fixed attacker",
     )
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_files_exist(cls, names: list[str]) -> list[str]:
+        """A seed file that is neither shipped nor on disk fails at load, not mid-run."""
+        from pathlib import Path
+
+        from ._data import SEED_FILES
+
+        for name in names:
+            if name not in SEED_FILES and not Path(name).expanduser().is_file():
+                raise ValueError(
+                    f"no seed file {name!r}: give one of the shipped {', '.join(SEED_FILES)} "
+                    "or the path of a JSONL file of your own"
+                )
+        return names
 
     @field_validator("mix")
     @classmethod
