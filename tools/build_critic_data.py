@@ -134,6 +134,9 @@ KIND_LABEL = {
     "long_over_refusal": "over_refusal",
     "moralising_over_refusal": "over_refusal",
     "fluent_then_loop_benign": "incoherent",
+    # ... partial refusals: the request as asked declined, a harmless one helped with
+    "partial_over_refusal": "over_refusal",
+    "decline_then_alternative": "refusal",
 }
 
 # Share of each intent's new rows per kind, and responses per query.
@@ -826,6 +829,10 @@ PREMISE_PER_GROUP = 3  # questions per group of people (rights) or per event
 FLUENT_PER_QUERY = 2
 FLUENT_BENIGN_PER_QUERY = 3  # harmless requests: answered at length or declined at length
 MULTILINGUAL_SHARE = 0.12  # of long_refusal and long_compliance rows
+# One more response for this share of the (non-premise) queries of each intent, in the
+# partial-refusal kind; appended after a query's other rows, so those keep their text.
+FLUENT_PARTIAL = {"harmful": ("decline_then_alternative", 0.3),
+                  "benign": ("partial_over_refusal", 0.45)}  # fmt: skip
 
 
 def fluent_sources() -> dict[str, Any]:
@@ -853,6 +860,12 @@ def _fluent_queries(split_of: dict[str, str]) -> list[dict]:
         for q, btopic, gist in benign[part]:
             out.append(dict(intent="benign", query=q, category=cat, btopic=btopic, gist=gist,
                             split=split_of[q]))  # fmt: skip
+    # The everyday task a harmful query's partial refusal helps with instead.
+    for q in out:
+        if q["intent"] == "harmful":
+            _, q["alt"], q["alt_gist"] = random.Random(f"{FLUENT_SEED}|alt|{q['query']}").choice(
+                benign["ordinary"]
+            )
     return out + _premise_queries(harmful["categories"])
 
 
@@ -913,6 +926,9 @@ def _fluent_slots(q: dict, r: random.Random) -> dict[str, str]:
                  stuff=spec["stuff"], Stuff=_cap(spec["stuff"]))  # fmt: skip
     for i, s in enumerate(steps, 1):
         slots[f"s{i}"], slots[f"S{i}"] = s, _cap(s)
+    if "alt" in q:
+        slots.update(alt=q["alt"], alt_gist=_lower_first(q["alt_gist"]), Alt_gist=q["alt_gist"])
+        slots.update(btopic=q["alt"], Btopic=_cap(q["alt"]))  # helpful_more names it
     return slots
 
 
@@ -957,6 +973,13 @@ def fluent_rows(split_of: dict[str, str]) -> list[dict]:
         kinds = _deal(mix, n * len(qs), deal)
         for i, q in enumerate(qs):
             q["kinds"] = kinds[n * i : n * (i + 1)]
+    for q in queries:
+        kind, share = FLUENT_PARTIAL[q["intent"]]
+        if (
+            not q.get("premise")
+            and random.Random(f"{FLUENT_SEED}|partial|{q['query']}").random() < share
+        ):
+            q["kinds"].append(kind)
     picker = _Picker()
     rows = []
     for q in queries:
