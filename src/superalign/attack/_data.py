@@ -48,13 +48,23 @@ def load_seeds(names: str | Sequence[str] = "seeds.jsonl") -> list[Query]:
     return seeds
 
 
-def _seed_file(name: str) -> list[Query]:
+def seed_path(name: str) -> Path:
+    """The file a seed library's name stands for; ValueError saying what to give where
+    it is neither shipped nor on disk."""
     path = _path(name) if name in SEED_FILES else Path(name).expanduser()
     if not path.is_file():
-        raise ConfigError(
-            f"attacker.seeds: no seed file {name!r}: give one of the shipped "
-            f"{', '.join(SEED_FILES)} or the path of a JSONL file of your own"
+        raise ValueError(
+            f"no seed file {name!r}: give one of the shipped {', '.join(SEED_FILES)} "
+            "or the path of a JSONL file of your own"
         )
+    return path
+
+
+def _seed_file(name: str) -> list[Query]:
+    try:
+        path = seed_path(name)
+    except ValueError as err:
+        raise ConfigError(f"attacker.seeds: {err}") from None
     queries = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():

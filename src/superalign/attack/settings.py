@@ -79,16 +79,10 @@ class AttackerSection(BaseModel):
     @classmethod
     def _seed_files_exist(cls, names: list[str]) -> list[str]:
         """A seed file that is neither shipped nor on disk fails at load, not mid-run."""
-        from pathlib import Path
-
-        from ._data import SEED_FILES
+        from ._data import seed_path
 
         for name in names:
-            if name not in SEED_FILES and not Path(name).expanduser().is_file():
-                raise ValueError(
-                    f"no seed file {name!r}: give one of the shipped {', '.join(SEED_FILES)} "
-                    "or the path of a JSONL file of your own"
-                )
+            seed_path(name)
         return names
 
     @field_validator("mix")
