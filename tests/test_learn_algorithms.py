@@ -598,8 +598,15 @@ def test_distilled_rows_train_towards_the_untouched_models_distribution(tiny_mod
             only["labels"][1 - flagged] = -100
             return trainer.compute_loss(net, only).item()
 
+        forwards = []
+        hook = net.get_base_model().register_forward_hook(lambda *_: forwards.append(1))
         # the adapter starts as the identity: the flagged row costs nothing yet
         assert kl_only() == pytest.approx(0.0, abs=1e-6)
+        # the untouched model ran once for the flagged row; later calls read its states
+        assert len(forwards) == 2 and len(trainer._untouched_hidden) == 1
+        kl_only()
+        assert len(forwards) == 3
+        hook.remove()
         assert trainer.compute_loss(net, dict(batch)).item() == pytest.approx(by_hand(), rel=1e-4)
         with torch.no_grad():  # move the learner away from the untouched model
             for name, p in net.named_parameters():
@@ -613,6 +620,17 @@ def test_distilled_rows_train_towards_the_untouched_models_distribution(tiny_mod
         assert trainer.compute_loss(net, dict(batch)).item() == pytest.approx(by_hand(3), rel=1e-4)
         assert by_hand(3) != pytest.approx(by_hand(), rel=1e-3)
         trainer.distill_after = 0
+        assert len(trainer._untouched_hidden) == 1
+        # the flagged row alone (no padding from the other row) reads the same states
+        alone = {k: v[flagged : flagged + 1] for k, v in batch.items()}
+        width = int(alone["attention_mask"].sum())
+        alone = {k: v[:, :width] if v.dim() == 2 else v for k, v in alone.items()}
+        fresh = sft_trainer(model, chat_rows([(chats[flagged], answers[flagged])], distill=[True]),
+                            run_dir=tmp_path, name="kl2", learning_rate=1e-3, seed=0,
+                            batch_size=1, max_length=128, max_steps=1)  # fmt: skip
+        assert trainer.compute_loss(net, dict(alone)).item() == pytest.approx(
+            fresh.compute_loss(net, dict(alone)).item(), rel=1e-5
+        )
         loss.backward()  # the KL term has a gradient through the adapter
         assert any(p.grad is not None and p.grad.abs().sum() > 0
                    for n, p in net.named_parameters() if "lora_A" in n)  # fmt: skip

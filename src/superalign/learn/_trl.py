@@ -266,6 +266,8 @@ def completion_head(trainer_cls: type) -> type:
 
     class CompletionHead(trainer_cls):  # type: ignore[misc, valid-type]
         distill_after = 0  # completion tokens of a distilled row trained on their tokens
+        # the untouched model's final hidden states at a row's completion positions, by row
+        _untouched_hidden: dict[tuple[bytes, bytes, bytes | None], Any] | None = None
 
         def compute_loss(
             self,
@@ -318,7 +320,7 @@ def completion_head(trainer_cls: type) -> type:
                 after = keep.cumsum(1) > self.distill_after
                 at = distill.to(keep.device)[:, None] & keep & after
                 if bool(at.any()):
-                    ref = self._untouched_log_p(model, inputs, at, head)
+                    ref = self._untouched_log_p(model, inputs, keep, at, head)
                     soft = at[keep]
                     kl = (ref.exp() * (ref - log_p[soft])).sum(-1)
                     per_token = per_token.masked_scatter(soft, kl)
@@ -339,23 +341,51 @@ def completion_head(trainer_cls: type) -> type:
                 self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
             return loss
 
-        def _untouched_log_p(self, model: Any, inputs: dict[str, Any], at: Any, head: Any) -> Any:
+        def _untouched_log_p(
+            self, model: Any, inputs: dict[str, Any], keep: Any, at: Any, head: Any
+        ) -> Any:
             """Log-probabilities of the untouched model (adapter off) at the positions
-            ``at`` (a batch x position mask over the shifted labels), in row-major order."""
-            peft = self.accelerator.unwrap_model(model)
-            rows = at.any(1)
-            mask, positions = inputs.get("attention_mask"), inputs.get("position_ids")
-            with torch.no_grad(), peft.disable_adapter(), self.accelerator.autocast():
-                out = peft(
-                    input_ids=inputs["input_ids"][rows],
-                    attention_mask=None if mask is None else mask[rows],
-                    position_ids=None if positions is None else positions[rows],
-                    use_cache=False,
-                    output_hidden_states=True,
-                    logits_to_keep=1,
+            ``at`` (a batch x position mask over the shifted labels, within the completion
+            positions ``keep``), in row-major order.
+
+            The untouched model's final hidden states at a row's completion positions are
+            computed once per trainer and kept (one hidden vector per completion token):
+            every epoch after the first reads them instead of running the network again.
+            The adapter-off network never changes while training, so they are the same
+            states, whatever the row is batched with."""
+            if self._untouched_hidden is None:
+                self._untouched_hidden = {}
+            cache = self._untouched_hidden
+            ids, mask = inputs["input_ids"], inputs.get("attention_mask")
+            positions = inputs.get("position_ids")
+            rows = at.any(1).nonzero()[:, 0].tolist()
+            real = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
+            keys = {
+                r: (
+                    ids[r][real[r]].cpu().numpy().tobytes(),
+                    keep[r][real[r][1:]].cpu().numpy().tobytes(),
+                    None if positions is None else positions[r][real[r]].cpu().numpy().tobytes(),
                 )
-                hidden = out.hidden_states[-1][:, :-1][at[rows]]
-                return _head_logits(hidden, head).log_softmax(-1)
+                for r in rows
+            }
+            missing = [r for r in rows if keys[r] not in cache]
+            if missing:
+                peft = self.accelerator.unwrap_model(model)
+                with torch.no_grad(), peft.disable_adapter(), self.accelerator.autocast():
+                    out = peft(
+                        input_ids=ids[missing],
+                        attention_mask=None if mask is None else mask[missing],
+                        position_ids=None if positions is None else positions[missing],
+                        use_cache=False,
+                        output_hidden_states=True,
+                        logits_to_keep=1,
+                    )
+                hidden = out.hidden_states[-1][:, :-1]
+                for k, r in enumerate(missing):
+                    cache[keys[r]] = hidden[k][keep[r]].detach()
+            states = torch.cat([cache[keys[r]][at[r][keep[r]]] for r in rows])
+            with torch.no_grad():
+                return _head_logits(states, head).log_softmax(-1)
 
     return CompletionHead
 
