@@ -253,3 +253,42 @@ def test_the_learned_critic_declares_its_retraining_to_the_loop(tmp_path) -> Non
     assert critic.path == target
     off = LearnedCritic(LearnedSettings(retrain=False))
     assert off.retrain(judged, tmp_path / "off") is None and not (tmp_path / "off").exists()
+
+
+def test_critic_eval_measures_a_configs_critics_with_their_arguments(tmp_path) -> None:
+    """`critic-eval --config FILE` builds the config's training critics with their
+    arguments: the long-row critic a config names reads the held-out partial refusals
+    that the registry's default learned critic (the short rows) takes for answers."""
+    from typer.testing import CliRunner
+
+    from superalign.cli import app
+
+    path = data_dir() / "labelled_long.jsonl"
+    lines = [x for x in path.read_text().splitlines() if x]
+    picked = [
+        json.loads(x)
+        for x in lines
+        if json.loads(x)["split"] == "test"
+        and json.loads(x)["kind"] in ("partial_over_refusal", "decline_then_alternative")
+    ]
+    data = tmp_path / "partial.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in picked))
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "critic:\n  critics: [{name: refusal}, {name: learned, args: {split: train+long}}]\n"
+    )
+
+    def learned_row(*args: str) -> dict:
+        out = tmp_path / "rows.json"
+        result = CliRunner().invoke(
+            app, ["critic-eval", "--data", str(data), "--output", str(out), *args]
+        )
+        assert result.exit_code == 0, result.output
+        rows = {r["name"]: r for r in json.loads(out.read_text())}
+        assert set(rows) == {"refusal", "learned", "ensemble"}
+        return rows["learned"]
+
+    from_config = learned_row("--config", str(config))
+    by_name = learned_row("--critics", "refusal,learned")
+    assert from_config["refusal_detection"] >= 0.9  # measured: 25 of 27
+    assert by_name["refusal_detection"] <= 0.4  # measured: 6 of 27

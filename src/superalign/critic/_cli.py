@@ -31,6 +31,12 @@ def critic_eval(
     critics: str = typer.Option(
         "refusal,query_risk,verifier,learned", "--critics", help="comma-separated critic names"
     ),
+    config: str | None = typer.Option(
+        None,
+        "--config",
+        help="measure a run config's training critics, with their arguments, constitution "
+        "and label model (e.g. configs/default.yaml) instead of --critics",
+    ),
     data: str | None = typer.Option(
         None, "--data", help="JSONL of query, response, label[, intent, answer, split]"
     ),
@@ -63,13 +69,28 @@ def critic_eval(
         calibration = [r for r in load_labelled() if "rest" in wanted or r.split in wanted]
     if not test:
         raise ConfigError(f"no rows with split {split!r} in the data; pick another --split")
-    names = [n.strip() for n in critics.split(",") if n.strip()]
+    label_model = None
+    if config is not None:
+        from ..config import load_config
+        from ._label_model import DawidSkene
+
+        section = load_config(config).critic
+        specs = [(s.name, dict(s.args)) for s in section.critics]
+        constitution, locale = section.constitution, section.locale
+        label_model = DawidSkene(method=section.label_model)
+    else:
+        specs = [(n.strip(), {}) for n in critics.split(",") if n.strip()]
+    names = [name for name, _ in specs]
+    where = "--config's critic.critics" if config is not None else "--critics"
     const = load_constitution(constitution, locale)
-    lm = load_model(model) if registry.needs_model("critic", names, "--critics") else None
+    lm = load_model(model) if registry.needs_model("critic", names, where) else None
     # Explanations are not scored here; generating them would only cost time.
-    args = {"judge": {"explain": False}, "self_critique": {"explain": False}}
-    built = [registry.create("critic", n, args.get(n), model=lm, constitution=const) for n in names]
-    results = evaluate_critics(built, calibration, test)
+    quiet = {"judge": {"explain": False}, "self_critique": {"explain": False}}
+    built = [
+        registry.create("critic", n, {**a, **quiet.get(n, {})}, model=lm, constitution=const)
+        for n, a in specs
+    ]
+    results = evaluate_critics(built, calibration, test, label_model)
     _print(results, len(calibration), len(test))
     if output:
         Path(output).write_text(json.dumps(results, indent=2))
