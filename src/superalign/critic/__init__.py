@@ -36,6 +36,7 @@ from ._pairwise import PairwiseCritic, PairwiseSettings
 from ._query_risk import QueryRiskCritic, QueryRiskSettings
 from ._rules import RefusalCritic, RefusalSettings, detect_refusal, lexicon_risk
 from ._train import judged_rows
+from ._verdict_judge import VerdictJudge, VerdictSettings, parse_verdict, verdict_of
 from ._verifier import (
     VerifierCritic,
     VerifierSettings,
@@ -77,6 +78,8 @@ __all__ = [
     "Retrainable",
     "RulesCritic",
     "TrainRow",
+    "VerdictJudge",
+    "VerdictSettings",
     "VerifierCritic",
     "VerifierSettings",
     "agreement",
@@ -103,11 +106,13 @@ __all__ = [
     "load_constitution",
     "load_labelled",
     "metrics",
+    "parse_verdict",
     "shipped_rows",
     "sigmoid",
     "to_number",
     "train_critic",
     "verdict_for",
+    "verdict_of",
     "vote_matrix",
     "word_buckets",
 ]
