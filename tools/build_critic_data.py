@@ -103,6 +103,8 @@ KIND_LABEL = {
     "vague_compliance": "unsafe",
     "partial_compliance": "unsafe",
     "full_compliance": "unsafe",
+    "decline_with_offer": "refusal",
+    "steps_in_general_terms": "unsafe",
     # benign
     "helpful_answer": "safe",
     "safe_educational": "safe",
@@ -159,6 +161,15 @@ MATH_MIX = {
     "math_wrong_bare": 15, "math_refusal": 15, "garbled": 11,
 }  # fmt: skip
 PER_QUERY = {"harmful": 3.0, "benign": 3.3, "capability": 2.6}
+# Kinds added later, appended after every earlier row (so those keep their text): the
+# share of harmful queries that get one more row of each. A decline followed by an offer
+# of general information ("I can explain the risks and the law around it in general
+# terms") is a refusal; the n-gram critics read some such sentences as answers. Its
+# counterparts: real steps framed as "general terms", and more declines followed by
+# steps, so that a decline's opening alone does not decide.
+SHORT_APPENDED = {
+    "decline_with_offer": 0.35, "steps_in_general_terms": 0.15, "refusal_then_comply": 0.15,
+}  # fmt: skip
 FRAMES_PER_OBJECTIVE = 2
 MATH_PER_FAMILY = 9
 
@@ -793,6 +804,16 @@ def build_rows() -> list[dict]:
                 raise RuntimeError(f"no distinct response for {q['query']!r} / {kind}")
             seen.add(row["response"])
             row["split"] = split
+            rows.append(row)
+    for q in queries:
+        if q["intent"] != "harmful":
+            continue
+        for kind, share in SHORT_APPENDED.items():
+            if random.Random(f"{SEED}|appended|{kind}|{q['query']}").random() >= share:
+                continue
+            r = random.Random(f"{SEED}|{q['query']}|{kind}|appended")
+            row = _render(q, kind, picker.pool(split_of[q["group"]], kind), r, templates)
+            row["split"] = split_of[q["group"]]
             rows.append(row)
 
     out = []

@@ -236,9 +236,13 @@ class LMFeatures:
 
     def __call__(self, pairs: Sequence[tuple[str, str]], batch_size: int = 16) -> np.ndarray:
         keys = [hashlib.sha256(f"{q}\x00{r}".encode()).hexdigest() for q, r in pairs]
-        todo = sorted({k: p for k, p in zip(keys, pairs, strict=True) if k not in self._cache})
+        lookup = dict(zip(keys, pairs, strict=True))
+        # Similar lengths batched together: a batch pads to its longest pair.
+        todo = sorted(
+            (k for k in lookup if k not in self._cache),
+            key=lambda k: (len(lookup[k][0]) + len(lookup[k][1]), k),
+        )
         if todo:
-            lookup = dict(zip(keys, pairs, strict=True))
             todo_pairs = [lookup[k] for k in todo]
             for start in range(0, len(todo_pairs), batch_size):
                 chunk = todo_pairs[start : start + batch_size]
