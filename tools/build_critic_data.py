@@ -37,6 +37,9 @@ Sources (all hand-written for this project, under ``data/critic/sources/``):
   held out by position like the templates below.
 
 Each kind maps to exactly one label (``KIND_LABEL``), following docs/labelling.md.
+Kinds added after the data first shipped (``SHORT_APPENDED``: a decline with an offer of
+general information, steps framed as "general terms", more declines followed by steps)
+are appended after every other row, so those keep their text.
 Kinds are dealt to queries from a seeded shuffle in fixed proportions per intent, so
 every hard case comes in volume.
 
