@@ -155,34 +155,29 @@ class VerdictJudge:
                 {"role": "user", "content": user}]  # fmt: skip
 
     def critique(self, exchanges: Sequence[Exchange]) -> list[Critique]:
-        out: list[Critique | None] = [None] * len(exchanges)
-        keyed = self._verifier.critique(list(exchanges)) if exchanges else []
-        asked = []
-        for i, (ex, v) in enumerate(zip(exchanges, keyed, strict=True)):
-            if ex.query.intent is Intent.capability:
-                out[i] = (
-                    Critique.abstain(self.name, "math without an answer key", self.version)
-                    if v.abstained
-                    else v.model_copy(update={"critic": self.name, "version": self.version})
-                )
-            else:
-                asked.append(i)
-        if asked:
-            params = GenParams(max_new_tokens=self.settings.max_new_tokens, temperature=0.0)
-            failure = ""
-            try:
-                replies = self.model.generate([self.chat(exchanges[i]) for i in asked], params)
-            except Exception as e:  # a failed judge abstains; the round goes on
-                log.warning("%s: generation failed: %s", self.name, e)
-                replies = [None] * len(asked)
-                failure = f"judge model failed: {e}"
-            for i, reply in zip(asked, replies, strict=True):
-                out[i] = (
-                    Critique.abstain(self.name, failure, self.version)
-                    if reply is None
-                    else self._one(exchanges[i], reply)
-                )
-        return [c for c in out if c is not None]
+        math = [ex for ex in exchanges if ex.query.intent is Intent.capability]
+        asked = [ex for ex in exchanges if ex.query.intent is not Intent.capability]
+        keyed = iter([self._keyed(v) for v in self._verifier.critique(math)] if math else [])
+        read = iter(self._read(asked) if asked else [])
+        return [next(keyed) if ex.query.intent is Intent.capability else next(read)
+                for ex in exchanges]  # fmt: skip
+
+    def _keyed(self, v: Critique) -> Critique:
+        """A math row's answer-key verdict under this judge's name."""
+        if v.abstained:
+            return Critique.abstain(self.name, "math without an answer key", self.version)
+        return v.model_copy(update={"critic": self.name, "version": self.version})
+
+    def _read(self, exchanges: Sequence[Exchange]) -> list[Critique]:
+        """The model's verdict on each safety row, one generation each."""
+        params = GenParams(max_new_tokens=self.settings.max_new_tokens, temperature=0.0)
+        try:
+            replies = self.model.generate([self.chat(ex) for ex in exchanges], params)
+        except Exception as e:  # a failed judge abstains; the round goes on
+            log.warning("%s: generation failed: %s", self.name, e)
+            return [Critique.abstain(self.name, f"judge model failed: {e}", self.version)
+                    for _ in exchanges]  # fmt: skip
+        return [self._one(ex, reply) for ex, reply in zip(exchanges, replies, strict=True)]
 
     def _one(self, ex: Exchange, reply: str) -> Critique:
         reading = parse_verdict(reply)
