@@ -35,11 +35,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +51,7 @@ from _learn_common import peak_rss_mb
 from _machine import machine_report
 from algorithms import SHOWN
 
-from superalign.attack import (
-    DifficultyLadder,
-    EthicsGenerator,
-    MathGenerator,
-    MutationFailed,
-    Mutator,
-    build_mutators,
-    load_seeds,
-    split_counts,
-)
-from superalign.attack._families import reserved_families, reserved_family
+from superalign.attack import build_mutators, library_queries
 from superalign.config import RunConfig, load_config
 from superalign.eval import (
     EvalSuite,
@@ -77,7 +66,6 @@ from superalign.types import GenParams, Intent, Judged, Preference, Query, Round
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_TRAIN_SECONDS = 231 + 244  # the demo's two train phases (docs/benchmarks.md)
-TRIES = 20  # candidates drawn per wanted query before a pool counts as exhausted
 Example = tuple[Query, str]
 
 
@@ -93,120 +81,6 @@ def held_out(config: RunConfig) -> set[str]:
         else None
     )
     return frozen_hashes() | (external.hashes if external else set()) | shipped_held_out()
-
-
-def trainable(query: Query | None, exclude: set[str], taken: set[str]) -> bool:
-    """Whether ``query`` may train: new, not held out, of no family reserved for evaluation."""
-    return (
-        query is not None
-        and query.hash not in exclude
-        and query.hash not in taken
-        and query.family not in reserved_families()
-        and reserved_family(query.text) is None
-    )
-
-
-def _fill(
-    k: int, make: Callable[[], Query | None], exclude: set[str], taken: set[str]
-) -> list[Query]:
-    """Call ``make()`` until ``k`` trainable queries are taken (or TRIES x k calls)."""
-    out: list[Query] = []
-    for _ in range(k * TRIES):
-        if len(out) == k:
-            break
-        query = make()
-        if trainable(query, exclude, taken):
-            assert query is not None
-            taken.add(query.hash)
-            out.append(query.model_copy(update={"tier": Tier.train, "round": 1}))
-    return out
-
-
-def _mutation_maker(
-    pool: Sequence[Query], mutators: dict[str, Mutator], rng: random.Random
-) -> Callable[[], Query | None]:
-    """A maker of mutations of random ``pool`` queries, the mutators taken in turn."""
-    names = list(mutators)
-    turn = [0]
-
-    def make() -> Query | None:
-        if not pool or not names:
-            return None
-        name = names[turn[0] % len(names)]
-        turn[0] += 1
-        try:
-            return mutators[name](rng.choice(pool), rng)
-        except MutationFailed:
-            return None
-
-    return make
-
-
-def _seed_maker(pool: Sequence[Query], rng: random.Random) -> Callable[[], Query | None]:
-    """A maker that hands out the ``pool`` in a seeded order, then None."""
-    order = list(pool)
-    rng.shuffle(order)
-    it = iter(order)
-    return lambda: next(it, None)
-
-
-def build_queries(
-    n: int,
-    mutators: dict[str, Mutator],
-    exclude: set[str],
-    seed: int = 0,
-    *,
-    harmful_share: float = 0.5,
-    mutation_share: float = 0.5,
-    mix: dict[Intent, float] | None = None,
-    ethics: float = 0.3,
-    benign_mutation: float = 0.25,
-) -> list[Query]:
-    """About ``n`` training queries, deterministic under ``seed``: ``harmful_share`` of
-    them harmful (seeds, and ``mutation_share`` of them seed mutations), the rest benign
-    and capability in the ratio of ``mix`` (benign: seeds, mutated seeds, dilemmas;
-    capability: math problems). Nothing whose hash is in ``exclude`` and no duplicate."""
-    rng = random.Random(seed)
-    seeds = [q for q in load_seeds() if q.hash not in exclude]
-    by_intent = {i: [q for q in seeds if q.intent == i] for i in Intent}
-    mix = mix or {Intent.harmful: 0.4, Intent.benign: 0.4, Intent.capability: 0.2}
-    n_harm = round(n * harmful_share)
-    helpful = split_counts(
-        n - n_harm,
-        {
-            Intent.benign: mix.get(Intent.benign, 0),
-            Intent.capability: mix.get(Intent.capability, 0),
-        },
-    )
-    taken: set[str] = set()
-    # harmful: seeds, then mutations (which make up any shortfall of seeds)
-    n_mut = round(n_harm * mutation_share)
-    harmful = _fill(n_harm - n_mut, _seed_maker(by_intent[Intent.harmful], rng), exclude, taken)
-    harmful += _fill(
-        n_harm - len(harmful),
-        _mutation_maker(by_intent[Intent.harmful], mutators, rng),
-        exclude,
-        taken,
-    )
-    # benign: dilemmas, mutated seeds, then the seeds themselves (as the attacker does)
-    k = helpful[Intent.benign]
-    n_ethics = round(k * ethics)
-    n_wrap = max(
-        round((k - n_ethics) * benign_mutation), k - n_ethics - len(by_intent[Intent.benign])
-    )
-    dilemmas, ladder = EthicsGenerator(rng), DifficultyLadder(highest=4)
-    benign = _fill(n_ethics, lambda: dilemmas.generate(ladder.pick(rng)), exclude, taken)
-    wrap = _mutation_maker(by_intent[Intent.benign], mutators, rng)
-    benign += _fill(n_wrap, wrap, exclude, taken)
-    benign += _fill(k - len(benign), _seed_maker(by_intent[Intent.benign], rng), exclude, taken)
-    # the seeds run out (dilemmas repeat some ethics seeds): wrap more of them
-    benign += _fill(k - len(benign), wrap, exclude, taken)
-    # capability: math problems at the level the loop's ladder starts from
-    math, math_ladder = MathGenerator(rng), DifficultyLadder()
-    capability = _fill(
-        helpful[Intent.capability], lambda: math.generate(math_ladder.pick(rng)), exclude, taken
-    )
-    return harmful + benign + capability
 
 
 def answer(
@@ -243,7 +117,7 @@ def build_examples(
 ) -> list[Example]:
     """The baseline's training examples, as ``config``'s attacker and loop sections say."""
     section = config.attacker
-    queries = build_queries(
+    queries = library_queries(
         n,
         build_mutators(section.mutators, None),
         exclude,

@@ -385,6 +385,66 @@ def test_anchored_sft_targets_are_the_untouched_models_answers(tiny_model_path, 
     assert model.generate([q.chat() for q in queries], params) == trained
 
 
+def test_sft_rehearses_the_seed_library_as_the_baseline_answers_it(tiny_model_path, tmp_path):
+    """Library queries join the round's pairs: a bank refusal for each harmful one, the
+    untouched model's answer for each benign one the critics accept (the rest left out),
+    trained towards the untouched distribution like the anchored answers."""
+    from superalign.errors import ConfigError
+    from superalign.learn import refusal_for
+
+    model = HFChatModel(model=str(tiny_model_path), device="cpu", fast=False)
+    with torch.no_grad():  # the random model's greedy answer is newlines: make it words
+        model.model.get_input_embeddings().weight[198].zero_()
+    params = GenParams(max_new_tokens=6, temperature=0.0)
+    library = [Query(text=f"Library harm {i}", intent=Intent.harmful) for i in range(2)] + [
+        Query(text=f"Library question {i}", intent=Intent.benign) for i in range(3)
+    ]
+    untouched = model.generate([q.chat() for q in library], params)
+    doubted = library[3]
+
+    def judge(exchanges: list[Exchange]) -> list[Judgement]:  # doubts one library answer
+        return [
+            Judgement(label=Label(verdict=Verdict.safe, p_acceptable=0.2 if e.query == doubted
+                                  else 0.9, confidence=0.9))
+            for e in exchanges
+        ]  # fmt: skip
+
+    args = {"mode": "chosen", "batch_size": 4, "max_steps": 1, "anchor": True,
+            "anchor_loss": "kl", "max_new_tokens": 6, "library": 5}  # fmt: skip
+    learner = build_learner(
+        LearnerSection(algorithm="sft", args=args, learning_rate=1e-2),
+        model,
+        CriticReward(judge),
+        tmp_path,
+    )
+    assert learner.library == 5  # what the loop draws for it each round
+    pairs = [Preference(query=q, chosen="OK OK OK OK.", rejected="No.") for q in _queries()]
+    data = _round(0, preferences=pairs).model_copy(update={"library": library})
+    ckpt = learner.train_round(data)
+    assert ckpt.metrics["library"] == 5
+    with torch.no_grad():  # move the learner away from the untouched model
+        for name, p in model.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
+    assert model.generate([q.chat() for q in library], params) != untouched
+    examples = learner.examples(data)
+    assert len(examples) == len(pairs) + 4  # the doubted answer is no target
+    rows = {q.text: a for q, a in examples[len(pairs) :]}
+    assert [rows[q.text] for q in library[:2]] == [refusal_for(q) for q in library[:2]]
+    assert doubted.text not in rows
+    assert [rows[q.text] for q in (library[2], library[4])] == [untouched[2], untouched[4]]
+    flags = learner.distilled(examples)[len(pairs) :]
+    assert flags == [q.intent == Intent.benign for q, _ in examples[len(pairs) :]]
+
+    with pytest.raises(ConfigError, match=r"library 5.*mode is 'revision'"):
+        build_learner(
+            LearnerSection(algorithm="sft", args={"library": 5}),
+            model,
+            CriticReward(judge),
+            tmp_path,
+        )
+
+
 def test_a_round_trains_the_same_whatever_random_state_it_starts_from(tiny_model_path, tmp_path):
     """A round resumed at its train phase starts from a fresh process's random state, an
     uninterrupted one from whatever the loop drew before: the LoRA matrices drawn in round

@@ -209,6 +209,9 @@ class RoundData(BaseModel):
     judged: list[Judged] = Field(default_factory=list)
     preferences: list[Preference] = Field(default_factory=list)
     constitution: str = ""  # principles as text, for revision and context distillation
+    # queries from the seed library to rehearse besides the round's own (learners that
+    # take them: sft in mode chosen, ``learner.args.library``)
+    library: list[Query] = Field(default_factory=list)
 
 
 class Checkpoint(BaseModel):

@@ -21,6 +21,7 @@ from ._generators import (
     MathGenerator,
     check_answer,
 )
+from ._library import library_queries
 from ._llm import (
     Attempt,
     Judge,
@@ -106,6 +107,7 @@ __all__ = [
     "effectiveness",
     "explanation",
     "is_plain_request",
+    "library_queries",
     "load_lexicon",
     "load_seeds",
     "max_similarity",

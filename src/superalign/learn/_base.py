@@ -36,6 +36,7 @@ DATA_DIR = shipped("learn")
 class Learner(Protocol):
     uses_preferences: bool  # the loop builds preference pairs before training when True
     run_id: str | None  # written into each checkpoint's metadata (the loop sets it)
+    library: int  # seed-library queries the loop adds to each round (RoundData.library)
 
     def train_round(self, data: RoundData) -> Checkpoint: ...
 
@@ -51,6 +52,7 @@ class BaseLearner:
     algorithm = "base"
     needs_reward = False
     uses_preferences = False  # the loop builds preference pairs before training when True
+    library = 0  # seed-library queries the loop adds to each round (RoundData.library)
     # The run this learner trains for; written into each checkpoint's metadata so a
     # resumed run can check that a checkpoint is its own (the loop sets it).
     run_id: str | None = None

@@ -71,6 +71,16 @@ class SFTSettings(BaseModel):
         "together ('length': about a fifth less training time on the demo, but batches "
         "of one kind of example; there it made the learner refuse most benign requests)",
     )
+    library: int = Field(
+        0,
+        ge=0,
+        description="mode chosen: the loop adds about this many queries from the seed "
+        "library to every round (half harmful: seeds and their mutations; half benign: "
+        "seeds, wrapped seeds and dilemmas), answered as the plain fine-tuning baseline "
+        "answers them: a bank refusal for a harmful one, the untouched model's answer for "
+        "a benign one. The round's failures alone are few and alike; the library keeps "
+        "the whole boundary between what to refuse and what to answer in every round",
+    )
     rehearse: float = Field(
         0.0,
         ge=0,
@@ -352,6 +362,10 @@ class SFTLearner(BaseLearner):
     def uses_preferences(self) -> bool:  # type: ignore[override]
         return self.settings.mode == "chosen"
 
+    @property
+    def library(self) -> int:  # type: ignore[override]
+        return self.settings.library
+
     def _train(self, data: RoundData) -> dict[str, Any]:
         examples = self.examples(data)
         if not examples and self.settings.mode == "chosen":
@@ -368,6 +382,8 @@ class SFTLearner(BaseLearner):
         distill = self.distilled(examples)
         summary = fit(self.trainer(examples, data.round, distill), self.budget)
         summary["examples"] = len(examples)
+        if data.library:
+            summary["library"] = len(data.library)
         if distill is not None:
             summary["distilled"] = sum(distill)
         return summary
@@ -401,7 +417,8 @@ class SFTLearner(BaseLearner):
             chosen = chosen_examples(data.preferences)
             if s.anchor:
                 chosen = self._anchored(chosen)
-            return chosen + refusal_top_up(chosen, _train_tier(data), s.rehearse)
+            rehearsed = refusal_top_up(chosen, _train_tier(data), s.rehearse)
+            return chosen + rehearsed + self._library(data.library)
         judge = self._judge()
         constitution = constitution_of(data)
         judged = _train_tier(data)
@@ -424,22 +441,51 @@ class SFTLearner(BaseLearner):
         idx = [i for i, (q, _) in enumerate(examples) if q.intent != Intent.harmful]
         if not idx or not self.chat_model.has_adapter:
             return examples  # no adapter yet: the learner is the untouched model
-        queries = [examples[i][0] for i in idx]
+        accepted = self._untouched_answers([examples[i][0] for i in idx])
+        out = list(examples)
+        for k, answer in accepted.items():
+            query = examples[idx[k]][0]
+            out[idx[k]] = (query, answer)
+            self._untouched[query.hash] = answer
+        return out
+
+    def _library(self, queries: Sequence[Query]) -> list[tuple[Query, str]]:
+        """Examples for the seed-library queries the loop added to the round
+        (``library``): a bank refusal for each harmful one, the untouched model's answer
+        for each benign or capability one where the critics accept it (with ``anchor``,
+        trained as the anchored answers are)."""
+        helpful = [q for q in queries if q.intent != Intent.harmful]
+        accepted = self._untouched_answers(helpful)
+        answers = {helpful[k].hash: a for k, a in accepted.items()}
+        if self.settings.anchor and self.chat_model.has_adapter:
+            self._untouched.update(answers)
+        out = []
+        for q in queries:
+            if q.intent == Intent.harmful:
+                out.append((q, refusal_for(q)))
+            elif q.hash in answers:
+                out.append((q, answers[q.hash]))
+        return out
+
+    def _untouched_answers(self, queries: Sequence[Query]) -> dict[int, str]:
+        """The untouched model's greedy answers (the adapter off) to ``queries`` that the
+        critics accept, by position."""
+        if not queries:
+            return {}
+        params = GenParams(max_new_tokens=self.settings.max_new_tokens, temperature=0.0)
+        chats = [q.chat() for q in queries]
         with self.chat_model.base_weights():
-            answers = self.chat_model.generate(
-                [q.chat() for q in queries],
-                GenParams(max_new_tokens=self.settings.max_new_tokens, temperature=0.0),
-            )
+            answers = self.chat_model.generate(chats, params)
         labels = self._judge()(
             [Exchange(query=q, response=a) for q, a in zip(queries, answers, strict=True)]
         )
-        out = list(examples)
-        for i, answer, judgement in zip(idx, answers, labels, strict=True):
-            label = judgement.label
-            if answer.strip() and label.verdict is not None and label.p_acceptable > 0.5:
-                out[i] = (examples[i][0], answer)
-                self._untouched[examples[i][0].hash] = answer
-        return out
+        return {
+            k: answer
+            for k, (answer, judgement) in enumerate(zip(answers, labels, strict=True))
+            if answer.strip()
+            and judgement.label.verdict is not None
+            and judgement.label.p_acceptable > 0.5
+        }
 
     def _helpful_top_up(
         self, kept: list[tuple[Query, str]], judge: Judge, constitution: str
@@ -550,5 +596,11 @@ def sft(
             "learner.args.anchor_loss 'kl' measures the learner against its untouched "
             "weights, which only a LoRA adapter keeps (the adapter off): turn "
             "learner.lora.enabled on, or set learner.args.anchor_loss to 'nll'"
+        )
+    if settings.library and settings.mode != "chosen":
+        raise ConfigError(
+            f"learner.args.library {settings.library} adds seed-library queries to the "
+            f"chosen answers of each round's pairs, but mode is {settings.mode!r}: set "
+            "learner.args.mode to 'chosen', or library to 0"
         )
     return SFTLearner(settings, model=model, section=section, reward=reward, run_dir=run_dir)

@@ -42,6 +42,7 @@ from ..types import (
     Feedback,
     GenParams,
     HumanLabel,
+    Intent,
     Judged,
     Judgement,
     Query,
@@ -327,16 +328,13 @@ class Loop:
 
     def attack(self, r: int, started: float) -> None:
         from ..attack import is_plain_request
-        from ..eval import assert_disjoint, frozen_hashes, keep_apart, split_frontier
-        from ..eval import held_out_hashes as shipped_held_out
+        from ..eval import assert_disjoint, keep_apart, split_frontier
 
         cfg = self.config
         state = self.store.latest_state("attacker", before=r)
         if state is not None:
             self.attacker.load_state(state)
-        # The frozen tier, the external sets, and the multi-turn objectives and language
-        # slices shipped for evaluation: never trained on.
-        held_out_hashes = frozen_hashes() | self._external_hashes() | shipped_held_out()
+        held_out_hashes = self._held_out_hashes()
         exclude = held_out_hashes | self.store.query_hashes([t.value for t in EVAL_TIERS])
         feedback = Feedback(
             round=r, judged=self.store.judged(r - 1, Tier.train.value), exclude_hashes=exclude
@@ -552,6 +550,7 @@ class Loop:
             judged=self.store.judged(r, Tier.train.value),
             preferences=replayed + self.store.preferences(r),
             constitution=self.constitution,
+            library=self._library(r),
         )
         self._label_model(r)  # online RL rewards use the label model fitted on this round
         self.learner.run_id = self.store.meta("run_id")  # written into the checkpoint
@@ -744,6 +743,45 @@ class Loop:
         if stored or not self.config.eval.external:
             return stored
         return self._external_resolved.queries
+
+    def _held_out_hashes(self) -> set[str]:
+        """The frozen tier, the external sets, and the multi-turn objectives and language
+        slices shipped for evaluation: never trained on."""
+        from ..eval import frozen_hashes
+        from ..eval import held_out_hashes as shipped_held_out
+
+        return frozen_hashes() | self._external_hashes() | shipped_held_out()
+
+    def _library(self, r: int) -> list[Query]:
+        """The seed-library queries the learner rehearses in round ``r`` besides the
+        round's own (``learner.args.library`` of them; none by default), drawn as the
+        plain fine-tuning baseline draws them: half harmful (seeds and their mutations),
+        half benign (seeds, wrapped seeds, dilemmas), from the attacker's seed libraries
+        with its rule mutators. Nothing held out for evaluation, nothing the round
+        already trains on; a resumed round draws the same ones."""
+        n = self.learner.library
+        if not n:
+            return []
+        from ..attack import LLM_MUTATORS, build_mutators, library_queries, load_seeds
+
+        cfg = self.config.attacker
+        names = None if cfg.mutators is None else [m for m in cfg.mutators if m not in LLM_MUTATORS]
+        exclude = (
+            self._held_out_hashes()
+            | self.store.query_hashes([t.value for t in EVAL_TIERS])
+            | {q.hash for q in self.store.queries(round=r)}
+        )
+        return library_queries(
+            n,
+            build_mutators(names, None),
+            exclude,
+            seed=self.config.loop.seed * 1_000 + r,
+            mix={Intent.benign: 1.0},
+            ethics=cfg.ethics,
+            benign_mutation=cfg.benign_mutation,
+            seeds=load_seeds(cfg.seeds),
+            round_=r,
+        )
 
     def _external_hashes(self) -> set[str]:
         """Content hashes of every row of every external set: never trained on."""
