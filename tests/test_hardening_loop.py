@@ -46,6 +46,7 @@ def test_train_stores_the_checkpoint_relative_to_the_run_with_its_identity(tmp_p
 
     class FakeLearner:
         run_id = None
+        library = 0  # no seed-library queries to draw
 
         def train_round(self, data):
             path = loop.run_dir / "checkpoints" / f"round-{data.round}"
