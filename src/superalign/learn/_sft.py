@@ -78,8 +78,9 @@ class SFTSettings(BaseModel):
         "library to every round (half harmful: seeds and their mutations; half benign: "
         "seeds, wrapped seeds and dilemmas), answered as the plain fine-tuning baseline "
         "answers them: a bank refusal for a harmful one, the untouched model's answer for "
-        "a benign one. The round's failures alone are few and alike; the library keeps "
-        "the whole boundary between what to refuse and what to answer in every round",
+        "a benign one, trained as anchored answers are. On the demo (library 96, epochs "
+        "1.5) it lowered round 1's benign refusals but not round 2's, at twice the "
+        "training compute (docs/benchmarks.md); off by default",
     )
     rehearse: float = Field(
         0.0,
