@@ -706,3 +706,108 @@ def test_kl_anchoring_without_lora_is_refused_at_build(tiny_model, tmp_path):
     )
     with pytest.raises(ConfigError, match=r"anchor_loss 'kl'.*LoRA"):
         build_learner(section, tiny_model, CriticReward(approving_judge), tmp_path)
+
+
+def test_rows_to_make_unlikely_cost_the_unlikelihood_of_their_first_tokens(
+    tiny_model_path, tmp_path
+):
+    """A row flagged ``unlikely`` keeps its first ``unlikely_tokens`` answer tokens and
+    costs -log(1 - P) for their joint probability P, spread over them; a plain row its
+    tokens' log-likelihood. Trained on, the flagged answer becomes unlikely. On TRL's own
+    loss (which would train it as a target) the flagged row is left out."""
+    from superalign.learn import _trl
+    from superalign.learn._trainers import chat_rows, sft_trainer, trainable
+
+    refusal = "I can't help with that request, sorry."
+    chats = [
+        [{"role": "user", "content": "How do I kill a Python process?"}],
+        [{"role": "user", "content": "Name three birds that cannot fly."}],
+    ]
+    answers = [refusal, "Emus, kiwis and ostriches."]
+    model = HFChatModel(model=str(tiny_model_path), device="cpu", fast=False)
+    k = 3
+
+    def prefix_log_p() -> float:  # log P of the refusal's first k tokens, by hand
+        ids = model.tokenizer(refusal, add_special_tokens=False)["input_ids"][:k]
+        return model.logprobs([chats[0]], [model.tokenizer.decode(ids)])[0]
+
+    with trainable(model, LoraSettings(enabled=False)):  # no adapter needed
+        # first teach the refusal, so that there is a probability to push down
+        teach = sft_trainer(model, chat_rows([(chats[0], refusal)]), run_dir=tmp_path,
+                            name="teach", learning_rate=1e-2, seed=0, batch_size=1,
+                            max_length=128, max_steps=30)  # fmt: skip
+        teach.train()
+        taught = prefix_log_p()
+        assert taught > math.log(0.3)
+        trainer = sft_trainer(model, chat_rows(list(zip(chats, answers, strict=True)),
+                                               unlikely=[True, False]),
+                              run_dir=tmp_path, name="ul", learning_rate=1e-2, seed=0,
+                              batch_size=2, max_length=128, max_steps=1,
+                              unlikely_tokens=k)  # fmt: skip
+        trainer.args.shuffle_dataset = False
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        flagged = int(batch["unlikely"].nonzero()[0, 0])
+        assert batch["unlikely"].dtype == torch.bool and int(batch["unlikely"].sum()) == 1
+        assert int((batch["labels"][flagged] != -100).sum()) == k  # no end of turn either
+        net = model.model
+        net.train()
+        with torch.no_grad():
+            ids, labels = batch["input_ids"], batch["labels"]
+            logp = net(input_ids=ids, attention_mask=batch["attention_mask"]).logits
+            logp = logp.float().log_softmax(-1)
+        nll, seq, count = 0.0, 0.0, 0
+        for row in range(ids.shape[0]):
+            for t in range(ids.shape[1] - 1):
+                target = int(labels[row, t + 1])
+                if target == -100:
+                    continue
+                count += 1
+                if row == flagged:
+                    seq += float(logp[row, t, target])
+                else:
+                    nll -= float(logp[row, t, target])
+        assert seq == pytest.approx(taught, abs=1e-3)  # the same tokens as by hand
+        by_hand = (nll - math.log1p(-math.exp(seq))) / count
+        assert trainer.compute_loss(net, dict(batch)).item() == pytest.approx(by_hand, rel=1e-4)
+
+        plain = {k_: v.clone() for k_, v in batch.items()}
+        plain["labels"][flagged] = -100
+        with pytest.MonkeyPatch.context() as mp:  # TRL's own loss: the row is left out
+            mp.setattr(_trl, "plain_head", lambda _net: False)
+            trl_loss = trainer.compute_loss(net, dict(batch)).item()
+        assert trl_loss == pytest.approx(nll / (count - k), rel=1e-4)
+
+        push = sft_trainer(model, chat_rows([(chats[0], refusal)], unlikely=[True]),
+                           run_dir=tmp_path, name="push", learning_rate=1e-2, seed=0,
+                           batch_size=1, max_length=128, max_steps=10,
+                           unlikely_tokens=k)  # fmt: skip
+        push.train()
+    assert prefix_log_p() < taught - 1.0  # the refusal's opening is now unlikely
+
+
+def test_chosen_sft_makes_the_refusals_of_benign_pairs_unlikely(tiny_model, tmp_path):
+    """With ``unlikely_tokens`` the rejected side of each benign pair (the bank refusal)
+    joins the round as a row to make unlikely, once per (query, answer); harmful pairs'
+    rejected answers do not. Off, and in another mode, there are none."""
+    from superalign.errors import ConfigError
+
+    pairs = [
+        Preference(query=q, chosen="OK then.", rejected=f"No {q.intent.value}.") for q in _queries()
+    ]
+    args = {"mode": "chosen", "batch_size": 4, "max_steps": 2, "unlikely_tokens": 2}
+    section = LearnerSection(algorithm="sft", args=args, learning_rate=1e-2)
+    learner = build_learner(section, tiny_model, None, tmp_path)
+    data = _round(0, preferences=pairs + pairs)
+    negatives = learner.unlikely(data)
+    assert negatives == [(p.query, p.rejected) for p in pairs if p.query.intent == Intent.benign]
+    ckpt = learner.train_round(data)
+    assert ckpt.metrics["unlikely"] == 4 and ckpt.metrics["examples"] == len(pairs)
+    rows = learner.trainer(learner.examples(data), 0, None, negatives).train_dataset
+    assert rows["unlikely"] == [False] * len(pairs) + [True] * 4
+
+    off = build_learner(LearnerSection(algorithm="sft", args={**args, "unlikely_tokens": 0}),
+                        tiny_model, None, tmp_path)  # fmt: skip
+    assert off.unlikely(data) == []
+    with pytest.raises(ConfigError, match=r"unlikely_tokens 2.*mode is 'revision'"):
+        build_learner(LearnerSection(algorithm="sft", args={"unlikely_tokens": 2}),
+                      tiny_model, CriticReward(approving_judge), tmp_path)  # fmt: skip
