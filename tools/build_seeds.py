@@ -1,5 +1,6 @@
-"""Expand ``seed_slots.yaml`` and the ethics templates into ``seeds.jsonl``, and the
-slots' sensitive topics into ``sensitive_seeds.jsonl``.
+"""Expand ``seed_slots.yaml`` and the ethics templates into ``seeds.jsonl``, the slots'
+sensitive topics into ``sensitive_seeds.jsonl``, and the benign topics in the harmful
+seeds' phrasings into ``matched_seeds.jsonl``.
 
 Run once after editing the slots: ``python tools/build_seeds.py``. The
 output is committed, so loading seeds never depends on this script's randomness.
@@ -32,6 +33,9 @@ ETHICS_SEEDS = 30
 # Benign questions on the harmful categories' subjects (`sensitive_topics`), in both plain
 # styles: a second library a config adds with `attacker.seeds`.
 SENSITIVE_STYLES = ("direct", "question")
+# Benign topics asked in the harmful seeds' phrasings (`matched_seeds.jsonl`): this many
+# phrasings a topic, every phrasing about equally often.
+MATCHED_PER_TOPIC = 4
 # The template family (families.yaml) of each phrasing style; all open to training.
 FAMILY = {
     "direct": "plain_request",
@@ -110,6 +114,38 @@ def build_sensitive(rng: random.Random) -> list[dict]:
     ]
 
 
+def build_matched(rng: random.Random) -> list[dict]:
+    """``matched_seeds.jsonl``: each benign topic (``benign``) in ``MATCHED_PER_TOPIC`` of
+    the phrasings the harmful seeds use (``phrasings`` and ``plain_extra``), none already a
+    seed of ``seeds.jsonl``. In the main library only harmful requests come in most of
+    those phrasings, so the phrasing alone tells a harmful request from a benign one there."""
+    slots = load_yaml("seed_slots.yaml")
+    forms = sorted(
+        {
+            (style, text)
+            for table in ("phrasings", "plain_extra")
+            for style, texts in slots[table].items()
+            for text in texts
+        }
+    )
+    rng.shuffle(forms)
+    seeded = {content_hash(json.loads(line)["text"]) for line in _lines("seeds.jsonl")}
+    topics = [(c, vp) for c, vps in slots["benign"].items() for vp in vps]
+    items = []
+    for i, (category, vp) in enumerate(topics):
+        for j in range(MATCHED_PER_TOPIC):
+            style, form = forms[(i * MATCHED_PER_TOPIC + j) % len(forms)]
+            text = _capitalised(form.format(vp=vp))
+            if content_hash(text) not in seeded:
+                seeded.add(content_hash(text))
+                items.append(_item(text, "benign", category, style))
+    return items
+
+
+def _lines(name: str) -> list[str]:
+    return [x for x in shipped("attack", name).read_text(encoding="utf-8").splitlines() if x]
+
+
 def _item(text: str, intent: str, category: str, style: str, **extra: object) -> dict:
     return {
         "text": text,
@@ -130,6 +166,11 @@ def main() -> None:
         out = shipped("attack", name)
         out.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
         print(f"wrote {len(items)} seeds to {out}")
+    # after seeds.jsonl is written: it leaves out what that file already seeds
+    items = build_matched(random.Random(20261208))
+    out = shipped("attack", "matched_seeds.jsonl")
+    out.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
+    print(f"wrote {len(items)} seeds to {out}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from .. import shipped
 from ..errors import ConfigError
 from ..types import Query, content_hash
 
-SEED_FILES = ("seeds.jsonl", "sensitive_seeds.jsonl")
+SEED_FILES = ("seeds.jsonl", "sensitive_seeds.jsonl", "matched_seeds.jsonl")
 
 
 def _path(name: str) -> Path:

@@ -27,7 +27,8 @@ class AttackerSection(BaseModel):
         default_factory=lambda: ["seeds.jsonl"],
         min_length=1,
         description="seed libraries, in order: files shipped with the package (seeds.jsonl; "
-        "sensitive_seeds.jsonl, benign questions on the harmful categories' subjects) or "
+        "sensitive_seeds.jsonl, benign questions on the harmful categories' subjects; "
+        "matched_seeds.jsonl, benign requests in the harmful seeds' phrasings) or "
         "paths of JSONL files of your own, one query a line ({text, intent, category, "
         "style})",
     )
