@@ -9,6 +9,7 @@ import random
 from collections import Counter
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from _tools import load_tool
@@ -271,3 +272,32 @@ def test_a_bad_seed_file_is_named_with_what_to_do(tmp_path) -> None:
     bad.write_text("not json\n")
     with pytest.raises(ConfigError, match="line 1"):
         load_seeds([str(bad)])
+
+
+def test_the_matched_library_asks_benign_topics_in_every_harmful_phrasing() -> None:
+    """Each benign topic of the slots comes in several of the harmful seeds' phrasings, so
+    that in training a phrasing is not a sign of harm; none repeats a seed of the main
+    library, and the file is what the builder writes."""
+    slots = yaml.safe_load(_path("seed_slots.yaml").read_text())
+    matched = load_seeds("matched_seeds.jsonl")
+    main = load_seeds("seeds.jsonl")
+    assert {q.intent for q in matched} == {Intent.benign}
+    assert not {q.hash for q in matched} & {q.hash for q in main}
+    assert len({q.text for q in matched}) == len(matched) > 200
+    harmful_forms = {t for table in ("phrasings", "plain_extra")
+                     for texts in slots[table].values() for t in texts}  # fmt: skip
+    # the prefix of every harmful phrasing (before its topic) opens some benign seed
+    for form in harmful_forms:
+        head = form.split("{vp}")[0]
+        assert any(q.text.startswith(head[0].upper() + head[1:]) for q in matched), form
+    topics = [vp for vps in slots["benign"].values() for vp in vps]
+    per_topic = Counter(next(vp for vp in topics if vp in q.text) for q in matched)
+    assert set(per_topic) == set(topics) and min(per_topic.values()) >= 2
+    rows = [json.loads(x) for x in _path("matched_seeds.jsonl").read_text().splitlines() if x]
+    assert load_tool("build_seeds").build_matched(random.Random(20261208)) == rows
+    attacker = build_attacker(
+        AttackerSection(seeds=["seeds.jsonl", "matched_seeds.jsonl"]), None, seed=0
+    )
+    assert len(attacker.seeds[Intent.benign]) == sum(
+        q.intent == Intent.benign for q in main + matched
+    )
