@@ -115,16 +115,6 @@ class SFTSettings(BaseModel):
         "refusing: with the KL term alone from the first token, harmful refusals spread "
         "to benign requests (docs/benchmarks.md)",
     )
-    unlikely_tokens: int = Field(
-        0,
-        ge=0,
-        description="mode chosen: the rejected answer of each benign or capability pair "
-        "(a refusal from the bank) is trained as what not to say: the learner's "
-        "probability of its first this many tokens together is pushed down by the "
-        "sequence unlikelihood -log(1 - P), which costs nothing while the learner would "
-        "not refuse and grows as it would. The chosen side alone teaches what to say to "
-        "the round's benign requests, never that a refusal is wrong for them. 0: off",
-    )
 
 
 @cache
@@ -391,11 +381,8 @@ class SFTLearner(BaseLearner):
                 "learner.args.max_new_tokens"
             )
         distill = self.distilled(examples)
-        unlikely = self.unlikely(data)
-        summary = fit(self.trainer(examples, data.round, distill, unlikely), self.budget)
+        summary = fit(self.trainer(examples, data.round, distill), self.budget)
         summary["examples"] = len(examples)
-        if unlikely:
-            summary["unlikely"] = len(unlikely)
         if data.library:
             summary["library"] = len(data.library)
         if distill is not None:
@@ -413,27 +400,6 @@ class SFTLearner(BaseLearner):
         return [
             q.intent != Intent.harmful and untouched.get(q.hash) == answer for q, answer in examples
         ]
-
-    def unlikely(self, data: RoundData) -> list[tuple[Query, str]]:
-        """With ``unlikely_tokens`` (mode ``chosen``): the rejected answer of each
-        train-tier pair on a benign or capability query (``build_preferences`` makes it a
-        refusal from the bank), once per (query, answer). None otherwise."""
-        s = self.settings
-        if s.mode != "chosen" or not s.unlikely_tokens:
-            return []
-        seen: set[tuple[str, str]] = set()
-        out = []
-        for p in data.preferences:
-            key = (p.query.hash, p.rejected)
-            if (
-                p.query.tier == Tier.train
-                and p.query.intent != Intent.harmful
-                and p.rejected.strip()
-                and key not in seen
-            ):
-                seen.add(key)
-                out.append((p.query, p.rejected))
-        return out
 
     def _judge(self) -> Judge:
         if not isinstance(self.reward, CriticReward):
@@ -550,19 +516,11 @@ class SFTLearner(BaseLearner):
         examples: list[tuple[Query, str]],
         round_: int,
         distill: Sequence[bool] | None = None,
-        unlikely: Sequence[tuple[Query, str]] = (),
     ) -> Any:
-        """The round's trainer on ``examples`` (``distill`` flags those trained towards
-        the untouched model) and, after them, the answers in ``unlikely`` to make
-        unlikely."""
         s = self.settings
-        rows = list(examples) + list(unlikely)
-        if unlikely and distill is not None:
-            distill = [*distill, *[False] * len(unlikely)]
-        negative = [False] * len(examples) + [True] * len(unlikely) if unlikely else None
         return sft_trainer(
             self.chat_model,
-            sft_rows(rows, distill, negative),
+            sft_rows(examples, distill),
             run_dir=self.run_dir,
             name=f"sft-round-{round_}",
             learning_rate=self.section.learning_rate,
@@ -573,7 +531,6 @@ class SFTLearner(BaseLearner):
             max_steps=s.max_steps,
             batching=s.batching,
             distill_after=s.anchor_tokens,
-            unlikely_tokens=s.unlikely_tokens,
         )
 
 
@@ -618,14 +575,11 @@ def refusal_top_up(
 
 
 def sft_rows(
-    examples: Sequence[tuple[Query, str]],
-    distill: Sequence[bool] | None = None,
-    unlikely: Sequence[bool] | None = None,
+    examples: Sequence[tuple[Query, str]], distill: Sequence[bool] | None = None
 ) -> dict[str, list[Any]]:
     """Prompt-completion rows: the bare query (no critique, no constitution) -> new answer;
-    ``distill`` flags the rows trained towards the untouched model, ``unlikely`` the
-    answers to make unlikely (``chat_rows``)."""
-    return chat_rows([(q.chat(), a) for q, a in examples], distill, unlikely)
+    ``distill`` flags the rows trained towards the untouched model (``chat_rows``)."""
+    return chat_rows([(q.chat(), a) for q, a in examples], distill)
 
 
 @register("algorithm", "sft", settings=SFTSettings)
@@ -643,12 +597,6 @@ def sft(
             "learner.args.anchor_loss 'kl' measures the learner against its untouched "
             "weights, which only a LoRA adapter keeps (the adapter off): turn "
             "learner.lora.enabled on, or set learner.args.anchor_loss to 'nll'"
-        )
-    if settings.unlikely_tokens and settings.mode != "chosen":
-        raise ConfigError(
-            f"learner.args.unlikely_tokens {settings.unlikely_tokens} makes the rejected "
-            f"refusals of the round's benign pairs unlikely, but mode is {settings.mode!r}: "
-            "set learner.args.mode to 'chosen', or unlikely_tokens to 0"
         )
     if settings.library and settings.mode != "chosen":
         raise ConfigError(

@@ -166,51 +166,36 @@ def ends_an_answer(text: str) -> bool:
 
 
 def chat_rows(
-    examples: Sequence[tuple[Chat, str]],
-    distill: Sequence[bool] | None = None,
-    unlikely: Sequence[bool] | None = None,
+    examples: Sequence[tuple[Chat, str]], distill: Sequence[bool] | None = None
 ) -> dict[str, list[Any]]:
     """Conversational prompt-completion rows for SFT: each (prompt chat, answer) pair,
     with whether the answer ended (``ends_an_answer``) or was cut. ``distill`` marks the
     rows whose answer the untouched model wrote: after their first tokens
     (``sft_trainer``'s ``distill_after``) their loss is the KL divergence from the
     untouched model's next-token distribution (``_trl.completion_head``), not the
-    log-likelihood of the answer's tokens. ``unlikely`` marks answers the learner must
-    not give (a refusal to a benign request): their first tokens (``sft_trainer``'s
-    ``unlikely_tokens``) are made unlikely, and they count as cut (no end of turn)."""
+    log-likelihood of the answer's tokens."""
     rows = {
         "prompt": [list(chat) for chat, _ in examples],
         "completion": [[{"role": "assistant", "content": answer}] for _, answer in examples],
         "ended": [ends_an_answer(answer) for _, answer in examples],
     }
-    for name, flags in (("distill", distill), ("unlikely", unlikely)):
-        if flags is None:
-            continue
-        if len(flags) != len(examples):
-            raise ValueError(f"{len(flags)} {name} flags for {len(examples)} examples")
-        rows[name] = [bool(d) for d in flags]
-    if unlikely is not None:
-        rows["ended"] = [e and not u for e, u in zip(rows["ended"], rows["unlikely"], strict=True)]
+    if distill is not None:
+        if len(distill) != len(examples):
+            raise ValueError(f"{len(distill)} distill flags for {len(examples)} examples")
+        rows["distill"] = [bool(d) for d in distill]
     return rows
 
 
-def tokenized_rows(
-    tokenizer: Any, rows: Mapping[str, Sequence[Any]], unlikely_tokens: int = 0
-) -> dict[str, list[Any]]:
+def tokenized_rows(tokenizer: Any, rows: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
     """``chat_rows`` as token ids with a completion mask, through the tokenizer's chat
     template: the loss falls on the answer and, where the answer ended (``ended``; absent
     means all did), on the template's end-of-turn tokens after it. A cut answer is trained
-    as the start of an answer: the learner learns its words, not to stop after them. A
-    row flagged ``unlikely`` keeps its first ``unlikely_tokens`` answer tokens (> 0)."""
+    as the start of an answer: the learner learns its words, not to stop after them."""
     ended = rows.get("ended") or [True] * len(rows["prompt"])
-    unlikely = rows.get("unlikely") or [False] * len(rows["prompt"])
     out: dict[str, list[Any]] = {"input_ids": [], "completion_mask": []}
-    for name in _trl.ROW_FLAGS:
-        if name in rows:
-            out[name] = [bool(d) for d in rows[name]]
-    for prompt, completion, done, negative in zip(
-        rows["prompt"], rows["completion"], ended, unlikely, strict=True
-    ):
+    if "distill" in rows:
+        out["distill"] = [bool(d) for d in rows["distill"]]
+    for prompt, completion, done in zip(rows["prompt"], rows["completion"], ended, strict=True):
         head = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         text = tokenizer.apply_chat_template([*prompt, *completion], tokenize=False)
         # the answer starts where the two renderings part (after the prompt, for ChatML)
@@ -222,17 +207,8 @@ def tokenized_rows(
         at = text.find(answer, start) if answer else -1
         stop = len(text) if done or at < 0 else at + len(answer)
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        mask = [int(start <= a < stop) for a, _ in enc["offset_mapping"]]
-        if negative:
-            if unlikely_tokens <= 0:
-                raise ValueError("rows flagged unlikely need unlikely_tokens > 0")
-            first = next((i for i, m in enumerate(mask) if m), len(mask))
-            mask = [int(m and i < first + unlikely_tokens) for i, m in enumerate(mask)]
-            cut = first + unlikely_tokens
-            enc = {"input_ids": enc["input_ids"][:cut]}
-            mask = mask[:cut]
         out["input_ids"].append(list(enc["input_ids"]))
-        out["completion_mask"].append(mask)
+        out["completion_mask"].append([int(start <= a < stop) for a, _ in enc["offset_mapping"]])
     return out
 
 
@@ -251,7 +227,6 @@ def sft_trainer(
     max_steps: int = -1,
     batching: str = "random",
     distill_after: int = 0,
-    unlikely_tokens: int = 0,
 ) -> Any:
     """TRL's SFTTrainer on ``chat_model``'s network over prompt-completion ``rows``
     (``chat_rows``): loss on the completion only, rows cut at ``max_length`` tokens,
@@ -260,8 +235,7 @@ def sft_trainer(
     ``LengthGroupedOrder``: less padding, but a batch then holds one kind of example;
     on the demo's safety data that made the learner refuse benign requests, see
     docs/benchmarks.md). Rows flagged ``distill`` (``chat_rows``) are trained towards the
-    untouched model after their first ``distill_after`` completion tokens, and rows
-    flagged ``unlikely`` have their first ``unlikely_tokens`` made unlikely
+    untouched model after their first ``distill_after`` completion tokens
     (``_trl.completion_head``)."""
     if batching not in BATCHING:
         raise ConfigError(f"batching {batching!r}: choose one of {', '.join(BATCHING)}")
@@ -288,21 +262,18 @@ def sft_trainer(
             "rows distilled from the untouched model need a LoRA adapter (its base weights "
             "are the untouched model): turn learner.lora.enabled on, or learner.args.anchor off"
         )
-    flags = [n for n in _trl.ROW_FLAGS if any(rows.get(n) or ())]
-    if flags:
-        args.remove_unused_columns = False  # the flag columns reach the collator
+    if distill:
+        args.remove_unused_columns = False  # the flag column reaches the collator
     trainer_cls = _trl.length_grouped(SFTTrainer) if batching == "length" else SFTTrainer
     trainer = _trl.completion_head(trainer_cls)(
         model=chat_model.model,
         args=args,
-        train_dataset=Dataset.from_dict(
-            tokenized_rows(chat_model.tokenizer, rows, unlikely_tokens)
-        ),
+        train_dataset=Dataset.from_dict(tokenized_rows(chat_model.tokenizer, rows)),
         processing_class=chat_model.tokenizer,
     )
-    if flags:
-        trainer.data_collator = _trl.RowFlags(trainer.data_collator, flags)
-    trainer.distill_after = distill_after
+    if distill:
+        trainer.data_collator = _trl.DistillFlags(trainer.data_collator)
+        trainer.distill_after = distill_after
     return trainer
 
 

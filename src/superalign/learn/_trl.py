@@ -225,29 +225,19 @@ def plain_head(model: Any) -> bool:
     return all(getattr(config, name, None) is None for name in _LOGIT_TRANSFORMS)
 
 
-# Per-row flags ``chat_rows`` may carry to ``completion_head``'s loss.
-ROW_FLAGS = ("distill", "unlikely")
+class DistillFlags:
+    """A collator around TRL's that also batches each row's ``distill`` flag (a bool
+    tensor under ``distill``), for ``completion_head``'s loss."""
 
-
-class RowFlags:
-    """A collator around TRL's that also batches each row's flags (``ROW_FLAGS`` present
-    in the rows: a bool tensor under each name), for ``completion_head``'s loss."""
-
-    def __init__(
-        self, collate: Callable[[list[dict[str, Any]]], dict[str, Any]], names: Sequence[str]
-    ) -> None:
+    def __init__(self, collate: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> None:
         self.collate = collate
-        self.names = tuple(names)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        flags = {n: [bool(e.get(n, False)) for e in examples] for n in self.names}
-        batch = self.collate(
-            [{k: v for k, v in e.items() if k not in self.names} for e in examples]
-        )
-        for n, values in flags.items():
-            batch[n] = torch.tensor(values, dtype=torch.bool)
+        flags = [bool(e.get("distill", False)) for e in examples]
+        batch = self.collate([{k: v for k, v in e.items() if k != "distill"} for e in examples])
+        batch["distill"] = torch.tensor(flags, dtype=torch.bool)
         return batch
 
 
@@ -271,15 +261,7 @@ def completion_head(trainer_cls: type) -> type:
     fitting them teaches that decision; fitting the rest of a greedy answer sharpens the
     learner's distribution on benign requests (the loops and broken words of an
     over-trained small model), which the KL term holds where it was. On TRL's own loss
-    (the cases above) those rows are trained on their tokens, with a warning.
-
-    Rows flagged ``unlikely`` (a refusal to a benign request: what the learner must not
-    say) cost the sequence unlikelihood of their completion tokens, -log(1 - P) with P
-    the learner's probability of those tokens together, spread over them: nothing while
-    the learner would not say them, a push down on every one of them as P nears 1 (the
-    sequence-level form of Welleck et al. 2019's unlikelihood training). TRL's own loss
-    would train them as targets, so there they are dropped from the loss, with a
-    warning."""
+    (the cases above) those rows are trained on their tokens, with a warning."""
     import torch
 
     class CompletionHead(trainer_cls):  # type: ignore[misc, valid-type]
@@ -295,7 +277,6 @@ def completion_head(trainer_cls: type) -> type:
             num_items_in_batch: Any = None,
         ) -> Any:
             distill = inputs.pop("distill", None)
-            unlikely = inputs.pop("unlikely", None)
             net = base_network(self.accelerator.unwrap_model(model))
             if (
                 return_outputs
@@ -313,15 +294,6 @@ def completion_head(trainer_cls: type) -> type:
                         "rows distilled from the untouched model train on their tokens here "
                         "(TRL's loss: FSDP, DeepSpeed, a scaled head or another loss type)"
                     )
-                if unlikely is not None and bool(unlikely.any()):
-                    if model.training:
-                        _warn_once(
-                            "rows to make unlikely are left out of the loss here (TRL's "
-                            "loss: FSDP, DeepSpeed, a scaled head or another loss type)"
-                        )
-                    labels = inputs["labels"].clone()
-                    labels[unlikely.to(labels.device)] = -100
-                    inputs = {**inputs, "labels": labels}
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             # The prepared model's forward carries the mixed precision; a model not yet
             # prepared (a direct call) gets the same autocast here. One logit is kept.
@@ -343,18 +315,6 @@ def completion_head(trainer_cls: type) -> type:
             log_p = logits.log_softmax(-1)
             count = keep.sum() if num_items_in_batch is None else num_items_in_batch
             per_token = -log_p.gather(-1, targets[:, None])[:, 0]
-            scored = torch.ones_like(targets, dtype=torch.bool)  # tokens the metrics count
-            if unlikely is not None and bool(unlikely.any()):
-                negative = (unlikely.to(keep.device)[:, None] & keep)[keep]
-                row = keep.nonzero()[:, 0][negative]
-                log_seq = torch.zeros(keep.shape[0], device=keep.device, dtype=log_p.dtype)
-                log_seq = log_seq.index_add(0, row, -per_token[negative])
-                size = torch.zeros_like(log_seq).index_add(
-                    0, row, torch.ones_like(row, dtype=log_seq.dtype)
-                )
-                cost = -torch.log1p(-log_seq.exp().clamp(max=1 - 1e-6))
-                per_token = per_token.masked_scatter(negative, (cost / size.clamp(min=1))[row])
-                scored = ~negative
             if distill is not None:
                 # the distilled rows' completion positions after the first `distill_after`
                 after = keep.cumsum(1) > self.distill_after
@@ -370,9 +330,9 @@ def completion_head(trainer_cls: type) -> type:
                 loss = loss * (self.accelerator.num_processes // self.get_tp_size())
             with torch.no_grad():  # the metrics TRL logs, over every rank
                 gather = self.accelerator.gather_for_metrics
-                n = gather(scored.sum()).sum().clamp(min=1)
-                entropy = gather(-(log_p.exp() * log_p)[scored].sum()).sum()
-                right = gather((logits.argmax(-1) == targets)[scored].sum()).sum()
+                n = gather(keep.sum()).sum().clamp(min=1)
+                entropy = gather(-(log_p.exp() * log_p).sum()).sum()
+                right = gather((logits.argmax(-1) == targets).sum()).sum()
                 self._metrics["train"]["entropy"].append((entropy / n).item())
                 self._metrics["train"]["mean_token_accuracy"].append((right / n).item())
                 mask = inputs.get("attention_mask")
