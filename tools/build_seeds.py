@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from superalign import shipped
-from superalign.attack import EthicsGenerator
+from superalign.attack import EthicsGenerator, load_seeds
 from superalign.types import content_hash
 
 
@@ -129,7 +129,7 @@ def build_matched(rng: random.Random) -> list[dict]:
         }
     )
     rng.shuffle(forms)
-    seeded = {content_hash(json.loads(line)["text"]) for line in _lines("seeds.jsonl")}
+    seeded = {q.hash for q in load_seeds("seeds.jsonl")}
     topics = [(c, vp) for c, vps in slots["benign"].items() for vp in vps]
     items = []
     for i, (category, vp) in enumerate(topics):
@@ -140,10 +140,6 @@ def build_matched(rng: random.Random) -> list[dict]:
                 seeded.add(content_hash(text))
                 items.append(_item(text, "benign", category, style))
     return items
-
-
-def _lines(name: str) -> list[str]:
-    return [x for x in shipped("attack", name).read_text(encoding="utf-8").splitlines() if x]
 
 
 def _item(text: str, intent: str, category: str, style: str, **extra: object) -> dict:
@@ -159,18 +155,16 @@ def _item(text: str, intent: str, category: str, style: str, **extra: object) ->
 
 
 def main() -> None:
-    for name, items in (
-        ("seeds.jsonl", build(random.Random(20241215))),
-        ("sensitive_seeds.jsonl", build_sensitive(random.Random(20261207))),
+    # In order: the matched library leaves out what the written seeds.jsonl already seeds.
+    for name, make in (
+        ("seeds.jsonl", lambda: build(random.Random(20241215))),
+        ("sensitive_seeds.jsonl", lambda: build_sensitive(random.Random(20261207))),
+        ("matched_seeds.jsonl", lambda: build_matched(random.Random(20261208))),
     ):
+        items = make()
         out = shipped("attack", name)
         out.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
         print(f"wrote {len(items)} seeds to {out}")
-    # after seeds.jsonl is written: it leaves out what that file already seeds
-    items = build_matched(random.Random(20261208))
-    out = shipped("attack", "matched_seeds.jsonl")
-    out.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
-    print(f"wrote {len(items)} seeds to {out}")
 
 
 if __name__ == "__main__":
