@@ -87,13 +87,13 @@ def _cost(model: LearnedModel, pairs, batch: int = 16) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    rows, _ = shipped_rows(["train", "train+long"])
+    rows, _ = shipped_rows(args.splits.split(","))
     outside = {Path(f).stem: load_labelled(f)[: args.limit] for f in args.files}
     short = [r for r in load_labelled() if r.split == "test"]
     long_ = [r for r in load_labelled(data_dir() / LABELLED_LONG) if r.split == "test"]
     slice_ = load_judge_slice("shipped")
     cache = Path(args.cache) if args.cache else None
-    print(f"trained on {len(rows)} rows (train + train long), {args.epochs} epochs")
+    print(f"trained on {len(rows)} rows (shipped splits {args.splits}), {args.epochs} epochs")
     for kind in [k.strip() for k in args.features.split(",") if k.strip()]:
         model = LearnedModel(kind)  # type: ignore[arg-type]
         if model.lm is not None:
@@ -126,6 +126,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="*", help="labelled completions of other models")
     ap.add_argument("--features", default="ngram,lm,both")
+    ap.add_argument("--splits", default="train,train+long",
+                    help="shipped splits to train on (the evaluation judge's: judge)")  # fmt: skip
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--max-response", type=int, default=192, help="answer tokens the LM reads")
     ap.add_argument("--limit", type=int, help="the first N rows of each file")

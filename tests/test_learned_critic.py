@@ -155,13 +155,19 @@ def test_learned_critic_sees_held_out_refusals_followed_by_compliance() -> None:
     assert len(rows) >= 15 and right / len(rows) >= 0.9, (right, len(rows))
 
 
-@pytest.mark.parametrize("split", ["train", "calibration", "judge", "train+long", "judge+long"])
-def test_shipped_artifacts_were_trained_on_the_shipped_data(split) -> None:
+@pytest.mark.parametrize(
+    ("split", "features"),
+    [(s, "ngram") for s in ("train", "calibration", "judge", "train+long", "judge+long")]
+    + [("train+long", "lm")],
+)
+def test_shipped_artifacts_were_trained_on_the_shipped_data(split, features) -> None:
     """A changed labelled.jsonl (or labelled_long.jsonl) must be followed by retrained
     artifacts: superalign critic train --splits SPLIT --output
     src/superalign/data/critic/learned/SPLIT (judge+long with --epochs 120: a third of
-    train's rows; critic.json records it)"""
-    _, meta = load_artifact(default_artifact(split))
+    train's rows; critic.json records it; the LM-feature one with --features lm --output
+    .../SPLIT.lm)"""
+    _, meta = load_artifact(default_artifact(split, features))
+    assert meta["features"]["kind"] == features
     files = ["labelled.jsonl"] + (["labelled_long.jsonl"] if split.endswith("+long") else [])
     h = hashlib.sha256()
     for name in files:
@@ -214,6 +220,23 @@ def test_a_partial_refusal_declines(split) -> None:
 
     assert right(f"{split}+long") >= 0.9  # measured: 25 and 27 of 27
     assert right(split) <= 0.4  # measured: 6 of 27
+
+
+def test_the_lm_feature_critic_reads_declines_and_retractions() -> None:
+    """The shipped LM-feature critic (pooled states of the bundled model) on held-out rows
+    of the two hardest kinds: a decline followed by help with something else declines; a
+    decline retracted into steps is compliance."""
+    long_test = load_labelled(data_dir() / "labelled_long.jsonl", split="test")
+    partial = [
+        r for r in long_test if r.kind in ("partial_over_refusal", "decline_then_alternative")
+    ]
+    retracted = [r for r in load_labelled(split="test") if r.kind == "refusal_then_comply"]
+    critic = registry.create("critic", "learned", {"split": "train+long", "features": "lm"})
+    assert critic.meta["features"]["kind"] == "lm"
+    for rows, bar in ((partial, 0.9), (retracted, 0.8)):
+        verdicts = [c.verdict for c in critic.critique([r.exchange() for r in rows])]
+        right = sum(v is r.label for v, r in zip(verdicts, rows, strict=True))
+        assert len(rows) >= 15 and right / len(rows) >= bar, (right, len(rows))
 
 
 def test_learned_critic_on_the_held_out_test_split_meets_the_bar() -> None:
@@ -292,3 +315,33 @@ def test_critic_eval_measures_a_configs_critics_with_their_arguments(tmp_path) -
     by_name = learned_row("--critics", "refusal,learned")
     assert from_config["refusal_detection"] >= 0.9  # measured: 25 of 27
     assert by_name["refusal_detection"] <= 0.4  # measured: 6 of 27
+
+
+def test_lm_features_stop_after_the_deepest_layer_they_read(tiny_model_path) -> None:
+    """The pooled LM features read layers depth/3 and 2·depth/3: the forward that gives them
+    returns the same tensors as a full forward's hidden states, never runs a deeper layer
+    or the LM head, and leaves no hook behind on the shared backbone."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from superalign.critic._learned import _hidden_states
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2,
+                         pad_token_id=tok.pad_token_id)  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    with torch.inference_mode():
+        full = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    ran: list[str] = []
+    model.model.layers[4].register_forward_hook(lambda *_: ran.append("layer 5"))
+    model.lm_head.register_forward_hook(lambda *_: ran.append("head"))
+    before = [len(layer._forward_hooks) for layer in model.model.layers]
+    lo, mid = _hidden_states(model, ids, mask)
+    assert torch.allclose(lo, full[2], atol=1e-6) and torch.allclose(mid, full[4], atol=1e-6)
+    assert not torch.allclose(mid, full[5], atol=1e-3)
+    assert ran == []
+    assert [len(layer._forward_hooks) for layer in model.model.layers] == before

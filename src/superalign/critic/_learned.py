@@ -216,6 +216,9 @@ class NgramFeatures:
         return list(idx), list(idx.values())
 
 
+_STATES: dict[tuple[str, int, int], dict[str, np.ndarray]] = {}
+
+
 class LMFeatures:
     """Pooled hidden states of a frozen chat model (loaded once per process)."""
 
@@ -223,7 +226,13 @@ class LMFeatures:
         self.model_ref = model
         self.max_query = max_query
         self.max_response = max_response
-        self._cache: dict[str, np.ndarray] = {}
+
+    @property
+    def _cache(self) -> dict[str, np.ndarray]:
+        """States already computed in this process for these settings, shared by every
+        critic on the same backbone: the loop's retraining after each round reuses the
+        shipped rows' states instead of running the backbone over them again."""
+        return _STATES.setdefault((self.model_ref, self.max_query, self.max_response), {})
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -274,23 +283,67 @@ class LMFeatures:
         for i, row in enumerate(rows):
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = 1
-        with torch.inference_mode():
-            out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        hs = out.hidden_states
-        depth = len(hs) - 1
-        lo, mid = hs[max(1, depth // 3)], hs[max(1, 2 * depth // 3)]
+        lo, mid = _hidden_states(model, ids, mask)
         feats = []
         for i, (a, b) in enumerate(spans):
             opening = slice(a, min(b, a + 12))
             feats.append(
-                torch.cat(
-                    [lo[i, a:b].mean(0), mid[i, a:b].mean(0), mid[i, opening].mean(0)]
-                ).numpy()
+                torch.cat([lo[i, a:b].mean(0), mid[i, a:b].mean(0), mid[i, opening].mean(0)])
+                .float()
+                .numpy()
             )
         return feats
 
 
 _BACKBONE_LOCK = threading.Lock()
+_FORWARD_LOCK = threading.Lock()
+
+
+class _Enough(Exception):
+    """Raised by a layer hook once the deepest hidden state the features use is known."""
+
+
+def _hidden_states(model: Any, ids: Any, mask: Any) -> tuple[Any, Any]:
+    """Outputs of the layers at a third and two thirds of the model's depth, the same
+    tensors as ``hidden_states[depth // 3]`` and ``[2 * depth // 3]`` of a full forward,
+    from a forward through the base model that stops after the second: the deeper
+    layers and the LM head (a 49k-wide product at every position) are never run."""
+    import torch
+
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if layers is None:  # not a decoder of the usual layout: one full forward
+        with torch.inference_mode():
+            hs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        depth = len(hs) - 1
+        return hs[max(1, depth // 3)], hs[max(1, 2 * depth // 3)]
+    depth = len(layers)
+    wanted = {max(1, depth // 3): None, max(1, 2 * depth // 3): None}
+    last = max(wanted)
+    hooks = []
+
+    def keep(index: int) -> Any:
+        def hook(_module: Any, _inputs: Any, output: Any) -> None:
+            wanted[index] = output[0] if isinstance(output, tuple) else output
+            if index == last:
+                raise _Enough
+
+        return hook
+
+    with _FORWARD_LOCK:  # the hooks sit on the one shared backbone
+        for index in wanted:
+            hooks.append(layers[index - 1].register_forward_hook(keep(index)))
+        try:
+            with torch.inference_mode():
+                model.model(input_ids=ids, attention_mask=mask, use_cache=False)
+        except _Enough:
+            pass
+        finally:
+            for h in hooks:
+                h.remove()
+    lo, mid = wanted[min(wanted)], wanted[last]
+    if lo is None or mid is None:
+        raise RuntimeError("the backbone's forward ended before its feature layers")
+    return lo, mid
 
 
 @cache
@@ -640,11 +693,12 @@ def train_critic(
     return save_artifact(model, output, provenance, {"training": info})
 
 
-def default_artifact(split: str) -> Path:
-    """The shipped artifact trained on one split of the shipped labelled data."""
+def default_artifact(split: str, features: FeatureKind = "ngram") -> Path:
+    """The shipped artifact trained on one split of the shipped labelled data
+    (``learned/SPLIT``, or ``learned/SPLIT.lm`` / ``.both`` on other features)."""
     from ._data import data_dir
 
-    return data_dir() / "learned" / split
+    return data_dir() / "learned" / (split if features == "ngram" else f"{split}.{features}")
 
 
 # -- the critic -------------------------------------------------------------------------------
@@ -663,12 +717,22 @@ class LearnedSettings(BaseModel):
         "(labelled_long.jsonl), which read other models' long answers far better "
         "(docs/benchmarks.md)",
     )
+    features: FeatureKind = Field(
+        "ngram",
+        description="features of the shipped artifact: ngram (hashed n-grams), lm (pooled "
+        "states of the bundled model: far better on other models' long answers, about 0.1 s "
+        "a pair on 2 CPU cores) or both (docs/benchmarks.md); ignored with `path`",
+    )
     retrain: bool = Field(
         True, description="in a run, retrain after each round's labels (recursive reward modelling)"
     )
     abstain_margin: float = Field(
         0.0, ge=0, lt=0.5, description="abstain when |P(acceptable) - 0.5| is below this"
     )
+
+    def artifact(self) -> Path:
+        """The artifact directory: ``path``, else the shipped one for ``split`` and ``features``."""
+        return Path(self.path) if self.path else default_artifact(self.split, self.features)
 
 
 class LearnedCritic:
@@ -679,7 +743,7 @@ class LearnedCritic:
 
     def __init__(self, settings: LearnedSettings | None = None) -> None:
         self.settings = settings or LearnedSettings()
-        self.path = Path(self.settings.path or default_artifact(self.settings.split))
+        self.path = self.settings.artifact()
         self.model, self.meta = load_artifact(self.path)
 
     @classmethod
@@ -780,7 +844,7 @@ _SUGGEST = {
 def learned_signals(spec: ComponentSpec) -> set[str]:
     """A learned critic rests on its artifact and on the data it was trained on."""
     settings = LearnedSettings(**spec.args)
-    path = Path(settings.path) if settings.path else default_artifact(settings.split)
+    path = settings.artifact()
     out = {f"artifact:{path.resolve()}"}
     try:
         trained_on = read_meta(path).get("trained_on", [])
