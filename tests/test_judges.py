@@ -33,6 +33,11 @@ def test_a_judge_sharing_a_signal_with_training_is_refused() -> None:
     assert check_apart([spec("verifier")], spec("rules")) == []
     # allowed explicitly: the conflicts are returned, not raised
     assert check_apart(training, spec("rules"), allow=True)
+    # two heads reading answers through one frozen model share its blind spots
+    lm_training = [spec("refusal"), spec("learned", split="train+long", features="lm")]
+    assert check_apart(lm_training, spec("learned", split="judge")) == []
+    with pytest.raises(ConfigError, match=r"backbone:smollm2-135m"):
+        check_apart(lm_training, spec("learned", split="judge", features="lm"))
 
 
 def test_a_new_rule_critic_declares_its_signals_at_registration(monkeypatch) -> None:

@@ -842,14 +842,21 @@ _SUGGEST = {
 
 
 def learned_signals(spec: ComponentSpec) -> set[str]:
-    """A learned critic rests on its artifact and on the data it was trained on."""
+    """A learned critic rests on its artifact, on the data it was trained on and, with LM
+    features, on the frozen model it reads answers through (two heads on one backbone
+    share its blind spots)."""
     settings = LearnedSettings(**spec.args)
     path = settings.artifact()
     out = {f"artifact:{path.resolve()}"}
     try:
-        trained_on = read_meta(path).get("trained_on", [])
+        meta = read_meta(path)
+        trained_on = meta.get("trained_on", [])
+        backbone = (meta.get("features", {}).get("lm") or {}).get("model")
     except ConfigError:
         trained_on = [{"source": "shipped", "splits": [settings.split]}]
+        backbone = "smollm2-135m" if settings.features != "ngram" else None
+    if backbone:
+        out.add(f"backbone:{backbone}")
     for entry in trained_on:
         source = entry.get("source", "?")
         out |= {f"data:{source}:{s}" for s in entry.get("splits") or ["*"]}
