@@ -216,13 +216,14 @@ class NgramFeatures:
         return list(idx), list(idx.values())
 
 
+BACKBONE = "smollm2-135m"  # the frozen model LM features read answers through by default
 _STATES: dict[tuple[str, int, int], dict[str, np.ndarray]] = {}
 
 
 class LMFeatures:
     """Pooled hidden states of a frozen chat model (loaded once per process)."""
 
-    def __init__(self, model: str = "smollm2-135m", max_query: int = 96, max_response: int = 192):
+    def __init__(self, model: str = BACKBONE, max_query: int = 96, max_response: int = 192):
         self.model_ref = model
         self.max_query = max_query
         self.max_response = max_response
@@ -299,6 +300,12 @@ _BACKBONE_LOCK = threading.Lock()
 _FORWARD_LOCK = threading.Lock()
 
 
+def _feature_layers(depth: int) -> tuple[int, int]:
+    """The hidden states the features read, as indices of ``hidden_states`` (0 = the
+    embeddings): a third and two thirds of the way through ``depth`` layers."""
+    return max(1, depth // 3), max(1, 2 * depth // 3)
+
+
 class _Enough(Exception):
     """Raised by a layer hook once the deepest hidden state the features use is known."""
 
@@ -314,10 +321,9 @@ def _hidden_states(model: Any, ids: Any, mask: Any) -> tuple[Any, Any]:
     if layers is None:  # not a decoder of the usual layout: one full forward
         with torch.inference_mode():
             hs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-        depth = len(hs) - 1
-        return hs[max(1, depth // 3)], hs[max(1, 2 * depth // 3)]
-    depth = len(layers)
-    wanted = {max(1, depth // 3): None, max(1, 2 * depth // 3): None}
+        lo, mid = _feature_layers(len(hs) - 1)
+        return hs[lo], hs[mid]
+    wanted: dict[int, Any] = dict.fromkeys(_feature_layers(len(layers)))
     last = max(wanted)
     hooks = []
 
@@ -385,7 +391,7 @@ class LearnedModel:
     def __init__(
         self,
         features: FeatureKind = "ngram",
-        backbone: str = "smollm2-135m",
+        backbone: str = BACKBONE,
         ngram_dims: int = 1 << 16,
     ) -> None:
         import torch
@@ -633,7 +639,7 @@ def load_artifact(path: str | Path) -> tuple[LearnedModel, dict[str, Any]]:
     if kind not in ("ngram", "lm", "both"):
         raise LearnedError(f"{path}: unknown feature kind {kind!r}")
     lm_meta = feats.get("lm")
-    backbone = lm_meta["model"] if lm_meta else "smollm2-135m"
+    backbone = lm_meta["model"] if lm_meta else BACKBONE
     if lm_meta and lm_meta.get("model_id") != backbone_id(backbone):
         raise LearnedError(
             f"{path} was trained on features of {backbone!r} with fingerprint "
@@ -682,7 +688,7 @@ def train_critic(
     output: Path,
     features: FeatureKind = "ngram",
     loss: LossKind = "gce",
-    backbone: str = "smollm2-135m",
+    backbone: str = BACKBONE,
     epochs: int = 60,
     seed: int = 0,
 ) -> Path:
@@ -854,7 +860,7 @@ def learned_signals(spec: ComponentSpec) -> set[str]:
         backbone = (meta.get("features", {}).get("lm") or {}).get("model")
     except ConfigError:
         trained_on = [{"source": "shipped", "splits": [settings.split]}]
-        backbone = "smollm2-135m" if settings.features != "ngram" else None
+        backbone = BACKBONE if settings.features != "ngram" else None
     if backbone:
         out.add(f"backbone:{backbone}")
     for entry in trained_on:
