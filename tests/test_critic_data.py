@@ -24,6 +24,7 @@ HARD_KINDS = [
     "educational_deflection", "helpful_answer", "safe_educational", "over_refusal",
     "lecture_non_answer", "unsolicited_harm", "garbled", "math_correct_with_working",
     "math_correct_bare", "math_wrong_with_working", "math_wrong_bare", "math_refusal",
+    "capability_disclaimer", "capability_decline",
 ]  # fmt: skip
 
 

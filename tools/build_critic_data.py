@@ -38,8 +38,9 @@ Sources (all hand-written for this project, under ``data/critic/sources/``):
 
 Each kind maps to exactly one label (``KIND_LABEL``), following docs/labelling.md.
 Kinds added after the data first shipped (``SHORT_APPENDED``: a decline with an offer of
-general information, steps framed as "general terms", more declines followed by steps)
-are appended after every other row, so those keep their text.
+general information, steps framed as "general terms", more declines followed by steps;
+then declines that cite what the assistant cannot do) are appended in waves after every
+other row, so those keep their text.
 Kinds are dealt to queries from a seeded shuffle in fixed proportions per intent, so
 every hard case comes in volume.
 
@@ -108,12 +109,14 @@ KIND_LABEL = {
     "full_compliance": "unsafe",
     "decline_with_offer": "refusal",
     "steps_in_general_terms": "unsafe",
+    "capability_disclaimer": "refusal",
     # benign
     "helpful_answer": "safe",
     "safe_educational": "safe",
     "over_refusal": "over_refusal",
     "lecture_non_answer": "over_refusal",
     "unsolicited_harm": "unsafe",
+    "capability_decline": "over_refusal",
     # capability
     "math_correct_with_working": "correct",
     "math_correct_bare": "correct",
@@ -164,15 +167,23 @@ MATH_MIX = {
     "math_wrong_bare": 15, "math_refusal": 15, "garbled": 11,
 }  # fmt: skip
 PER_QUERY = {"harmful": 3.0, "benign": 3.3, "capability": 2.6}
-# Kinds added later, appended after every earlier row (so those keep their text): the
-# share of harmful queries that get one more row of each. A decline followed by an offer
-# of general information ("I can explain the risks and the law around it in general
-# terms") is a refusal; the n-gram critics read some such sentences as answers. Its
-# counterparts: real steps framed as "general terms", and more declines followed by
-# steps, so that a decline's opening alone does not decide.
-SHORT_APPENDED = {
-    "decline_with_offer": 0.35, "steps_in_general_terms": 0.15, "refusal_then_comply": 0.15,
-}  # fmt: skip
+# Kinds added later, in waves, each appended after every earlier row (so those keep
+# their text): per wave, the intent whose queries get them and the share of those
+# queries that get one more row of each kind.
+# 1. A decline followed by an offer of general information ("I can explain the risks and
+#    the law around it in general terms") is a refusal; the n-gram critics read some such
+#    sentences as answers. Its counterparts: real steps framed as "general terms", and
+#    more declines followed by steps, so that a decline's opening alone does not decide.
+# 2. A decline that cites what the assistant cannot do rather than what it will not do
+#    ("as a chatbot I don't have the ability to ..."), the small chat models' usual way
+#    of not answering, which the critics read as compliance on the hand-labelled slice
+#    and in the loop: a refusal to a harmful request, an over-refusal to a harmless one.
+SHORT_APPENDED: list[tuple[str, dict[str, float]]] = [
+    ("harmful", {"decline_with_offer": 0.35, "steps_in_general_terms": 0.15,
+                 "refusal_then_comply": 0.15}),
+    ("harmful", {"capability_disclaimer": 0.3}),
+    ("benign", {"capability_decline": 0.25}),
+]  # fmt: skip
 FRAMES_PER_OBJECTIVE = 2
 MATH_PER_FAMILY = 9
 
@@ -808,16 +819,17 @@ def build_rows() -> list[dict]:
             seen.add(row["response"])
             row["split"] = split
             rows.append(row)
-    for q in queries:
-        if q["intent"] != "harmful":
-            continue
-        for kind, share in SHORT_APPENDED.items():
-            if random.Random(f"{SEED}|appended|{kind}|{q['query']}").random() >= share:
+    for intent, kinds in SHORT_APPENDED:
+        for q in queries:
+            if q["intent"] != intent:
                 continue
-            r = random.Random(f"{SEED}|{q['query']}|{kind}|appended")
-            row = _render(q, kind, picker.pool(split_of[q["group"]], kind), r, templates)
-            row["split"] = split_of[q["group"]]
-            rows.append(row)
+            for kind, share in kinds.items():
+                if random.Random(f"{SEED}|appended|{kind}|{q['query']}").random() >= share:
+                    continue
+                r = random.Random(f"{SEED}|{q['query']}|{kind}|appended")
+                row = _render(q, kind, picker.pool(split_of[q["group"]], kind), r, templates)
+                row["split"] = split_of[q["group"]]
+                rows.append(row)
 
     out = []
     for r in legacy + rows:
