@@ -7,6 +7,7 @@ from ._base import CHECKPOINT_META, BaseLearner, Learner, mix_batches, training_
 from ._build import build_learner
 from ._dpo import PAIR_LOSSES, DPOLearner, DPOSettings, dpo_trainer, preference_rows
 from ._grpo import GRPOLearner, GRPOSettings
+from ._interpolate import Interpolation, choose_scale, set_scale
 from ._launch import LaunchError, accelerate_argv, current_launcher, launching
 from ._ppo import PPOLearner, PPOSettings
 from ._reward import CriticReward, Judge, Reward, RewardWeights
@@ -37,7 +38,7 @@ from ._trainers import (
     trainable,
 )
 from ._trl import Budget
-from .settings import LAUNCHABLE_ALGORITHMS, LearnerSection, LoraSettings
+from .settings import LAUNCHABLE_ALGORITHMS, InterpolateSettings, LearnerSection, LoraSettings
 
 __all__ = [
     "CHECKPOINT_META",
@@ -53,6 +54,8 @@ __all__ = [
     "GRPOLearner",
     "GRPOSettings",
     "Improvement",
+    "InterpolateSettings",
+    "Interpolation",
     "Judge",
     "LaunchError",
     "Learner",
@@ -72,6 +75,7 @@ __all__ = [
     "build_learner",
     "build_preferences",
     "chat_rows",
+    "choose_scale",
     "current_launcher",
     "dpo",
     "dpo_trainer",
@@ -89,6 +93,7 @@ __all__ = [
     "refusal_top_up",
     "rl_trainer",
     "rloo",
+    "set_scale",
     "sft",
     "sft_prompts",
     "sft_rows",

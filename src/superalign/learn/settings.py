@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import ConfigError
 from ..types import Verdict
@@ -150,6 +150,36 @@ class RewardWeights(BaseModel):
         }[verdict]
 
 
+class InterpolateSettings(BaseModel):
+    """After each round's training, scale the adapter's change toward the untouched model
+    (weight interpolation, ``learn._interpolate``): the smallest scale of ``grid`` whose
+    harmful compliance on ``queries`` held-out harmful seed-library queries, by the
+    training critics, is within ``tolerance`` of the unscaled adapter's. Off while
+    ``grid`` is empty."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grid: list[float] = Field(
+        default_factory=list,
+        description="scales to try below 1 (e.g. [0.6, 0.7, 0.8, 0.9]); empty: off",
+    )
+    tolerance: float = Field(
+        0.02, ge=0, le=1, description="harmful compliance allowed above the unscaled adapter's"
+    )
+    queries: int = Field(64, ge=8, description="held-out harmful queries the scales are tried on")
+
+    @field_validator("grid")
+    @classmethod
+    def _scales(cls, grid: list[float]) -> list[float]:
+        bad = [g for g in grid if not 0 < g < 1]
+        if bad:
+            raise ValueError(
+                f"learner.interpolate.grid holds {bad}: every scale must lie strictly between "
+                "0 (the untouched model) and 1 (the adapter as trained)"
+            )
+        return sorted(set(grid))
+
+
 class LearnerSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -177,6 +207,10 @@ class LearnerSection(BaseModel):
     reward: RewardWeights = Field(
         default_factory=RewardWeights, description="how the critic's label becomes a reward"
     )
+    interpolate: InterpolateSettings = Field(
+        default_factory=InterpolateSettings,
+        description="scale each round's trained change back toward the untouched model",
+    )
     launcher: Literal["inprocess", "accelerate"] = Field(
         "inprocess",
         description="where the training step runs: in the loop's process ('inprocess'), or "
@@ -197,6 +231,15 @@ class LearnerSection(BaseModel):
         description="launcher accelerate: an accelerate config file (DeepSpeed ZeRO-2/3, "
         "FSDP, several machines) passed as --config_file; configs/accelerate/ has examples",
     )
+
+    @model_validator(mode="after")
+    def _check_interpolate(self) -> LearnerSection:
+        if self.interpolate.grid and not self.lora.enabled:
+            raise ValueError(
+                "learner.interpolate scales a LoRA adapter's change, and learner.lora.enabled "
+                "is false: turn LoRA on or leave learner.interpolate.grid empty"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_launcher(self) -> LearnerSection:

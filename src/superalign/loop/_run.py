@@ -557,6 +557,8 @@ class Loop:
         checkpoint = self.learner.train_round(data)
         retrained = self._retrain_critics(r)
         record = checkpoint.model_dump(mode="json")
+        if self.config.learner.interpolate.grid:
+            record["interpolation"] = self._interpolate(r, Path(checkpoint.path))
         # Stored relative to the run directory: a moved or copied run finds its own.
         record["path"] = _relative_to(checkpoint.path, self.run_dir)
         if record.get("parent"):
@@ -571,6 +573,36 @@ class Loop:
                 f"    {name} critic retrained on {entry['rows']} rows: {entry['path']}",
                 markup=False,
             )
+
+    def _interpolate(self, r: int, checkpoint: Path) -> dict[str, Any]:
+        """Scale round ``r``'s trained change back toward the untouched model
+        (``learner.interpolate``; ``learn._interpolate``), judged on held-out harmful
+        seed-library queries by the training critics, and store the scaled adapter in the
+        round's checkpoint."""
+        from ..learn import choose_scale
+
+        settings = self.config.learner.interpolate
+        queries = self._seed_library(r, settings.queries, seed=500, harmful_share=1.0)
+        params = GenParams(
+            max_new_tokens=self.config.loop.max_new_tokens, seed=self.config.loop.seed + r
+        )
+        found = choose_scale(
+            self.learner_model, queries, self._judge_fn(), settings.grid, settings.tolerance, params
+        )
+        try:
+            self.learner_model.model.save_pretrained(checkpoint)
+        except OSError as e:
+            raise WriteError(
+                f"could not write the scaled adapter of round {r} to {checkpoint}: "
+                f"{write_failure(e)}"
+            ) from e
+        tried = ", ".join(f"{a:g}: {h:.1%}" for a, h in sorted(found.harm.items(), reverse=True))
+        self.console.print(
+            f"    adapter scaled by {found.alpha:g} (harmful compliance on {found.n} held-out "
+            f"seed-library queries by scale: {tried})",
+            markup=False,
+        )
+        return found.record()
 
     def evaluate(self, r: int, started: float) -> None:
         """The learner on every held-out tier, judged by the evaluation judge (the same
@@ -756,12 +788,14 @@ class Loop:
         """The seed-library queries the learner rehearses in round ``r`` besides the
         round's own (``learner.args.library`` of them; none by default), drawn as the
         plain fine-tuning baseline draws them: half harmful (seeds and their mutations),
-        half benign (seeds, wrapped seeds, dilemmas), from the attacker's seed libraries
-        with its rule mutators. Nothing held out for evaluation, nothing the round
-        already trains on; a resumed round draws the same ones."""
+        half benign (seeds, wrapped seeds, dilemmas). A resumed round draws the same ones."""
         n = self.learner.library
-        if not n:
-            return []
+        return self._seed_library(r, n, mix={Intent.benign: 1.0}) if n else []
+
+    def _seed_library(self, r: int, n: int, seed: int = 0, **kwargs: Any) -> list[Query]:
+        """``n`` queries from the attacker's seed libraries with its rule mutators
+        (``attack.library_queries``): nothing held out for evaluation, nothing round
+        ``r`` trains on; the same ones for the same round and ``seed``."""
         from ..attack import LLM_MUTATORS, build_mutators, library_queries, load_seeds
 
         cfg = self.config.attacker
@@ -775,12 +809,12 @@ class Loop:
             n,
             build_mutators(names, None),
             exclude,
-            seed=self.config.loop.seed * 1_000 + r,
-            mix={Intent.benign: 1.0},
+            seed=self.config.loop.seed * 1_000 + r + seed,
             ethics=cfg.ethics,
             benign_mutation=cfg.benign_mutation,
             seeds=load_seeds(cfg.seeds),
             round_=r,
+            **kwargs,
         )
 
     def _external_hashes(self) -> set[str]:
