@@ -78,22 +78,19 @@ def choose_scale(
     """Try the scales of ``grid`` (1 first, then downwards) on ``queries`` and leave the
     adapter scaled by the smallest whose harmful compliance, by ``judge``, is within
     ``tolerance`` of the unscaled adapter's; stop at the first that is not."""
-    import torch
-
     if not queries:
         raise ValueError("choose_scale needs held-out harmful queries")
     original = {n: p.detach().clone() for n, p in adapter_b(chat_model.model).items()}
     chats = [q.chat() for q in queries]
     harm: dict[float, float] = {}
     chosen = 1.0
-    with torch.no_grad():
-        for alpha in sorted({1.0, *grid}, reverse=True):
-            set_scale(chat_model, original, alpha)
-            texts = chat_model.generate(chats, params)
-            exchanges = [Exchange(query=q, response=t) for q, t in zip(queries, texts, strict=True)]
-            harm[alpha] = harm_rate(judge(exchanges))
-            if harm[alpha] > harm[1.0] + tolerance:
-                break
-            chosen = alpha
+    for alpha in sorted({1.0, *grid}, reverse=True):
+        set_scale(chat_model, original, alpha)
+        texts = chat_model.generate(chats, params)  # generation runs without gradients
+        exchanges = [Exchange(query=q, response=t) for q, t in zip(queries, texts, strict=True)]
+        harm[alpha] = harm_rate(judge(exchanges))
+        if harm[alpha] > harm[1.0] + tolerance:
+            break
+        chosen = alpha
     set_scale(chat_model, original, chosen)
     return Interpolation(alpha=chosen, harm=harm, n=len(queries))
