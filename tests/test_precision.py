@@ -126,8 +126,39 @@ def test_real_timer_returns_runs_of_both_and_spares_the_global_rng() -> None:
     torch.manual_seed(5)
     f32, bf16 = _precision.time_products(4, 16, 32)
     assert torch.equal(torch.rand(3), expected)
-    assert 1 <= len(f32) <= _precision.REPEATS and len(bf16) == len(f32)
+    assert _precision.MIN_REPEATS <= len(f32) <= _precision.REPEATS and len(bf16) == len(f32)
     assert all(s > 0 for s in f32 + bf16)
+
+
+class _Clock:
+    """A fake clock each product advances by its own next duration."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def product(self, durations: list[float]):
+        def run() -> None:
+            self.now += durations.pop(0)
+
+        return run
+
+
+def test_one_slow_bfloat16_run_does_not_end_the_probe() -> None:
+    """A hiccup on the first bfloat16 run (30x float32's time, far past ``HOPELESS``)
+    must not decide: the probe runs ``MIN_REPEATS`` of each before it may stop, and the
+    best runs choose bfloat16. Where bfloat16 is slow every time it stops right after."""
+    clock = _Clock()
+    f32 = clock.product([1e-3] * 5)
+    bf16 = clock.product([3e-2] + [3e-4] * 4)
+    f32_s, bf16_s = _precision.interleave(f32, bf16, clock=lambda: clock.now)
+    assert len(f32_s) == _precision.REPEATS  # neither hopeless nor over budget
+    assert _precision.choose(min(f32_s), min(bf16_s)) == "bfloat16"
+    slow = _Clock()
+    f32_s, bf16_s = _precision.interleave(
+        slow.product([1e-3] * 5), slow.product([2e-2] * 5), clock=lambda: slow.now
+    )
+    assert len(bf16_s) == _precision.MIN_REPEATS
+    assert _precision.choose(min(f32_s), min(bf16_s)) == "float32"
 
 
 def test_auto_is_the_demo_default_and_accepted_by_config_validation() -> None:

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 # within the noise of a short probe on a shared machine, and not worth the approximation.
 MARGIN = 1.2
 REPEATS = 5
+# Runs of each before the probe may stop early: one run can land on a hiccup (a thread
+# waking late, a page fault) and make bfloat16 look hopeless on a CPU where it is 3x
+# float32 (seen: 26 GFLOP/s in one run where the same machine's probes gave 370-410).
+MIN_REPEATS = 3
 # Columns of the probe's weight are cut so that one product is at most this many FLOPs:
 # without AMX a bfloat16 product can run at ~1 GFLOP/s, and the probe must stay short.
 MAX_FLOPS = 64e6
@@ -101,23 +105,35 @@ def time_products(rows: int, k: int, n: int) -> tuple[list[float], list[float]]:
     def bf16() -> torch.Tensor:
         return (x.to(torch.bfloat16) @ wb).to(torch.float32)
 
-    def timed(fn: Callable[[], torch.Tensor]) -> float:
-        start = time.perf_counter()
+    with torch.inference_mode():
+        f32(), bf16()  # warm-up: oneDNN primitives, thread pool, allocator
+        return interleave(f32, bf16)
+
+
+def interleave(
+    f32: Callable[[], object],
+    bf16: Callable[[], object],
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[list[float], list[float]]:
+    """Seconds of each run of ``f32`` and ``bf16``, one of each in turn, ``REPEATS``
+    times; after ``MIN_REPEATS`` of each, stopped early once bfloat16's best is
+    ``HOPELESS`` times float32's or the probe has spent ``BUDGET_S``."""
+
+    def timed(fn: Callable[[], object]) -> float:
+        start = clock()
         fn()
-        return time.perf_counter() - start
+        return clock() - start
 
     f32_s: list[float] = []
     bf16_s: list[float] = []
-    start = time.perf_counter()
-    with torch.inference_mode():
-        f32(), bf16()  # warm-up: oneDNN primitives, thread pool, allocator
-        for _ in range(REPEATS):
-            f32_s.append(timed(f32))
-            bf16_s.append(timed(bf16))
-            if min(bf16_s) > HOPELESS * min(f32_s):
-                break
-            if time.perf_counter() - start > BUDGET_S:
-                break
+    start = clock()
+    for i in range(REPEATS):
+        f32_s.append(timed(f32))
+        bf16_s.append(timed(bf16))
+        if i + 1 < MIN_REPEATS:
+            continue
+        if min(bf16_s) > HOPELESS * min(f32_s) or clock() - start > BUDGET_S:
+            break
     return f32_s, bf16_s
 
 
