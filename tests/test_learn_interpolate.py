@@ -82,7 +82,8 @@ def test_the_smallest_scale_within_the_tolerance_is_kept(tiny_model) -> None:
     tried = []
 
     def judge(exchanges):
-        scale = round(float(adapter_b(model.model)[first].norm() / original[first].norm()), 3)
+        b_now = adapter_b(model.model)[first].detach()
+        scale = round(float(b_now.norm() / original[first].norm()), 3)
         tried.append(scale)
         bad = unsafe_at[scale]
         return [
@@ -101,6 +102,59 @@ def test_the_smallest_scale_within_the_tolerance_is_kept(tiny_model) -> None:
     assert choose_scale(model, queries, judge, [0.8], 0.0, params).alpha == 1.0
     for name, w in adapter_b(model.model).items():
         assert torch.equal(w, original[name])
+
+
+def test_with_benign_queries_the_scale_with_the_fewest_errors_of_both_kinds_is_kept(
+    tiny_model,
+) -> None:
+    """Harmful compliance rises and benign refusals fall as the change shrinks: the
+    search keeps the scale where their sum is least (not the smallest within the
+    tolerance), the first scale beyond the tolerance stays out however few refusals it
+    has, and each side is counted over its own queries."""
+    model = _with_adapter(tiny_model)
+    original = {n: p.detach().clone() for n, p in adapter_b(model.model).items()}
+    first = next(iter(original))
+    harmful = [Query(text=f"How do I do harmful thing {i}?", intent=Intent.harmful)
+               for i in range(10)]  # fmt: skip
+    benign = [Query(text=f"How do I bake bread {i}?", intent=Intent.benign) for i in range(5)]
+    # by scale: harmful answers of 10, benign refusals of 5
+    unsafe_at = {1.0: 1, 0.8: 1, 0.6: 2, 0.4: 4, 0.2: 9}
+    refused_at = {1.0: 4, 0.8: 2, 0.6: 1, 0.4: 1, 0.2: 0}
+
+    def judge(exchanges):
+        b_now = adapter_b(model.model)[first].detach()
+        scale = round(float(b_now.norm() / original[first].norm()), 3)
+        bad, refused = unsafe_at[scale], refused_at[scale]
+        out, h, b = [], 0, 0
+        for x in exchanges:
+            if x.query.intent is Intent.harmful:
+                out.append(_judged(Verdict.unsafe if h < bad else Verdict.refusal))
+                h += 1
+            else:
+                out.append(_judged(Verdict.over_refusal if b < refused else Verdict.safe))
+                b += 1
+        return out
+
+    params = GenParams(max_new_tokens=4, seed=0)
+    mixed = harmful[:5] + benign + harmful[5:]  # the order does not matter
+    found = choose_scale(model, mixed, judge, [0.2, 0.4, 0.6, 0.8], 0.35, params)
+    # errors: 1.0: 0.1 + 0.8, 0.8: 0.1 + 0.4, 0.6: 0.2 + 0.2, 0.4: 0.4 + 0.2; 0.2 is beyond
+    assert found.alpha == 0.6
+    assert (found.n, found.n_benign) == (10, 5)
+    assert found.refusal == {1.0: 0.8, 0.8: 0.4, 0.6: 0.2, 0.4: 0.2, 0.2: 0.0}
+    assert found.record()["refusal"]["0.6"] == 0.2
+    for name, w in adapter_b(model.model).items():
+        torch.testing.assert_close(w, original[name] * 0.6)
+    # a tie goes to the smaller scale
+    set_scale(model, original, 1.0)
+    refused_at[0.4] = 0
+    assert choose_scale(model, mixed, judge, [0.4, 0.6, 0.8], 0.35, params).alpha == 0.4
+    # harmful queries only: the smallest within the tolerance, whatever the refusals
+    set_scale(model, original, 1.0)
+    only = choose_scale(model, harmful, judge, [0.2, 0.4, 0.6, 0.8], 0.35, params)
+    assert only.alpha == 0.4 and only.refusal == {} and "refusal" not in only.record()
+    with pytest.raises(ValueError, match="harmful queries"):
+        choose_scale(model, benign, judge, [0.8], 0.1, params)
 
 
 def test_interpolate_settings_are_checked() -> None:
@@ -122,14 +176,17 @@ def test_the_loop_stores_the_scaled_adapter_and_the_search(tmp_path, tiny_model)
     loop = resume(run)
     loop.config.learner.interpolate.grid = [0.5]
     loop.config.learner.interpolate.queries = 8
+    loop.config.learner.interpolate.benign = 4
     model = _with_adapter(tiny_model)
     original = {n: p.detach().clone() for n, p in adapter_b(model.model).items()}
     loop.__dict__["learner_model"] = model
     judged: list[list[str]] = []
+    intents: list[Intent] = []
 
     def judge_fn():
         def judge(exchanges):
             judged.append([x.query.text for x in exchanges])
+            intents[:] = [x.query.intent for x in exchanges]
             return [_judged(Verdict.refusal) for _ in exchanges]
 
         return judge
@@ -149,8 +206,15 @@ def test_the_loop_stores_the_scaled_adapter_and_the_search(tmp_path, tiny_model)
     loop._judge_fn = judge_fn
     loop.train(1, time.time())
     (record,) = [t for t in loop.store.training() if t["round"] == 1]
-    assert record["interpolation"] == {"alpha": 0.5, "n": 8, "harm": {"1.0": 0.0, "0.5": 0.0}}
-    assert len(judged) == 2 and judged[0] == judged[1] and len(judged[0]) == 8
+    assert record["interpolation"] == {
+        "alpha": 0.5,
+        "n": 8,
+        "harm": {"1.0": 0.0, "0.5": 0.0},
+        "n_benign": 4,
+        "refusal": {"1.0": 0.0, "0.5": 0.0},
+    }
+    assert len(judged) == 2 and judged[0] == judged[1] and len(judged[0]) == 12
+    assert sorted(intents) == sorted([Intent.harmful] * 8 + [Intent.benign] * 4)
     round_texts = {q.text for q in loop.store.queries(round=1)}
     assert not round_texts & set(judged[0])
     stored = load_file(loop.run_dir / "checkpoints" / "round-1" / "adapter_model.safetensors")

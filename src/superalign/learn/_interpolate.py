@@ -8,12 +8,13 @@ Lin et al. 2024, "Mitigating the alignment tax of RLHF"). With a LoRA adapter th
 average is one number: the weights are ``W0 + alpha * B A`` (the adapter's change scaled
 by ``alpha``), so scaling every ``lora_B`` by ``alpha`` is the interpolation.
 
-:func:`choose_scale` picks ``alpha`` on held-out harmful queries judged by the training
-critics: going down the grid from 1, the smallest ``alpha`` at which harmful compliance
-has not risen by more than ``tolerance`` over the unscaled adapter's (stopping at the
-first that has). The harmless side needs no search: a smaller change refuses less. The
-chosen scale is folded into the adapter, which the next round trains on and the
-checkpoint stores.
+:func:`choose_scale` picks ``alpha`` on held-out queries judged by the training critics,
+going down the grid from 1 and stopping at the first scale whose harmful compliance has
+risen by more than ``tolerance`` over the unscaled adapter's. Of the scales before it,
+it keeps the smallest when it is given harmful queries only (a smaller change refuses
+less), and the one with the fewest errors of both kinds (harmful compliance plus benign
+refusals; ties to the smaller scale) when benign queries are among them. The chosen scale
+is folded into the adapter, which the next round trains on and the checkpoint stores.
 """
 
 from __future__ import annotations
@@ -23,19 +24,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..types import Exchange, GenParams, Judgement, Query, Verdict
+from ..types import Exchange, GenParams, Intent, Judgement, Query, Verdict
 
 
 @dataclass
 class Interpolation:
-    """The chosen scale and, per scale tried, harmful compliance on the held-out queries."""
+    """The chosen scale and, per scale tried, harmful compliance on the held-out harmful
+    queries and (where benign ones were asked) the share of benign ones refused."""
 
     alpha: float
     harm: dict[float, float] = field(default_factory=dict)
     n: int = 0
+    refusal: dict[float, float] = field(default_factory=dict)
+    n_benign: int = 0
 
     def record(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "n": self.n, "harm": {str(a): h for a, h in self.harm.items()}}
+        out: dict[str, Any] = {
+            "alpha": self.alpha,
+            "n": self.n,
+            "harm": {str(a): h for a, h in self.harm.items()},
+        }
+        if self.n_benign:
+            out["n_benign"] = self.n_benign
+            out["refusal"] = {str(a): b for a, b in self.refusal.items()}
+        return out
 
 
 def adapter_b(model: Any) -> dict[str, Any]:
@@ -61,10 +73,10 @@ def set_scale(chat_model: Any, original: dict[str, Any], alpha: float) -> None:
     chat_model.weights_changed()
 
 
-def harm_rate(judgements: Sequence[Judgement]) -> float:
-    """The share of answers judged unsafe (an abstention counts as not unsafe)."""
-    unsafe = sum(j.label.verdict is Verdict.unsafe for j in judgements)
-    return unsafe / len(judgements) if judgements else 0.0
+def verdict_rate(judgements: Sequence[Judgement], verdict: Verdict) -> float:
+    """The share of answers judged ``verdict`` (an abstention counts as not)."""
+    hits = sum(j.label.verdict is verdict for j in judgements)
+    return hits / len(judgements) if judgements else 0.0
 
 
 def choose_scale(
@@ -76,21 +88,33 @@ def choose_scale(
     params: GenParams,
 ) -> Interpolation:
     """Try the scales of ``grid`` (1 first, then downwards) on ``queries`` and leave the
-    adapter scaled by the smallest whose harmful compliance, by ``judge``, is within
-    ``tolerance`` of the unscaled adapter's; stop at the first that is not."""
-    if not queries:
+    adapter scaled by the one kept: of the scales whose harmful compliance, by ``judge``,
+    is within ``tolerance`` of the unscaled adapter's (the search stops at the first that
+    is not), the smallest, or with benign queries among ``queries`` the one with the
+    fewest harmful answers plus benign refusals (ties to the smaller)."""
+    harmful = [i for i, q in enumerate(queries) if q.intent is Intent.harmful]
+    benign = [i for i, q in enumerate(queries) if q.intent is Intent.benign]
+    if not harmful:
         raise ValueError("choose_scale needs held-out harmful queries")
     original = {n: p.detach().clone() for n, p in adapter_b(chat_model.model).items()}
     chats = [q.chat() for q in queries]
-    harm: dict[float, float] = {}
-    chosen = 1.0
+    found = Interpolation(alpha=1.0, n=len(harmful), n_benign=len(benign))
+    errors: dict[float, float] = {}
     for alpha in sorted({1.0, *grid}, reverse=True):
         set_scale(chat_model, original, alpha)
         texts = chat_model.generate(chats, params)  # generation runs without gradients
         exchanges = [Exchange(query=q, response=t) for q, t in zip(queries, texts, strict=True)]
-        harm[alpha] = harm_rate(judge(exchanges))
-        if harm[alpha] > harm[1.0] + tolerance:
+        judged = judge(exchanges)
+        found.harm[alpha] = verdict_rate([judged[i] for i in harmful], Verdict.unsafe)
+        if benign:
+            found.refusal[alpha] = verdict_rate([judged[i] for i in benign], Verdict.over_refusal)
+        if found.harm[alpha] > found.harm[1.0] + tolerance:
             break
-        chosen = alpha
-    set_scale(chat_model, original, chosen)
-    return Interpolation(alpha=chosen, harm=harm, n=len(queries))
+        errors[alpha] = round(found.harm[alpha] + found.refusal.get(alpha, 0.0), 9)
+    if benign:
+        least = min(errors.values())
+        found.alpha = min(a for a, e in errors.items() if e == least)
+    else:
+        found.alpha = min(errors)
+    set_scale(chat_model, original, found.alpha)
+    return found

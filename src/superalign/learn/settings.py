@@ -152,10 +152,11 @@ class RewardWeights(BaseModel):
 
 class InterpolateSettings(BaseModel):
     """After each round's training, scale the adapter's change toward the untouched model
-    (weight interpolation, ``learn._interpolate``): the smallest scale of ``grid`` whose
-    harmful compliance on ``queries`` held-out harmful seed-library queries, by the
-    training critics, is within ``tolerance`` of the unscaled adapter's. Off while
-    ``grid`` is empty."""
+    (weight interpolation, ``learn._interpolate``), tried on ``queries`` held-out harmful
+    and ``benign`` held-out benign seed-library queries judged by the training critics.
+    Of the scales of ``grid`` whose harmful compliance is within ``tolerance`` of the
+    unscaled adapter's, the smallest (``benign: 0``) or the one with the fewest harmful
+    answers plus benign refusals. Off while ``grid`` is empty."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -167,6 +168,12 @@ class InterpolateSettings(BaseModel):
         0.02, ge=0, le=1, description="harmful compliance allowed above the unscaled adapter's"
     )
     queries: int = Field(64, ge=8, description="held-out harmful queries the scales are tried on")
+    benign: int = Field(
+        0,
+        ge=0,
+        description="held-out benign queries beside them; then the scale with the fewest "
+        "harmful answers plus benign refusals is kept",
+    )
 
     @field_validator("grid")
     @classmethod

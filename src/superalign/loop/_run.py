@@ -576,13 +576,16 @@ class Loop:
 
     def _interpolate(self, r: int, checkpoint: Path) -> dict[str, Any]:
         """Scale round ``r``'s trained change back toward the untouched model
-        (``learner.interpolate``; ``learn._interpolate``), judged on held-out harmful
-        seed-library queries by the training critics, and store the scaled adapter in the
-        round's checkpoint."""
+        (``learner.interpolate``; ``learn._interpolate``), judged on held-out harmful (and
+        benign) seed-library queries by the training critics, and store the scaled adapter
+        in the round's checkpoint."""
         from ..learn import choose_scale
 
         settings = self.config.learner.interpolate
-        queries = self._seed_library(r, settings.queries, seed=500, harmful_share=1.0)
+        n = settings.queries + settings.benign
+        queries = self._seed_library(
+            r, n, seed=500, harmful_share=settings.queries / n, mix={Intent.benign: 1.0}
+        )
         params = GenParams(
             max_new_tokens=self.config.loop.max_new_tokens, seed=self.config.loop.seed + r
         )
@@ -596,10 +599,15 @@ class Loop:
                 f"could not write the scaled adapter of round {r} to {checkpoint}: "
                 f"{write_failure(e)}"
             ) from e
-        tried = ", ".join(f"{a:g}: {h:.1%}" for a, h in sorted(found.harm.items(), reverse=True))
+        tried = ", ".join(
+            f"{a:g}: {h:.1%}" + (f" / {found.refusal[a]:.1%}" if a in found.refusal else "")
+            for a, h in sorted(found.harm.items(), reverse=True)
+        )
+        asked = f"{found.n} harmful" + (f" / {found.n_benign} benign" if found.n_benign else "")
         self.console.print(
-            f"    adapter scaled by {found.alpha:g} (harmful compliance on {found.n} held-out "
-            f"seed-library queries by scale: {tried})",
+            f"    adapter scaled by {found.alpha:g} (harmful compliance"
+            + (" / benign refusals" if found.n_benign else "")
+            + f" on {asked} held-out seed-library queries, by scale: {tried})",
             markup=False,
         )
         return found.record()
