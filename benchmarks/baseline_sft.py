@@ -266,7 +266,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--harmful-share", type=float, default=0.5, help="harmful share of examples")
     ap.add_argument("--mutation-share", type=float, default=0.5, help="mutated share of harmful")
-    ap.add_argument("--seed", type=int, default=None, help="data and learner seed (loop.seed)")
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="data and learner seed (default: loop.seed; the evaluation samples stay loop.seed's)",
+    )
     ap.add_argument("--frozen-limit", type=int, default=None, help="eval.frozen_limit")
     ap.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
     ap.add_argument("--set", nargs="*", default=[], help="more config overrides, a.b=c")
