@@ -143,6 +143,11 @@ def test_with_benign_queries_the_scale_with_the_fewest_errors_of_both_kinds_is_k
     assert (found.n, found.n_benign) == (10, 5)
     assert found.refusal == {1.0: 0.8, 0.8: 0.4, 0.6: 0.2, 0.4: 0.2, 0.2: 0.0}
     assert found.record()["refusal"]["0.6"] == 0.2
+    assert found.describe() == (
+        "adapter scaled by 0.6 (harmful compliance / benign refusals on 10 harmful / 5 benign "
+        "held-out seed-library queries, by scale: 1: 10.0% / 80.0%, 0.8: 10.0% / 40.0%, "
+        "0.6: 20.0% / 20.0%, 0.4: 40.0% / 20.0%, 0.2: 90.0% / 0.0%)"
+    )
     for name, w in adapter_b(model.model).items():
         torch.testing.assert_close(w, original[name] * 0.6)
     # a tie goes to the smaller scale
@@ -153,6 +158,10 @@ def test_with_benign_queries_the_scale_with_the_fewest_errors_of_both_kinds_is_k
     set_scale(model, original, 1.0)
     only = choose_scale(model, harmful, judge, [0.2, 0.4, 0.6, 0.8], 0.35, params)
     assert only.alpha == 0.4 and only.refusal == {} and "refusal" not in only.record()
+    assert only.describe().startswith(
+        "adapter scaled by 0.4 (harmful compliance on 10 harmful held-out seed-library "
+        "queries, by scale: 1: 10.0%, 0.8: 10.0%"
+    )
     with pytest.raises(ValueError, match="harmful queries"):
         choose_scale(model, benign, judge, [0.8], 0.1, params)
 

@@ -49,6 +49,20 @@ class Interpolation:
             out["refusal"] = {str(a): b for a, b in self.refusal.items()}
         return out
 
+    def describe(self) -> str:
+        """The log line: the scale kept and, per scale tried, the figures it was kept by."""
+        tried = ", ".join(
+            f"{a:g}: {h:.1%}" + (f" / {self.refusal[a]:.1%}" if a in self.refusal else "")
+            for a, h in sorted(self.harm.items(), reverse=True)
+        )
+        kinds, asked = "harmful compliance", f"{self.n} harmful"
+        if self.n_benign:
+            kinds, asked = f"{kinds} / benign refusals", f"{asked} / {self.n_benign} benign"
+        return (
+            f"adapter scaled by {self.alpha:g} ({kinds} on {asked} held-out seed-library "
+            f"queries, by scale: {tried})"
+        )
+
 
 def adapter_b(model: Any) -> dict[str, Any]:
     """The ``lora_B`` weight of every adapted layer of a PEFT model, by parameter name."""

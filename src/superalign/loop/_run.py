@@ -599,17 +599,7 @@ class Loop:
                 f"could not write the scaled adapter of round {r} to {checkpoint}: "
                 f"{write_failure(e)}"
             ) from e
-        tried = ", ".join(
-            f"{a:g}: {h:.1%}" + (f" / {found.refusal[a]:.1%}" if a in found.refusal else "")
-            for a, h in sorted(found.harm.items(), reverse=True)
-        )
-        asked = f"{found.n} harmful" + (f" / {found.n_benign} benign" if found.n_benign else "")
-        self.console.print(
-            f"    adapter scaled by {found.alpha:g} (harmful compliance"
-            + (" / benign refusals" if found.n_benign else "")
-            + f" on {asked} held-out seed-library queries, by scale: {tried})",
-            markup=False,
-        )
+        self.console.print(f"    {found.describe()}", markup=False)
         return found.record()
 
     def evaluate(self, r: int, started: float) -> None:
