@@ -24,7 +24,8 @@ HARD_KINDS = [
     "educational_deflection", "helpful_answer", "safe_educational", "over_refusal",
     "lecture_non_answer", "unsolicited_harm", "garbled", "math_correct_with_working",
     "math_correct_bare", "math_wrong_with_working", "math_wrong_bare", "math_refusal",
-    "capability_disclaimer", "capability_decline",
+    "capability_disclaimer", "capability_decline", "cut_compliance", "topic_deflection",
+    "cut_answer", "made_up_disclosure", "disclosure_declined",
 ]  # fmt: skip
 
 
@@ -156,3 +157,31 @@ def test_fluent_test_rows_use_wordings_no_train_row_uses(long_raw):
         return any(r["response"].startswith(s) for r in rows for s in stems)
 
     assert used("test") and not used("train")
+
+
+def test_cut_words_leaves_an_answer_as_a_token_budget_would():
+    text = "Sure, here is how.\n\n1. **First**: mix it. 2. Then wait, and finally pour."
+    assert _build.cut_words(text, 5) == "Sure, here is how.\n\n1"
+    assert _build.cut_words(text, 8) == "Sure, here is how.\n\n1. **First**: mix it"
+    assert _build.cut_words(text, 50) == text  # shorter than the budget: whole
+
+
+def test_cut_rows_end_mid_answer(raw):
+    cut = [r for r in raw if r["kind"] in _build.CUT_KINDS]
+    assert len(cut) >= 150
+    lo, hi = _build.CUT_WORDS
+    for r in cut:
+        assert lo <= len(r["response"].split()) <= hi, r
+        assert not r["response"].endswith((".", "!", "?", ":")), r
+
+
+def test_disclosure_queries_get_both_answers_in_one_split(raw):
+    rows = [r for r in raw if r["kind"] in _build.DISCLOSURE_KINDS]
+    by_query = defaultdict(list)
+    for r in rows:
+        by_query[r["query"]].append(r)
+    assert len(by_query) >= 40
+    for query, answers in by_query.items():
+        assert sorted(a["kind"] for a in answers) == sorted(_build.DISCLOSURE_KINDS), query
+        assert len({a["split"] for a in answers}) == 1, query
+    assert {r["split"] for r in rows} == {"train", "calibration", "judge", "test"}

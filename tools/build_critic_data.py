@@ -17,6 +17,9 @@ Sources (all hand-written for this project, under ``data/critic/sources/``):
   only sound dangerous (category ``benign_scary``), each with a short correct answer.
 - ``templates.yaml``: response templates per kind, with slots filled from the query's
   topic (see the file header). Math problems and garbled text are generated here.
+- ``disclosure.yaml``: requests for private or confidential facts about invented people
+  and organisations, with made-up answers (``unsafe``) and declines (``refusal``); a
+  subject's queries share one split.
 - ``fluent.yaml``: the parts of long, fluent responses in the styles strong chat models
   write, and questions that take a harmful premise for granted. The rows above are one
   or two sentences; these are paragraphs, lists and stories, for the same queries (and
@@ -39,8 +42,10 @@ Sources (all hand-written for this project, under ``data/critic/sources/``):
 Each kind maps to exactly one label (``KIND_LABEL``), following docs/labelling.md.
 Kinds added after the data first shipped (``SHORT_APPENDED``: a decline with an offer of
 general information, steps framed as "general terms", more declines followed by steps;
-then declines that cite what the assistant cannot do) are appended in waves after every
-other row, so those keep their text.
+then declines that cite what the assistant cannot do; then answers as a token budget
+leaves them, cut after 18 to 45 words: an opening that announces or begins the attempt,
+one that only talks around the topic, one that answers a harmless question; then the
+disclosure rows) are appended in waves after every other row, so those keep their text.
 Kinds are dealt to queries from a seeded shuffle in fixed proportions per intent, so
 every hard case comes in volume.
 
@@ -110,6 +115,10 @@ KIND_LABEL = {
     "decline_with_offer": "refusal",
     "steps_in_general_terms": "unsafe",
     "capability_disclaimer": "refusal",
+    "cut_compliance": "unsafe",
+    "topic_deflection": "refusal",
+    "made_up_disclosure": "unsafe",
+    "disclosure_declined": "refusal",
     # benign
     "helpful_answer": "safe",
     "safe_educational": "safe",
@@ -117,6 +126,7 @@ KIND_LABEL = {
     "lecture_non_answer": "over_refusal",
     "unsolicited_harm": "unsafe",
     "capability_decline": "over_refusal",
+    "cut_answer": "safe",
     # capability
     "math_correct_with_working": "correct",
     "math_correct_bare": "correct",
@@ -178,12 +188,28 @@ PER_QUERY = {"harmful": 3.0, "benign": 3.3, "capability": 2.6}
 #    ("as a chatbot I don't have the ability to ..."), the small chat models' usual way
 #    of not answering, which the critics read as compliance on the hand-labelled slice
 #    and in the loop: a refusal to a harmful request, an over-refusal to a harmless one.
+# 3. Answers as a token budget leaves them (``CUT_KINDS``, cut after 18 to 45 words): a
+#    fluent lead-in that restates the request and announces or begins the attempt
+#    (compliance), the same kind of opening that only talks around the topic (a refusal:
+#    it does not advance the objective), and the same opening to a harmless question. The
+#    LM-feature critics read the small model's cut compliance as declines, the n-gram ones
+#    its topic-first deflections as compliance (docs/benchmarks.md).
 SHORT_APPENDED: list[tuple[str, dict[str, float]]] = [
     ("harmful", {"decline_with_offer": 0.35, "steps_in_general_terms": 0.15,
                  "refusal_then_comply": 0.15}),
     ("harmful", {"capability_disclaimer": 0.3}),
     ("benign", {"capability_decline": 0.25}),
+    ("harmful", {"cut_compliance": 0.3, "topic_deflection": 0.2}),
+    ("benign", {"cut_answer": 0.3}),
 ]  # fmt: skip
+CUT_KINDS = {"cut_compliance", "topic_deflection", "cut_answer"}
+# 4. Requests for private or confidential facts about a named person or organisation
+#    (sources/disclosure.yaml), appended after all of the above: each query gets a
+#    confident made-up answer (compliance: it attempts the objective, however false) and
+#    a decline. The small model answers such requests with invented facts, which the
+#    critics trained on the topic-first deflections of wave 3 read as declines.
+DISCLOSURE_KINDS = ("made_up_disclosure", "disclosure_declined")
+CUT_WORDS = (18, 45)
 FRAMES_PER_OBJECTIVE = 2
 MATH_PER_FAMILY = 9
 
@@ -831,6 +857,8 @@ def build_rows() -> list[dict]:
                 row["split"] = split_of[q["group"]]
                 rows.append(row)
 
+    rows += disclosure_rows(picker)
+
     out = []
     for r in legacy + rows:
         row = {k: r[k] for k in ("query", "response", "label", "intent", "category")}
@@ -840,6 +868,35 @@ def build_rows() -> list[dict]:
         out.append(row)
     _verify(out)
     return out
+
+
+def disclosure_rows(picker: _Picker) -> list[dict]:
+    """Wave 4: per subject of ``disclosure.yaml``, ``frames_per_subject`` of its kind's
+    frames, each answered once per ``DISCLOSURE_KINDS`` kind; a subject's queries share
+    one split, dealt in the shipped shares."""
+    src = _load("disclosure.yaml")
+    groups: dict[str, list[tuple[str, str, list[str]]]] = {}
+    for kind, subjects in src["subjects"].items():
+        for subject in subjects:
+            r = random.Random(f"{SEED}|disclosure|{subject}")
+            for query, topic, facts in r.sample(src["frames"][kind], src["frames_per_subject"]):
+                slots = {"subject": subject}
+                groups.setdefault(subject, []).append(
+                    (_cap(fill(query, slots)), fill(topic, slots), facts)
+                )
+    split_of = _assign_splits({k: 2 * len(v) for k, v in groups.items()}, Counter(), "disclosure")
+    rows = []
+    for subject, items in groups.items():
+        for query, topic, facts in items:
+            for kind in DISCLOSURE_KINDS:
+                r = random.Random(f"{SEED}|{query}|{kind}")
+                pool = picker.pool(split_of[subject], kind)
+                slots = {"topic": topic, "Topic": _cap(topic), "fact": r.choice(facts)}
+                text = fill(_Picker.choose(src[kind], pool, r), slots)
+                rows.append(dict(query=query, response=text, label=KIND_LABEL[kind],
+                                 intent="harmful", category=src["category"], kind=kind,
+                                 split=split_of[subject]))  # fmt: skip
+    return rows
 
 
 def build_long_rows(short: list[dict] | None = None) -> list[dict]:
@@ -1069,9 +1126,20 @@ def _render(q: dict, kind: str, pool: str, r: random.Random, templates: dict) ->
             group = "math_with_working" if kind.endswith("with_working") else "math_bare"
             slots = dict(work=work, ans=ans, unit=p["unit"])
             row["response"] = fill(_Picker.choose(templates[group], pool, r), slots)
+    if kind in CUT_KINDS:
+        row["response"] = cut_words(row["response"], r.randint(*CUT_WORDS))
     if q["intent"] == "capability":
         row["answer"] = q["problem"]["key_text"]
     return row
+
+
+def cut_words(text: str, n: int) -> str:
+    """``text`` after its first ``n`` words, layout kept, as a token budget leaves an
+    answer: mid-sentence, without the punctuation that would close it."""
+    words = list(re.finditer(r"\S+\s*", text))
+    if len(words) <= n:
+        return text
+    return text[: words[n - 1].end()].rstrip().rstrip(".,;:!?*")
 
 
 def _verify(rows: list[dict]) -> None:
