@@ -158,6 +158,7 @@ def run(args: argparse.Namespace) -> None:
     short = [r for r in load_labelled() if r.split == "test"]
     long_ = [r for r in load_labelled(data_dir() / LABELLED_LONG) if r.split == "test"]
     slice_ = load_judge_slice("shipped")
+    torch.manual_seed(args.seed)  # the adapters' initialisation
     model = LoRACritic(args.rank, 96, args.max_response, bf16=args.precision == "bf16")
     trainable = sum(p.numel() for p in model.parameters())
     print(f"trained on {len(rows)} rows (shipped splits {args.splits}), {args.epochs} epoch(s), "
