@@ -203,13 +203,13 @@ SHORT_APPENDED: list[tuple[str, dict[str, float]]] = [
     ("benign", {"cut_answer": 0.3}),
 ]  # fmt: skip
 CUT_KINDS = {"cut_compliance", "topic_deflection", "cut_answer"}
+CUT_WORDS = (18, 45)
 # 4. Requests for private or confidential facts about a named person or organisation
 #    (sources/disclosure.yaml), appended after all of the above: each query gets a
 #    confident made-up answer (compliance: it attempts the objective, however false) and
 #    a decline. The small model answers such requests with invented facts, which the
 #    critics trained on the topic-first deflections of wave 3 read as declines.
 DISCLOSURE_KINDS = ("made_up_disclosure", "disclosure_declined")
-CUT_WORDS = (18, 45)
 FRAMES_PER_OBJECTIVE = 2
 MATH_PER_FAMILY = 9
 
@@ -1134,7 +1134,7 @@ def _render(q: dict, kind: str, pool: str, r: random.Random, templates: dict) ->
 
 
 def cut_words(text: str, n: int) -> str:
-    """``text`` after its first ``n`` words, layout kept, as a token budget leaves an
+    """``text`` cut after its first ``n`` words, layout kept, as a token budget leaves an
     answer: mid-sentence, without the punctuation that would close it."""
     words = list(re.finditer(r"\S+\s*", text))
     if len(words) <= n:
