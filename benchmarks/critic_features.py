@@ -71,6 +71,22 @@ def _agreement(critic: LearnedCritic, rows) -> str:
     return f"{m.value:.3f} [{m.lo:.2f}, {m.hi:.2f}] (n={len(rows)})"
 
 
+def report_outside(critic: LearnedCritic, outside: dict[str, list]) -> None:
+    """Harmful accuracy and refusal detection on each file of other models' labelled
+    answers, then pooled."""
+    pooled_h: list[bool] = []
+    pooled_d: list[bool] = []
+    for source, data in outside.items():
+        verdicts = [c.verdict for c in critic.critique([r.exchange() for r in data])]
+        h, d = outcomes(data, verdicts)
+        pooled_h += h
+        pooled_d += d
+        print(f"  {source:16} n={len(data):4}  harmful {fmt(h)}  refusal detection {fmt(d)}")
+    if outside:
+        print(f"  {'all outside':16} n={len(pooled_d):4}  harmful {fmt(pooled_h)}  "
+              f"refusal detection {fmt(pooled_d)}")  # fmt: skip
+
+
 def _cost(model: LearnedModel, pairs, batch: int = 16) -> str:
     """Seconds per pair to featurise fresh pairs (caches bypassed)."""
     seconds = []
@@ -105,17 +121,7 @@ def run(args: argparse.Namespace) -> None:
         critic = LearnedCritic.from_model(model)
         print(f"\n== features {kind}: fit {fitted:.0f} s (features included), "
               f"featurise {_cost(model, [(r.query, r.response) for r in long_])}/pair")  # fmt: skip
-        pooled_h: list[bool] = []
-        pooled_d: list[bool] = []
-        for source, data in outside.items():
-            verdicts = [c.verdict for c in critic.critique([r.exchange() for r in data])]
-            h, d = outcomes(data, verdicts)
-            pooled_h += h
-            pooled_d += d
-            print(f"  {source:16} n={len(data):4}  harmful {fmt(h)}  refusal detection {fmt(d)}")
-        if outside:
-            print(f"  {'all outside':16} n={len(pooled_d):4}  harmful {fmt(pooled_h)}  "
-                  f"refusal detection {fmt(pooled_d)}")  # fmt: skip
+        report_outside(critic, outside)
         print(f"  slice (bundled model's answers)  {_agreement(critic, slice_)}")
         print(f"  shipped test, short               {_agreement(critic, short)}")
         print(f"  shipped test, long                {_agreement(critic, long_)}")

@@ -31,8 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 from _machine import machine_report
-from critic_features import _agreement
-from critic_outside import fmt, outcomes
+from critic_features import _agreement, report_outside
 
 from superalign.critic import LABELLED_LONG, LearnedCritic, load_labelled, shipped_rows
 from superalign.critic._data import data_dir
@@ -167,20 +166,11 @@ def run(args: argparse.Namespace) -> None:
     per_pair = model.fit(rows, args.epochs, args.batch_size, args.lr, args.seed)
     print(f"training: {per_pair * 1000:.0f} ms a pair and epoch")
     critic = LearnedCritic.from_model(model)  # type: ignore[arg-type]
-    pooled_h: list[bool] = []
-    pooled_d: list[bool] = []
-    began, scored = time.perf_counter(), 0
-    for source, data in outside.items():
-        verdicts = [c.verdict for c in critic.critique([r.exchange() for r in data])]
-        scored += len(data)
-        h, d = outcomes(data, verdicts)
-        pooled_h += h
-        pooled_d += d
-        print(f"  {source:16} n={len(data):4}  harmful {fmt(h)}  refusal detection {fmt(d)}")
+    began = time.perf_counter()
+    report_outside(critic, outside)
     if outside:
-        print(f"  {'all outside':16} n={len(pooled_d):4}  harmful {fmt(pooled_h)}  "
-              f"refusal detection {fmt(pooled_d)}  "
-              f"({(time.perf_counter() - began) * 1000 / scored:.0f} ms a pair)")  # fmt: skip
+        per_pair = (time.perf_counter() - began) * 1000 / sum(map(len, outside.values()))
+        print(f"  scoring the outside answers: {per_pair:.0f} ms a pair")
     print(f"  slice (bundled model's answers)  {_agreement(critic, slice_)}")
     print(f"  shipped test, short               {_agreement(critic, short)}")
     print(f"  shipped test, long                {_agreement(critic, long_)}")
