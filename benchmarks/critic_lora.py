@@ -32,10 +32,11 @@ import numpy as np
 import torch
 from _machine import machine_report
 from critic_features import _agreement, report_outside
+from rejudge import rejudge
 
 from superalign.critic import LABELLED_LONG, LearnedCritic, load_labelled, shipped_rows
 from superalign.critic._data import data_dir
-from superalign.critic._learned import BACKBONE, CLASSES, _mask, target_class
+from superalign.critic._learned import BACKBONE, CLASSES, _mask, encode_pairs, target_class
 from superalign.eval import load_judge_slice
 from superalign.models import resolve_path
 from superalign.types import Intent
@@ -76,31 +77,8 @@ class LoRACritic:
         lora = [p for p in self.decoder.parameters() if p.requires_grad]
         return [*lora, *self.head.parameters(), self.bias]
 
-    def _batch(self, pairs: list[tuple[str, str]]) -> tuple[Any, Any, list[tuple[int, int]]]:
-        rows, spans = [], []
-        for q, r in pairs:
-            q_ids = self.tok(q, add_special_tokens=False).input_ids[: self.max_query]
-            r_ids = self.tok(r, add_special_tokens=False).input_ids[: self.max_response]
-            prefix = self.tok.apply_chat_template(
-                [{"role": "user", "content": self.tok.decode(q_ids)}],
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-            p_ids = self.tok(prefix, add_special_tokens=False).input_ids
-            r_ids = r_ids or [self.tok.eos_token_id]
-            rows.append(p_ids + r_ids)
-            spans.append((len(p_ids), len(p_ids) + len(r_ids)))
-        width = max(len(x) for x in rows)
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-        return ids, mask, spans
-
     def logits(self, pairs: list[tuple[str, str]], intents: list[Intent]) -> Any:
-        ids, mask, spans = self._batch(pairs)
+        ids, mask, spans = encode_pairs(self.tok, pairs, self.max_query, self.max_response)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             states = self.decoder(input_ids=ids, attention_mask=mask).last_hidden_state
         states = states.float()
@@ -175,38 +153,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"  shipped test, short               {_agreement(critic, short)}")
     print(f"  shipped test, long                {_agreement(critic, long_)}")
     if args.run:
-        _rejudge(critic, Path(args.run), args.output)
-
-
-def _rejudge(critic: LearnedCritic, run: Path, output: str | None) -> None:
-    """Compliance counts on a run's stored answers to harmful evaluation prompts, per
-    round and tier (as benchmarks/rejudge.py prints them), and each verdict to ``output``."""
-    import json
-
-    from superalign.loop import DB_FILE, Store
-    from superalign.types import Exchange, Verdict
-
-    verdicts: dict[str, dict[str, str | None]] = {}
-    with Store(run / DB_FILE, write=False) as store:
-        for rnd in sorted({r for r, _ in store.response_groups("eval-")}):
-            for tier in ("eval-frozen", "eval-external"):
-                judged = [j for j in store.judged(round=rnd, tier=tier)
-                          if j.query.intent is Intent.harmful]  # fmt: skip
-                if not judged:
-                    continue
-                found = critic.critique(
-                    [Exchange(query=j.query, response=j.response.text) for j in judged]
-                )
-                stored = sum(j.judgement.label.verdict is Verdict.unsafe for j in judged)
-                mine = sum(c.verdict is Verdict.unsafe for c in found)
-                print(f"  {run.name} round {rnd} {tier:14} n={len(judged):3}  "
-                      f"stored {stored}  lora {mine}")  # fmt: skip
-                verdicts[f"{rnd}/{tier}"] = {
-                    j.query.text: (c.verdict.value if c.verdict else None)
-                    for j, c in zip(judged, found, strict=True)
-                }
-    if output:
-        Path(output).write_text(json.dumps(verdicts, indent=1))
+        rejudge(Path(args.run), {"lora": critic}, tier="eval-external", hand_file=args.hand)
 
 
 def main() -> None:
@@ -221,8 +168,8 @@ def main() -> None:
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
                     help="autocast of the forward (bf16: a CPU with bfloat16 units)")  # fmt: skip
     ap.add_argument("--limit", type=int, help="the first N rows of each file")
-    ap.add_argument("--run", help="also judge a run's stored answers to harmful prompts")
-    ap.add_argument("--output", help="with --run: each verdict as JSON here")
+    ap.add_argument("--run", help="also judge a run's stored answers to outside harmful prompts")
+    ap.add_argument("--hand", type=Path, help="with --run: hand labels to score against")
     ap.add_argument("--train-limit", type=int, help="a seeded sample of N training rows")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -27,7 +27,7 @@ from critic_outside import fmt
 from superalign import registry
 from superalign.critic import LABELLED_LONG, DawidSkene, load_labelled
 from superalign.critic._data import data_dir
-from superalign.critic._ensemble import vote_matrix
+from superalign.critic._ensemble import CriticEnsemble, vote_matrix
 
 CRITICS = {
     "refusal": {},
@@ -41,10 +41,8 @@ def region(row, long_words: int) -> str:
     return f"{row.intent.value}/{'long' if words > long_words else 'short'}"
 
 
-def votes_of(critics: list, rows: Sequence) -> np.ndarray:
-    exchanges = [r.exchange() for r in rows]
-    per_critic = [c.critique(exchanges) for c in critics]
-    return vote_matrix([list(x) for x in zip(*per_critic, strict=True)], [c.name for c in critics])
+def votes_of(ensemble: CriticEnsemble, rows: Sequence) -> np.ndarray:
+    return vote_matrix(ensemble.critique([r.exchange() for r in rows]), ensemble.names)
 
 
 def fitted(votes: np.ndarray, names: list[str], truth: Sequence[bool]) -> DawidSkene:
@@ -54,13 +52,13 @@ def fitted(votes: np.ndarray, names: list[str], truth: Sequence[bool]) -> DawidS
 
 
 def run(args: argparse.Namespace) -> None:
-    critics = [registry.create("critic", n, a) for n, a in CRITICS.items()]
-    names = [c.name for c in critics]
+    ensemble = CriticEnsemble([registry.create("critic", n, a) for n, a in CRITICS.items()])
+    names = ensemble.names
     cal = [r for r in load_labelled() if r.split == "calibration"]
     cal += [r for r in load_labelled(data_dir() / LABELLED_LONG) if r.split == "calibration"]
     cal = [r for r in cal if r.intent.value in ("harmful", "benign")]
     test = [r for f in args.files for r in load_labelled(f)]
-    cal_votes, test_votes = votes_of(critics, cal), votes_of(critics, test)
+    cal_votes, test_votes = votes_of(ensemble, cal), votes_of(ensemble, test)
     cal_truth = [r.label.acceptable for r in cal]
     whole = fitted(cal_votes, names, cal_truth)
     cal_region = np.array([region(r, args.long) for r in cal])

@@ -66,17 +66,32 @@ def main() -> None:
     ap.add_argument("--tier", choices=TIERS, help="only this tier")
     ap.add_argument("--hand", type=Path, help="hand labels to score the judges against")
     args = ap.parse_args()
-    hand = read_hand(args.hand) if args.hand else {}
-    db = args.run / DB_FILE
-    if not db.is_file():
-        raise SystemExit(f"{args.run} is not a run directory (no {DB_FILE})")
     names = [n.strip() for n in args.judge.split(",") if n.strip()]
-    judges = {n: build(n) for n in names}
+    rejudge(args.run, {n: build(n) for n in names}, args.round, args.tier, args.hand, args.show)
+
+
+def rejudge(
+    run: Path,
+    judges: dict,
+    round_: int | None = None,
+    tier: str | None = None,
+    hand_file: Path | None = None,
+    show: bool = False,
+) -> None:
+    """Print, per round and evaluation tier of ``run``, how many answers to harmful
+    prompts each of ``judges`` (name -> critic) calls compliance, against the stored
+    count; with ``hand_file``, each judge's agreement with those hand labels; with
+    ``show``, the answers the first two judges disagree on."""
+    hand = read_hand(hand_file) if hand_file else {}
+    db = run / DB_FILE
+    if not db.is_file():
+        raise SystemExit(f"{run} is not a run directory (no {DB_FILE})")
+    names = list(judges)
     with Store(db, write=False) as store:
         rounds = sorted({r for r, _ in store.response_groups("eval-")})
-        for rnd in rounds if args.round is None else [args.round]:
-            for tier in TIERS if args.tier is None else [args.tier]:
-                judged = [j for j in store.judged(round=rnd, tier=tier)
+        for rnd in rounds if round_ is None else [round_]:
+            for t in TIERS if tier is None else [tier]:
+                judged = [j for j in store.judged(round=rnd, tier=t)
                           if j.query.intent is Intent.harmful]  # fmt: skip
                 if not judged:
                     continue
@@ -87,13 +102,11 @@ def main() -> None:
                 cells = [
                     f"{n} {sum(v is Verdict.unsafe for v in vs)}" for n, vs in verdicts.items()
                 ]
-                print(
-                    f"round {rnd} {tier:14} n={len(judged):3}  stored {stored}  " + "  ".join(cells)
-                )
-                keys = [(rnd, tier, prompt_hash(ex.query.text)) for ex in exchanges]
+                print(f"round {rnd} {t:14} n={len(judged):3}  stored {stored}  " + "  ".join(cells))
+                keys = [(rnd, t, prompt_hash(ex.query.text)) for ex in exchanges]
                 if hand and any(k in hand for k in keys):
                     _score(hand, keys, verdicts)
-                if args.show and len(names) >= 2:
+                if show and len(names) >= 2:
                     a, b = verdicts[names[0]], verdicts[names[1]]
                     for ex, va, vb in zip(exchanges, a, b, strict=True):
                         if va != vb:

@@ -264,26 +264,7 @@ class LMFeatures:
         import torch
 
         tok, model = _backbone(self.model_ref)
-        rows, spans = [], []
-        for q, r in pairs:
-            q_ids = tok(q, add_special_tokens=False).input_ids[: self.max_query]
-            r_ids = tok(r, add_special_tokens=False).input_ids[: self.max_response]
-            prefix = tok.apply_chat_template(
-                [{"role": "user", "content": tok.decode(q_ids)}],
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-            p_ids = tok(prefix, add_special_tokens=False).input_ids
-            r_ids = r_ids or [tok.eos_token_id]
-            rows.append(p_ids + r_ids)
-            spans.append((len(p_ids), len(p_ids) + len(r_ids)))
-        width = max(len(x) for x in rows)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
+        ids, mask, spans = encode_pairs(tok, pairs, self.max_query, self.max_response)
         lo, mid = _hidden_states(model, ids, mask)
         feats = []
         for i, (a, b) in enumerate(spans):
@@ -294,6 +275,37 @@ class LMFeatures:
                 .numpy()
             )
         return feats
+
+
+def encode_pairs(
+    tok: Any, pairs: Sequence[tuple[str, str]], max_query: int, max_response: int
+) -> tuple[Any, Any, list[tuple[int, int]]]:
+    """Token ids and attention mask (right-padded) of each pair as the model reads it:
+    the query's first ``max_query`` tokens in the chat template, then the answer's first
+    ``max_response``; and each answer's span of positions."""
+    import torch
+
+    rows, spans = [], []
+    for q, r in pairs:
+        q_ids = tok(q, add_special_tokens=False).input_ids[:max_query]
+        r_ids = tok(r, add_special_tokens=False).input_ids[:max_response]
+        prefix = tok.apply_chat_template(
+            [{"role": "user", "content": tok.decode(q_ids)}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        p_ids = tok(prefix, add_special_tokens=False).input_ids
+        r_ids = r_ids or [tok.eos_token_id]
+        rows.append(p_ids + r_ids)
+        spans.append((len(p_ids), len(p_ids) + len(r_ids)))
+    width = max(len(x) for x in rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask, spans
 
 
 _BACKBONE_LOCK = threading.Lock()
