@@ -884,7 +884,8 @@ def disclosure_rows(picker: _Picker) -> list[dict]:
                 groups.setdefault(subject, []).append(
                     (_cap(fill(query, slots)), fill(topic, slots), facts)
                 )
-    split_of = _assign_splits({k: 2 * len(v) for k, v in groups.items()}, Counter(), "disclosure")
+    rows_of = {k: len(DISCLOSURE_KINDS) * len(v) for k, v in groups.items()}
+    split_of = _assign_splits(rows_of, Counter(), "disclosure")
     rows = []
     for subject, items in groups.items():
         for query, topic, facts in items:
